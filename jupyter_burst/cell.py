@@ -1,0 +1,166 @@
+"""Everything ``%%burst`` does, as a Python API: read, pack, run remotely, merge back.
+
+The order matters for the promise "$0 for a mistake": the cell is parsed and its values
+packed before any cluster is started or contacted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from jupyter_burst import clusters, config, jobs, namespace, output, tracebacks
+from jupyter_burst import payload as wire
+from jupyter_burst.errors import BurstError, SendError
+from jupyter_burst.ledger import LineSplitter, shared_ledger
+from jupyter_burst.options import CellOptions
+
+
+@dataclasses.dataclass
+class CellResult:
+    """What one burst brought back."""
+
+    job_id: str
+    cluster: str
+    assigned: list[str]
+    changed: list[str]
+    deleted: list[str]
+    seconds: float
+
+
+def run_cell(
+    source: str,
+    options: CellOptions,
+    user_ns: MutableMapping[str, Any],
+    filename: str | None = None,
+    line_offset: int = 0,
+    render: Callable[[list], None] | None = None,
+    kernel: str = "",
+) -> CellResult:
+    """Run ``source`` on the cluster ``options`` name and merge its results into ``user_ns``.
+
+    ``filename``/``line_offset`` make tracebacks point at the notebook cell's own lines.
+    """
+    started = time.monotonic()
+    job_id = jobs.new_job_id()
+    filename = filename or f"<burst-cell-{job_id}>"
+    try:
+        analysis = namespace.analyse(source, filename)
+    except SyntaxError:
+        raise  # the user's own mistake, shown by IPython with its caret
+    values = namespace.select(user_ns, analysis, send=options.send, exclude=options.exclude)
+    spec = {
+        "source": source,
+        "filename": filename,
+        "line_offset": line_offset,
+        "assigns": sorted(analysis.assigns),
+        "returns": list(options.returns) if options.returns is not None else None,
+        "cwd": os.getcwd(),
+    }
+    snapshot = dict(user_ns)
+    if not isinstance(user_ns, dict):
+        raise SendError("the namespace must be a dict")
+    message = wire.pack_namespace(values, user_ns, spec)
+
+    handle = clusters.connect(
+        options.cluster, options.provider, options.gpus, options.idle, idle_given="idle" in options.given
+    )
+    ledger = shared_ledger(handle.state_dir)
+    splitter = LineSplitter()
+    show = render or output.renderer()
+
+    def on_events(events: list) -> None:
+        show(events)
+        now = time.time()
+        lines = []
+        for event in events:
+            if event[0] in ("stdout", "stderr"):
+                lines.extend(splitter.feed(0, event[0], event[1]))
+        ledger.add_lines(job_id, [(now, rank, stream, text) for rank, stream, text in lines])
+
+    ledger.job_started(job_id, handle.id, kernel, source, _options_record(options))
+    status, error_text = "failed", None
+    try:
+        job = jobs.submit(handle, job_id, message, spec)
+        reply = jobs.follow(job, on_events, options.timeout)
+        result = wire.unpack_result(reply, user_ns, snapshot)
+        jobs.drain(job, result["events"], on_events)
+        if result["error"] is not None:
+            error_text = f"{result['error'].get('type', 'error')}: {result['error']['message']}"
+            raise _raise_remote(result["error"])
+        for name, value in result["values"].items():
+            user_ns[name] = value
+        for name in result["deleted"]:
+            user_ns.pop(name, None)
+        status = "done"
+        return CellResult(
+            job_id=job_id,
+            cluster=handle.name,
+            assigned=sorted(set(result["values"]) - set(result["changed"])),
+            changed=result["changed"],
+            deleted=result["deleted"],
+            seconds=time.monotonic() - started,
+        )
+    except BurstError as exc:
+        status = "interrupted" if "interrupted" in str(exc) else "failed"
+        error_text = error_text or str(exc)
+        raise
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        rest = splitter.rest()
+        now = time.time()
+        ledger.add_lines(job_id, [(now, rank, stream, text) for rank, stream, text in rest])
+        ledger.job_ended(job_id, status, error_text)
+
+
+def _raise_remote(error: dict) -> BaseException:
+    if error.get("kind") == "burst":
+        return BurstError(error["message"])
+    return tracebacks.rebuild(error)
+
+
+def _options_record(options: CellOptions) -> dict[str, Any]:
+    record = dataclasses.asdict(options)
+    record["given"] = sorted(options.given)
+    return record
+
+
+def run(
+    source: str,
+    namespace: MutableMapping[str, Any] | None = None,
+    *,
+    gpus: int = 1,
+    provider: str | None = None,
+    cluster: str | None = None,
+    idle: float | None = None,
+    timeout: float | None = None,
+    send: tuple[str, ...] | list[str] = (),
+    exclude: tuple[str, ...] | list[str] = (),
+    returns: tuple[str, ...] | list[str] | None = None,
+) -> CellResult:
+    """Run ``source`` as a burst cell; ``namespace`` (default: the caller's globals) gets the results.
+
+    The keyword arguments are the ``%%burst`` options (``return=`` is ``returns=`` here).
+    """
+    from jupyter_burst import options as opts
+
+    config.refresh()
+    words = [f"gpus={gpus}"]
+    for key, value in (("provider", provider), ("cluster", cluster), ("idle", idle), ("timeout", timeout)):
+        if value is not None:
+            words.append(f"{key}={value}")
+    for key, names in (("send", send), ("exclude", exclude), ("return", returns)):
+        if names:
+            words.append(f"{key}={','.join(names)}")
+    parsed = opts.parse(" ".join(words))
+    if namespace is None:
+        import inspect
+
+        frame = inspect.currentframe()
+        namespace = frame.f_back.f_globals if frame and frame.f_back else {}
+    return run_cell(source, parsed, namespace)

@@ -1,0 +1,200 @@
+"""Find, start, attach to and stop clusters; hand back a connected Dask client.
+
+A cluster is known by name through its record in the state folder, so a restarted kernel
+(or a second kernel) attaches to the one already running instead of starting another.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_burst import config
+from jupyter_burst.clusters import records
+from jupyter_burst.clusters.provider import ClusterRequest
+from jupyter_burst.clusters.registry import get_provider
+from jupyter_burst.errors import ClusterError
+
+
+@dataclass
+class ClusterHandle:
+    """A connected cluster as this kernel sees it."""
+
+    name: str
+    provider: str
+    record: dict[str, Any]
+    client: Any
+    state_dir: pathlib.Path
+    topic_handlers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.record["id"]
+
+    def workers(self) -> dict[str, dict]:
+        return self.client.scheduler_info(n_workers=-1)["workers"]
+
+    def info(self) -> dict[str, Any]:
+        return self.client.sync(self.client.scheduler.burst_info)
+
+
+_handles: dict[tuple[str, str], ClusterHandle] = {}
+_handles_lock = threading.Lock()
+
+
+def _slots_for(gpus: int) -> int:
+    configured = config.get("local.slots")
+    if configured:
+        return max(int(configured), gpus)
+    from jupyter_burst.node.bootstrap import cuda_device_count
+
+    return max(cuda_device_count(), gpus)
+
+
+def _connect(address: str, timeout: float):
+    from distributed import Client
+
+    return Client(
+        address,
+        timeout=timeout,
+        direct_to_workers=True,
+        set_as_default=False,
+        name="jupyter-burst",
+    )
+
+
+def _usable(handle: ClusterHandle) -> bool:
+    client = handle.client
+    return client.status == "running" and client.scheduler_comm is not None and not client.scheduler_comm.closed()
+
+
+def connect(name: str, provider_name: str, gpus: int, idle: float, idle_given: bool) -> ClusterHandle:
+    """The cluster ``name``: reused when this kernel has it, attached when it runs, else started."""
+    state_dir = config.state_dir()
+    key = (provider_name, name)
+    with _handles_lock:
+        handle = _handles.get(key)
+        if handle is not None and _usable(handle) and handle.record.get("state_dir", str(state_dir)) == str(state_dir):
+            if idle_given and handle.record.get("idle") != idle:
+                set_idle(handle, idle)
+            return handle
+        if handle is not None:
+            _close_quietly(handle)
+            del _handles[key]
+
+        provider = get_provider(provider_name)
+        with records.cluster_lock(state_dir, name):
+            record = records.read_record(state_dir, name)
+            client = None
+            if record is not None and record.get("provider") != provider_name:
+                raise ClusterError(
+                    f"cluster '{name}' runs on provider '{record.get('provider')}', not '{provider_name}'; "
+                    f"name another cluster (cluster=...) or stop it with %burst down {name}"
+                )
+            if record is not None and provider.is_alive(record):
+                try:
+                    client = _connect(record["scheduler"], float(config.get("connect-timeout", 5)))
+                except OSError:
+                    provider.terminate(record)
+                    client = None
+            if client is None:
+                request = ClusterRequest(name=name, slots=_slots_for(gpus), idle_minutes=idle, state_dir=state_dir)
+                record = provider.launch(request)
+                client = _connect(record["scheduler"], float(config.get("start-timeout", 60)))
+        record = dict(record, state_dir=str(state_dir))
+        handle = ClusterHandle(name=name, provider=provider_name, record=record, client=client, state_dir=state_dir)
+        if idle_given and record.get("idle") != idle:
+            set_idle(handle, idle)
+        _handles[key] = handle
+        return handle
+
+
+def set_idle(handle: ClusterHandle, minutes: float) -> None:
+    info = handle.client.sync(handle.client.scheduler.burst_set_idle, minutes=minutes)
+    handle.record["idle"] = info["idle"]
+
+
+def wait_for_workers(handle: ClusterHandle, n: int, timeout: float) -> dict[str, dict]:
+    """The cluster's workers, once at least ``n`` are connected (a restarted one takes a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = handle.workers()
+        if len(workers) >= n:
+            return workers
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"cluster '{handle.name}' has {len(workers)} of the {n} workers it needs after {timeout:g} s; "
+                f"restart it with %burst down {handle.name}"
+            )
+        time.sleep(0.05)
+
+
+def status() -> list[dict[str, Any]]:
+    """Every cluster with a record in the state folder, with its live state where reachable."""
+    state_dir = config.state_dir()
+    out = []
+    for record in records.all_records(state_dir):
+        provider = get_provider(record.get("provider", "local"))
+        entry = dict(record, alive=provider.is_alive(record))
+        if entry["alive"]:
+            try:
+                handle = _handles.get((record.get("provider", "local"), record["name"]))
+                if handle is not None and _usable(handle):
+                    entry.update(handle.info())
+                else:
+                    entry.update(_query_info(record["scheduler"]))
+            except Exception as exc:  # a cluster that does not answer is still listed
+                entry["error"] = f"{type(exc).__name__}: {exc}"
+        out.append(entry)
+    return out
+
+
+def _query_info(address: str) -> dict[str, Any]:
+    client = _connect(address, float(config.get("connect-timeout", 5)))
+    try:
+        return client.sync(client.scheduler.burst_info)
+    finally:
+        client.close(timeout=2)
+
+
+def down(name: str | None = None, timeout: float = 30.0) -> list[str]:
+    """Stop the named cluster (or all); returns the names stopped. Waits until they are gone."""
+    state_dir = config.state_dir()
+    stopped = []
+    for record in records.all_records(state_dir):
+        if name is not None and record["name"] != name:
+            continue
+        provider = get_provider(record.get("provider", "local"))
+        handle = _handles.pop((record.get("provider", "local"), record["name"]), None)
+        if handle is not None:
+            _close_quietly(handle)
+        provider.terminate(record)
+        deadline = time.monotonic() + timeout
+        while provider.is_alive(record) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if provider.is_alive(record):
+            raise ClusterError(f"cluster '{record['name']}' did not stop within {timeout:g} s (pid {record.get('pid')})")
+        records.remove_record(state_dir, record["name"], record["id"])
+        stopped.append(record["name"])
+    if name is not None and not stopped:
+        known = [r["name"] for r in records.all_records(state_dir)]
+        raise ClusterError(f"no cluster named '{name}'; running: {', '.join(known) or 'none'}")
+    return stopped
+
+
+def _close_quietly(handle: ClusterHandle) -> None:
+    try:
+        handle.client.close(timeout=2)
+    except Exception:
+        pass
+
+
+def forget_all() -> None:
+    """Close this kernel's clients (the clusters keep running)."""
+    with _handles_lock:
+        for handle in _handles.values():
+            _close_quietly(handle)
+        _handles.clear()

@@ -1,0 +1,101 @@
+"""The embedded default provider: this machine's processes, bound to 127.0.0.1 only.
+
+It runs the same node bootstrap and watchdog a cloud machine runs (``jupyter_burst.node``),
+as a process of its own session, so the cluster outlives the kernel that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from jupyter_burst import config
+from jupyter_burst.clusters import records
+from jupyter_burst.clusters.provider import ClusterRequest
+from jupyter_burst.errors import ClusterError
+
+
+class LocalProvider:
+    name = "local"
+
+    def launch(self, request: ClusterRequest) -> dict[str, Any]:
+        logs = request.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log_path = logs / f"{request.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        command = [
+            sys.executable, "-m", "jupyter_burst.node",
+            "--cluster", request.name,
+            "--provider", self.name,
+            "--slots", str(request.slots),
+            "--idle", repr(request.idle_minutes),
+            "--state-dir", str(request.state_dir),
+            "--memory-limit", str(config.get("local.memory-limit", "auto")),
+        ]
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a kernel interrupt or restart must not reach it
+                cwd=request.state_dir,
+            )
+        # Reap it when it exits, so a long-lived kernel keeps no zombie.
+        threading.Thread(target=process.wait, name=f"burst-reap-{process.pid}", daemon=True).start()
+
+        deadline = time.monotonic() + float(config.get("start-timeout", 60))
+        while time.monotonic() < deadline:
+            record = records.read_record(request.state_dir, request.name)
+            if record is not None and record.get("pid") == process.pid:
+                return record
+            if process.poll() is not None:
+                raise ClusterError(
+                    f"the local cluster '{request.name}' failed to start (exit {process.returncode}): "
+                    f"{_last_line(log_path)}; full log: {log_path}"
+                )
+            time.sleep(0.02)
+        self.terminate({"pid": process.pid})
+        raise ClusterError(
+            f"the local cluster '{request.name}' did not start within {config.get('start-timeout')} s; "
+            f"see {log_path}, or raise burst.start-timeout"
+        )
+
+    def is_alive(self, record: dict[str, Any]) -> bool:
+        pid = record.get("pid")
+        if not pid:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return not _is_zombie(pid)
+
+    def terminate(self, record: dict[str, Any]) -> None:
+        pid = record.get("pid")
+        if pid and self.is_alive(record):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _last_line(path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:300] if lines else "no output"

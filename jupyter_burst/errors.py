@@ -1,0 +1,44 @@
+"""The errors a user can fix. Each message is one line: the problem, then the fix.
+
+A bug of ours is any other exception and keeps its traceback.
+"""
+
+
+class BurstError(Exception):
+    """Something the user can fix; the magic shows only this one line."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if text.startswith("burst: ") else f"burst: {text}"
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback: the one line is the whole message.
+        return [str(self)]
+
+
+class OptionError(BurstError):
+    """A ``%%burst`` option that is unknown, mistyped, repeated or out of range."""
+
+
+class NotYetAvailable(BurstError):
+    """An option or verb that a later issue implements; it is refused, never ignored."""
+
+
+class SendError(BurstError):
+    """A value the cell reads cannot travel to the cluster."""
+
+
+class ClusterError(BurstError):
+    """A cluster could not be started, reached or stopped."""
+
+
+class JobInterrupted(BurstError):
+    """The user stopped the cell (kernel interrupt); the remote work was stopped."""
+
+
+class JobTimeout(BurstError):
+    """The cell ran past its ``timeout=`` and was stopped."""
+
+
+class WorkerLost(BurstError):
+    """The process running the cell died."""

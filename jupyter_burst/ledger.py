@@ -1,0 +1,240 @@
+"""The ledger: one SQLite file (WAL) with every cluster, node, job and output line.
+
+It is the single source of truth the sidebar and ``%burst status`` read. Several processes
+write it at once (kernels, node processes), so every connection waits on a busy file
+instead of failing, and each write is its own short transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clusters (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    address TEXT,
+    slots INTEGER,
+    devices TEXT,
+    idle_minutes REAL,
+    started REAL NOT NULL,
+    stopped REAL,
+    stop_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY,
+    cluster_id TEXT NOT NULL REFERENCES clusters(id),
+    provider TEXT NOT NULL,
+    role TEXT NOT NULL,
+    slots INTEGER NOT NULL,
+    devices TEXT,
+    price_per_hour REAL NOT NULL DEFAULT 0,
+    pid INTEGER,
+    started REAL NOT NULL,
+    stopped REAL,
+    stop_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    cluster_id TEXT,
+    kernel TEXT,
+    source TEXT NOT NULL,
+    options TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    status TEXT NOT NULL,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS log_lines (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    ts REAL NOT NULL,
+    rank INTEGER NOT NULL DEFAULT 0,
+    stream TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_lines_job ON log_lines(job_id, id);
+CREATE INDEX IF NOT EXISTS jobs_started ON jobs(started);
+"""
+
+
+class Ledger:
+    """A connection to the ledger file; safe to share between threads of one process."""
+
+    def __init__(self, path: pathlib.Path | str):
+        self.path = pathlib.Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        with self._lock:
+            # executescript commits on its own; IF NOT EXISTS makes it safe to race.
+            self._db.executescript(_SCHEMA)
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    class _Transaction:
+        def __init__(self, ledger: Ledger):
+            self.ledger = ledger
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.ledger._lock.acquire()
+            self.ledger._db.execute("BEGIN IMMEDIATE")
+            return self.ledger._db
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            try:
+                self.ledger._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.ledger._lock.release()
+
+    def _write(self) -> Ledger._Transaction:
+        return Ledger._Transaction(self)
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(row) for row in self._db.execute(sql, tuple(params))]
+
+    # clusters and nodes -------------------------------------------------------------
+
+    def cluster_started(
+        self, cluster_id: str, name: str, provider: str, address: str, slots: int, devices: list[str], idle: float
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO clusters(id, name, provider, address, slots, devices, idle_minutes, started)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (cluster_id, name, provider, address, slots, json.dumps(devices), idle, time.time()),
+            )
+
+    def cluster_idle_changed(self, cluster_id: str, idle: float) -> None:
+        with self._write() as db:
+            db.execute("UPDATE clusters SET idle_minutes = ? WHERE id = ?", (idle, cluster_id))
+
+    def cluster_stopped(self, cluster_id: str, reason: str) -> None:
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE clusters SET stopped = ?, stop_reason = ? WHERE id = ? AND stopped IS NULL",
+                (now, reason, cluster_id),
+            )
+            db.execute(
+                "UPDATE nodes SET stopped = ?, stop_reason = ? WHERE cluster_id = ? AND stopped IS NULL",
+                (now, reason, cluster_id),
+            )
+
+    def node_started(
+        self,
+        node_id: str,
+        cluster_id: str,
+        provider: str,
+        role: str,
+        slots: int,
+        devices: list[str],
+        pid: int | None,
+        price_per_hour: float = 0.0,
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO nodes(id, cluster_id, provider, role, slots, devices, price_per_hour, pid,"
+                " started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (node_id, cluster_id, provider, role, slots, json.dumps(devices), price_per_hour, pid, time.time()),
+            )
+
+    def clusters(self, running_only: bool = False) -> list[dict[str, Any]]:
+        where = "WHERE stopped IS NULL" if running_only else ""
+        return self.query(f"SELECT * FROM clusters {where} ORDER BY started")
+
+    # jobs and their output ----------------------------------------------------------
+
+    def job_started(self, job_id: str, cluster_id: str | None, kernel: str, source: str, options: dict) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO jobs(id, cluster_id, kernel, source, options, started, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'running')",
+                (job_id, cluster_id, kernel, source, json.dumps(options, default=str), time.time()),
+            )
+
+    def job_ended(self, job_id: str, status: str, error: str | None = None) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET ended = ?, status = ?, error = ? WHERE id = ?",
+                (time.time(), status, error, job_id),
+            )
+
+    def add_lines(self, job_id: str, lines: Iterable[tuple[float, int, str, str]]) -> None:
+        """Append (time, rank, stream, text) output lines of a job."""
+        rows = [(job_id, ts, rank, stream, text) for ts, rank, stream, text in lines]
+        if not rows:
+            return
+        with self._write() as db:
+            db.executemany("INSERT INTO log_lines(job_id, ts, rank, stream, text) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return rows[0] if rows else None
+
+    def lines(self, job_id: str) -> list[dict[str, Any]]:
+        return self.query("SELECT ts, rank, stream, text FROM log_lines WHERE job_id = ? ORDER BY id", (job_id,))
+
+
+class LineSplitter:
+    """Turns a stream's text chunks into whole lines; a progress bar's ``\\r`` keeps its last state."""
+
+    def __init__(self) -> None:
+        self._partial: dict[tuple[int, str], str] = {}
+
+    def feed(self, rank: int, stream: str, text: str) -> list[tuple[int, str, str]]:
+        key = (rank, stream)
+        pieces = (self._partial.pop(key, "") + text).split("\n")
+        self._partial[key] = pieces.pop()
+        return [(rank, stream, _last_state(piece)) for piece in pieces]
+
+    def rest(self) -> list[tuple[int, str, str]]:
+        out = [(rank, stream, _last_state(text)) for (rank, stream), text in self._partial.items() if text]
+        self._partial.clear()
+        return out
+
+
+def _last_state(line: str) -> str:
+    if "\r" not in line:
+        return line
+    parts = [p for p in line.split("\r") if p]
+    return parts[-1] if parts else ""
+
+
+def open_ledger(state_dir: pathlib.Path) -> Ledger:
+    return Ledger(state_dir / "ledger.sqlite")
+
+
+_shared: dict[pathlib.Path, Ledger] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_ledger(state_dir: pathlib.Path) -> Ledger:
+    """This process's connection to the ledger in ``state_dir`` (opened once, kept open)."""
+    path = pathlib.Path(state_dir) / "ledger.sqlite"
+    with _shared_lock:
+        ledger = _shared.get(path)
+        if ledger is None or not path.exists():
+            ledger = _shared[path] = Ledger(path)
+        return ledger

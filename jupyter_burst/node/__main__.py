@@ -1,0 +1,3 @@
+from jupyter_burst.node.bootstrap import main
+
+main()

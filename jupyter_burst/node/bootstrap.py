@@ -1,0 +1,218 @@
+"""Bring up a head node: a Dask scheduler, one worker process per slot, and the idle watchdog.
+
+Run as ``python -m jupyter_burst.node --cluster NAME --slots N --idle MINUTES --state-dir DIR``.
+The process is the node: when the watchdog decides the cluster is idle, or it is told to
+stop, it closes the workers and the scheduler and exits. It never needs the kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import pathlib
+import signal
+import socket
+import time
+import uuid
+from typing import Any
+
+import dask.config
+
+from jupyter_burst.clusters import records
+from jupyter_burst.ledger import open_ledger
+from jupyter_burst.node.idle import IdlePolicy
+
+log = logging.getLogger("jupyter_burst.node")
+
+_CHECK_SECONDS = 1.0
+_BUSY_STATES = frozenset({"processing", "queued", "no-worker", "waiting"})
+
+# Dask settings for our clusters: a lost worker fails the cell at once (a retry would run the
+# cell twice behind the user's back), output batches are not hoarded by the scheduler, and
+# loopback needs no compression.
+NODE_DASK_CONFIG: dict[str, Any] = {
+    "distributed.scheduler.allowed-failures": 0,
+    "distributed.scheduler.events-log-length": 200,
+    "distributed.comm.compression": None,
+    "distributed.worker.daemon": False,
+    "distributed.admin.tick.limit": "30s",
+}
+
+
+def cuda_device_count() -> int:
+    """GPUs the NVIDIA driver reports, read without importing torch (which takes seconds)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+def slot_devices(slots: int, gpus: int) -> list[str]:
+    return [f"cuda:{i}" if i < gpus else "cpu" for i in range(slots)]
+
+
+class HeadNode:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.state_dir = pathlib.Path(args.state_dir)
+        self.cluster_id = args.cluster_id or f"{args.cluster}-{uuid.uuid4().hex[:8]}"
+        self.node_id = f"{self.cluster_id}-head"
+        self.policy = IdlePolicy(args.idle * 60, time.monotonic())
+        self.stop_requested = asyncio.Event()
+        self.stop_reason = "stopped"
+        self.scheduler = None
+        self.nannies: list = []
+        self.ledger = open_ledger(self.state_dir)
+
+    async def start(self) -> None:
+        from distributed import Nanny, Scheduler
+
+        self.scheduler = Scheduler(host="127.0.0.1", port=0, dashboard=False, dashboard_address=None)
+        await self.scheduler
+        self.scheduler.handlers["burst_set_idle"] = self._set_idle
+        self.scheduler.handlers["burst_info"] = self._info
+        self.scheduler.handlers["burst_stop"] = self._stop
+
+        gpus = cuda_device_count()
+        devices = slot_devices(self.args.slots, gpus)
+        threads_per_cpu_slot = max(1, (os.cpu_count() or 1) // max(1, self.args.slots - gpus))
+        self.devices = devices
+        for i, device in enumerate(devices):
+            env = {
+                "MPLBACKEND": "module://jupyter_burst.mpl_backend",
+                "JUPYTER_BURST_SLOT": str(i),
+                "JUPYTER_BURST_DEVICE": device,
+                "JUPYTER_BURST_CLUSTER": self.args.cluster,
+            }
+            if device.startswith("cuda"):
+                env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
+            else:
+                env["CUDA_VISIBLE_DEVICES"] = ""
+                for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                    env[var] = str(threads_per_cpu_slot)
+            self.nannies.append(
+                Nanny(
+                    self.scheduler.address,
+                    nthreads=1,
+                    host="127.0.0.1",
+                    name=f"slot-{i}",
+                    env=env,
+                    memory_limit=self.args.memory_limit,
+                    dashboard=False,
+                    dashboard_address=None,
+                    resources={"slot": 1},
+                )
+            )
+        await asyncio.gather(*(nanny.start() for nanny in self.nannies))
+        self.record = {
+            "id": self.cluster_id,
+            "name": self.args.cluster,
+            "provider": self.args.provider,
+            "scheduler": self.scheduler.address,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "slots": self.args.slots,
+            "devices": devices,
+            "idle": self.args.idle,
+            "started": time.time(),
+        }
+        self.ledger.cluster_started(
+            self.cluster_id, self.args.cluster, self.args.provider, self.scheduler.address,
+            self.args.slots, devices, self.args.idle,
+        )
+        self.ledger.node_started(
+            self.node_id, self.cluster_id, self.args.provider, "head", self.args.slots, devices, os.getpid(),
+            price_per_hour=self.args.price_per_hour,
+        )
+        records.write_record(self.state_dir, self.args.cluster, self.record)
+        log.info("cluster %s ready at %s with %s", self.args.cluster, self.scheduler.address, devices)
+
+    # scheduler RPC handlers (called by kernels through client.scheduler.<name>) ---------
+
+    def _set_idle(self, minutes: float) -> dict:
+        self.policy.idle_seconds = float(minutes) * 60
+        self.record["idle"] = float(minutes)
+        records.write_record(self.state_dir, self.args.cluster, self.record)
+        self.ledger.cluster_idle_changed(self.cluster_id, float(minutes))
+        return self._info()
+
+    def _info(self) -> dict:
+        now = time.monotonic()
+        return {
+            **self.record,
+            "busy": self.busy(),
+            "idle_remaining": self.policy.remaining(now),
+            "workers": len(self.scheduler.workers),
+        }
+
+    def _stop(self, reason: str = "stopped by the user") -> None:
+        self.stop_reason = reason
+        self.stop_requested.set()
+
+    # the watchdog -----------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        return any(ts.state in _BUSY_STATES for ts in self.scheduler.tasks.values())
+
+    async def watch(self) -> None:
+        while not self.stop_requested.is_set():
+            if self.policy.observe(self.busy(), time.monotonic()):
+                self.stop_reason = f"idle for {self.args.idle:g} min"
+                self._stop(f"idle for {self.policy.idle_seconds / 60:g} min")
+                break
+            if self.scheduler.status.name in ("closed", "closing", "failed"):
+                self._stop("scheduler closed")
+                break
+            try:
+                await asyncio.wait_for(self.stop_requested.wait(), _CHECK_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        log.info("stopping cluster %s: %s", self.args.cluster, self.stop_reason)
+        records.remove_record(self.state_dir, self.args.cluster, self.cluster_id)
+        await asyncio.gather(*(n.close(timeout=10) for n in self.nannies), return_exceptions=True)
+        if self.scheduler is not None:
+            await self.scheduler.close()
+        self.ledger.cluster_stopped(self.cluster_id, self.stop_reason)
+        self.ledger.close()
+
+
+async def run(args: argparse.Namespace) -> None:
+    node = HeadNode(args)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, node._stop, f"signal {signal.Signals(sig).name}")
+    try:
+        await node.start()
+        await node.watch()
+    finally:
+        await node.close()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m jupyter_burst.node")
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--cluster-id")
+    parser.add_argument("--provider", default="local")
+    parser.add_argument("--slots", type=int, default=1)
+    parser.add_argument("--idle", type=float, default=20.0, help="minutes")
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--memory-limit", default="auto")
+    parser.add_argument("--price-per-hour", type=float, default=0.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    dask.config.set(NODE_DASK_CONFIG)
+    # Workers inherit this through their environment, so they share the same settings.
+    os.environ["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "0"
+    os.environ["DASK_DISTRIBUTED__COMM__COMPRESSION"] = "None"
+    asyncio.run(run(args))

@@ -1,0 +1,203 @@
+"""The ``%%burst`` option grammar: strict ``key=value`` words, one clear line per mistake.
+
+Nothing here is evaluated as Python: values are parsed by type, never ``eval``-ed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_burst import config
+from jupyter_burst.errors import NotYetAvailable, OptionError
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)")
+_MAX_MINUTES = 7 * 24 * 60
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """What one ``%%burst`` line asked for, with the config defaults filled in."""
+
+    gpus: int = 1
+    provider: str = "local"
+    cluster: str = "default"
+    idle: float = 20.0
+    timeout: float | None = None
+    send: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    returns: tuple[str, ...] | None = None
+    given: frozenset[str] = field(default_factory=frozenset)
+
+
+def _int_at_least(low: int) -> Callable[[str, str], int]:
+    def parse(key: str, text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise OptionError(f"{key}={text} is not a whole number; write e.g. {key}={low}") from None
+        if value < low:
+            raise OptionError(f"{key}={value} is out of range: it must be a whole number >= {low}")
+        return value
+
+    return parse
+
+
+def parse_minutes(key: str, text: str) -> float:
+    """``20`` (minutes), ``90s``, ``1.5m`` or ``2h`` as minutes."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match:
+        raise OptionError(
+            f"{key}={text} is not a duration; write minutes ({key}=20) or a unit ({key}=90s, {key}=2h)"
+        )
+    number, unit = float(match.group(1)), match.group(2)
+    minutes = {"s": number / 60, "h": number * 60}.get(unit, number)
+    if not 0 < minutes <= _MAX_MINUTES:
+        raise OptionError(f"{key}={text} is out of range: more than 0 and at most 7 days")
+    return minutes
+
+
+def _name(key: str, text: str) -> str:
+    if not _NAME.fullmatch(text):
+        raise OptionError(
+            f"{key}={text} is not a valid name; use letters, digits, '-', '_' or '.', "
+            "starting with a letter"
+        )
+    return text
+
+
+def _identifiers(key: str, text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise OptionError(f"{key}= is empty; name the variables, e.g. {key}=model,data")
+    for name in names:
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise OptionError(f"{key}={text}: '{name}' is not a variable name")
+    if len(set(names)) != len(names):
+        raise OptionError(f"{key}={text} names a variable twice")
+    return names
+
+
+def _provider(key: str, text: str) -> str:
+    from jupyter_burst.clusters.registry import known_providers
+
+    name = _name(key, text)
+    known = known_providers()
+    if name in known:
+        return name
+    if name in _LATER_PROVIDERS:
+        raise NotYetAvailable(
+            f"provider={name} arrives with issue #{_LATER_PROVIDERS[name]}; "
+            f"available now: {', '.join(sorted(known))}"
+        )
+    raise OptionError(
+        f"unknown provider '{name}'{_did_you_mean(name, known)}; known: {', '.join(sorted(known))}"
+    )
+
+
+def _returns(key: str, text: str) -> tuple[str, ...]:
+    if text == "gather":
+        raise NotYetAvailable("return=gather (every rank's values) arrives with issue #3")
+    return _identifiers(key, text)
+
+
+def _gpus(key: str, text: str) -> int:
+    if text == "auto":
+        raise NotYetAvailable("gpus=auto (chosen by the memory estimate) arrives with issue #3")
+    value = _int_at_least(1)(key, text)
+    if value > 1:
+        raise NotYetAvailable(
+            f"gpus={value} (the cell as {value} torch.distributed ranks) arrives with issue #3; "
+            "use gpus=1 for now"
+        )
+    return value
+
+
+_PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
+    "gpus": (_gpus, "gpus"),
+    "provider": (_provider, "provider"),
+    "cluster": (_name, "cluster"),
+    "idle": (parse_minutes, "idle"),
+    "timeout": (parse_minutes, "timeout"),
+    "send": (_identifiers, "send"),
+    "exclude": (_identifiers, "exclude"),
+    "return": (_returns, "returns"),
+}
+
+# Options and providers that later issues implement: named here so they are refused
+# with a pointer instead of being mistaken for typos or silently ignored.
+_LATER_OPTIONS = {
+    "retries": 4,
+    "name": 4,
+    "async": 4,
+    "spot": 5,
+    "gpu_mem": 5,
+    "budget": 5,
+    "region": 5,
+}
+_LATER_PROVIDERS = {"aws": 5, "ssh": 5}
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def parse(line: str) -> CellOptions:
+    """Parse the text after ``%%burst``; raise :class:`OptionError` with one line on a mistake."""
+    try:
+        words = shlex.split(line, comments=False, posix=True)
+    except ValueError as exc:
+        raise OptionError(f"cannot read the options ({exc}); check the quotes") from None
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    for word in words:
+        key, sep, text = word.partition("=")
+        key = key.strip()
+        if key in _LATER_OPTIONS:
+            raise NotYetAvailable(f"option '{key}' arrives with issue #{_LATER_OPTIONS[key]}")
+        if key not in _PARSERS:
+            choices = list(_PARSERS) + list(_LATER_OPTIONS)
+            if not sep:
+                raise OptionError(
+                    f"'{word}' is not an option{_did_you_mean(key, choices)}; "
+                    "options are key=value, e.g. gpus=1"
+                )
+            raise OptionError(
+                f"unknown option '{key}'{_did_you_mean(key, choices)}; "
+                f"known: {', '.join(_PARSERS)}"
+            )
+        if not sep:
+            raise OptionError(f"option '{key}' needs a value: write {key}=...")
+        if key in given:
+            raise OptionError(f"option '{key}' is given twice; keep one")
+        if text == "":
+            raise OptionError(f"option '{key}' has an empty value: write {key}=...")
+        given.add(key)
+        parser, attr = _PARSERS[key]
+        values[attr] = parser(key, text)
+
+    overlap = set(values.get("send", ())) & set(values.get("exclude", ()))
+    if overlap:
+        raise OptionError(f"'{sorted(overlap)[0]}' is both in send= and exclude=; keep one")
+    return _with_defaults(values, frozenset(given))
+
+
+def _with_defaults(values: dict[str, Any], given: frozenset[str]) -> CellOptions:
+    defaults: dict[str, Any] = {
+        "provider": config.get("provider", "local"),
+        "cluster": config.get("cluster", "default"),
+        "idle": float(config.get("idle", 20)),
+        "timeout": config.get("timeout"),
+    }
+    if defaults["timeout"] is not None:
+        defaults["timeout"] = parse_minutes("burst.timeout", str(defaults["timeout"]))
+    defaults["idle"] = parse_minutes("burst.idle", str(defaults["idle"]))
+    defaults.update(values)
+    return CellOptions(given=given, **defaults)

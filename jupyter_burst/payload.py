@@ -1,0 +1,485 @@
+"""How values travel between the notebook and a worker, in both directions.
+
+What goes by value, what by reference, and why:
+
+* Notebook functions, lambdas and classes: by value (cloudpickle), with the globals they
+  reach, transitively. All of a cell's values are pickled in one call, so an object reached
+  from two names (a model and the optimizer that holds its parameters) arrives as one object.
+* Installed modules (numpy, torch...): by reference, as an import on the other side.
+* Modules that live beside the notebook rather than in the environment (``mylib.py`` in the
+  notebook's folder): their source travels first and is loaded on the worker; their
+  functions and classes then travel by reference into that copy.
+* Large buffers (numpy arrays, torch CPU tensors, pandas blocks) travel out of band as
+  separate frames (pickle protocol 5), which Dask writes to the socket without copying.
+  CUDA tensors are moved to the CPU for the trip and back to a CUDA device on arrival.
+* On the way back, values the cell did not change are sent as a reference to the notebook's
+  own object, and the notebook's globals as a reference to the notebook's namespace, so a
+  function defined remotely sees the notebook's variables, just as if it had been defined
+  locally.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import io
+import os
+import pickle
+import site
+import sys
+import sysconfig
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+import xxhash
+from distributed.protocol import dask_deserialize, dask_serialize
+
+from jupyter_burst.errors import SendError
+
+_FRIENDLY_TYPES = {
+    "_thread.lock": "threading.Lock",
+    "_thread.RLock": "threading.RLock",
+    "_io.TextIOWrapper": "open file",
+    "_io.BufferedReader": "open file",
+    "_io.BufferedWriter": "open file",
+    "_io.FileIO": "open file",
+}
+
+
+def type_name(value: Any) -> str:
+    """The type of ``value`` as a user would write it."""
+    t = type(value)
+    name = t.__qualname__ if t.__module__ in ("builtins", "__main__") else f"{t.__module__}.{t.__qualname__}"
+    return _FRIENDLY_TYPES.get(name, name)
+
+
+class Payload:
+    """One serialized message: a small pickle of metadata, the main pickle, out-of-band buffers.
+
+    Dask moves each buffer as its own frame (see the ``dask_serialize`` registration below),
+    which is what keeps a 1 GiB array from being copied into a pickle on its way.
+    """
+
+    __slots__ = ("meta", "data", "buffers")
+
+    def __init__(self, meta: bytes, data: bytes, buffers: list[memoryview]):
+        self.meta = meta
+        self.data = data
+        self.buffers = buffers
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.meta) + len(self.data) + sum(b.nbytes for b in self.buffers)
+
+    def __reduce_ex__(self, protocol):
+        # Plain pickling (a small payload inside a task) keeps the buffers out of band too.
+        return (Payload, (self.meta, self.data, [pickle.PickleBuffer(b) for b in self.buffers]))
+
+
+@dask_serialize.register(Payload)
+def _serialize_payload(payload: Payload) -> tuple[dict, list]:
+    return {"n": len(payload.buffers)}, [payload.meta, payload.data, *payload.buffers]
+
+
+@dask_deserialize.register(Payload)
+def _deserialize_payload(header: dict, frames: list) -> Payload:
+    return Payload(bytes(frames[0]), frames[1], [memoryview(f) for f in frames[2:]])
+
+
+# --------------------------------------------------------------------------------------
+# Modules beside the notebook
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_roots() -> tuple[str, ...]:
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.update(site.getsitepackages())
+    roots.add(site.getusersitepackages())
+    roots.update({sys.base_prefix, sys.prefix, sys.exec_prefix})
+    return tuple(os.path.realpath(r) + os.sep for r in roots if r)
+
+
+@functools.lru_cache(maxsize=1)
+def _distribution_packages() -> frozenset[str]:
+    return frozenset(importlib.metadata.packages_distributions())
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_local_module_name(name: str, file: str | None) -> bool:
+    top = name.partition(".")[0]
+    if not file or top in sys.builtin_module_names or top == "jupyter_burst":
+        return False
+    if top in _distribution_packages():
+        return False
+    return not os.path.realpath(file).startswith(_installed_roots())
+
+
+def is_local_module(module: types.ModuleType) -> bool:
+    """True for a module the notebook imports from its own folder, not from the environment."""
+    name = getattr(module, "__name__", None)
+    if not name or name == "__main__":
+        return False
+    return _is_local_module_name(name, getattr(module, "__file__", None))
+
+
+@dataclass(frozen=True)
+class ModuleSource:
+    name: str
+    filename: str
+    source: str
+    is_package: bool
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()
+
+
+def _module_sources(names: Iterable[str]) -> list[ModuleSource]:
+    """Sources of the local modules named, with their parent packages, parents first."""
+    wanted: set[str] = set()
+    for name in names:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            parent = ".".join(parts[:i])
+            module = sys.modules.get(parent)
+            if module is not None and is_local_module(module):
+                wanted.add(parent)
+    sources = []
+    for name in sorted(wanted, key=lambda n: (n.count("."), n)):
+        module = sys.modules[name]
+        filename = module.__file__
+        with open(filename, encoding="utf-8") as f:
+            source = f.read()
+        sources.append(ModuleSource(name, filename, source, hasattr(module, "__path__")))
+    return sources
+
+
+def install_modules(sources: Iterable[ModuleSource]) -> None:
+    """Load the notebook's own modules on this worker (replacing an older copy)."""
+    for src in sources:
+        current = sys.modules.get(src.name)
+        if current is not None and getattr(current, "__burst_digest__", None) == src.digest:
+            continue
+        spec = importlib.util.spec_from_loader(src.name, loader=None, is_package=src.is_package)
+        module = importlib.util.module_from_spec(spec)
+        module.__file__ = src.filename
+        module.__burst_digest__ = src.digest
+        if src.is_package:
+            module.__path__ = []
+        sys.modules[src.name] = module
+        exec(compile(src.source, src.filename, "exec"), module.__dict__)
+        parent, _, child = src.name.rpartition(".")
+        if parent and parent in sys.modules:
+            setattr(sys.modules[parent], child, module)
+
+
+# --------------------------------------------------------------------------------------
+# torch tensors: out of band, sharing kept
+
+
+def _torch():
+    return sys.modules.get("torch")
+
+
+def _rebuild_storage(buffer, device: str):
+    torch = _torch() or importlib.import_module("torch")
+    view = memoryview(buffer)
+    if view.nbytes == 0:
+        storage = torch.UntypedStorage(0)
+    else:
+        if view.readonly:
+            view = memoryview(bytearray(view))
+        storage = torch.frombuffer(view, dtype=torch.uint8).untyped_storage()
+    if device != "cpu" and torch.cuda.is_available():
+        storage = storage.cuda()
+    return storage
+
+
+def _rebuild_tensor(storage, offset, size, stride, dtype, requires_grad):
+    torch = _torch() or importlib.import_module("torch")
+    tensor = torch.empty(0, dtype=dtype, device=storage.device).set_(storage, offset, size, stride)
+    tensor.requires_grad_(requires_grad)
+    return tensor
+
+
+def _rebuild_parameter(data, requires_grad):
+    torch = _torch() or importlib.import_module("torch")
+    return torch.nn.Parameter(data, requires_grad=requires_grad)
+
+
+class _StorageBytes:
+    """Stands for one tensor storage in a pickle, so views of it stay views of one storage."""
+
+    __slots__ = ("storage", "device", "__weakref__")
+
+    def __init__(self, storage, device: str):
+        self.storage = storage
+        self.device = device
+
+    def __reduce_ex__(self, protocol):
+        torch = _torch()
+        raw = torch.empty(0, dtype=torch.uint8).set_(self.storage).numpy()
+        return (_rebuild_storage, (pickle.PickleBuffer(raw), self.device))
+
+
+# --------------------------------------------------------------------------------------
+# The pickler
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, plus: torch tensors out of band, local modules noted, references back."""
+
+    def __init__(self, file, buffers: list):
+        super().__init__(file, protocol=5, buffer_callback=buffers.append)
+        self.local_modules: set[str] = set()
+        self.moved_devices: set[str] = set()
+        self._storages: dict[int, _StorageBytes] = {}
+
+    def reducer_override(self, obj):
+        t = type(obj)
+        if t is types.ModuleType:
+            if is_local_module(obj):
+                self.local_modules.add(obj.__name__)
+            return super().reducer_override(obj)
+        if t is types.FunctionType or isinstance(obj, type):
+            module = sys.modules.get(getattr(obj, "__module__", None) or "")
+            if module is not None and is_local_module(module):
+                self.local_modules.add(module.__name__)
+            return super().reducer_override(obj)
+        torch = _torch()
+        if torch is not None and isinstance(obj, torch.Tensor):
+            return self._reduce_tensor(obj, torch)
+        return super().reducer_override(obj)
+
+    def _reduce_tensor(self, tensor, torch):
+        if type(tensor) is torch.nn.Parameter:
+            return (_rebuild_parameter, (tensor.data, tensor.requires_grad))
+        if (
+            type(tensor) is not torch.Tensor
+            or tensor.layout != torch.strided
+            or tensor.is_quantized
+            or tensor.device.type == "meta"
+        ):
+            return NotImplemented
+        device = tensor.device.type
+        if device != "cpu":
+            self.moved_devices.add(device)
+            tensor = tensor.detach().cpu()
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr() if storage.nbytes() else id(storage)
+        holder = self._storages.get(key)
+        if holder is None:
+            holder = self._storages[key] = _StorageBytes(storage, device)
+        return (
+            _rebuild_tensor,
+            (
+                holder,
+                tensor.storage_offset(),
+                tuple(tensor.shape),
+                tuple(tensor.stride()),
+                tensor.dtype,
+                tensor.requires_grad,
+            ),
+        )
+
+
+class _RefPickler(_Pickler):
+    """Also sends unchanged notebook objects, and the notebook's globals, as references.
+
+    A separate class because pickle calls ``persistent_id`` for every object once defined.
+    """
+
+    def __init__(self, file, buffers: list, refs: Mapping[int, str], ns_id: int):
+        super().__init__(file, buffers)
+        self._refs = refs
+        self._ns_id = ns_id
+
+    def persistent_id(self, obj):
+        name = self._refs.get(id(obj))
+        if name is not None:
+            return ("ref", name)
+        stand_in = self.globals_ref.get(self._ns_id)
+        if stand_in is not None and obj is stand_in:
+            return "globals"
+        return None
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file, buffers, namespace: dict | None, snapshot: Mapping[str, Any] | None):
+        super().__init__(file, buffers=buffers)
+        self._namespace = namespace
+        self._snapshot = snapshot or {}
+
+    def persistent_load(self, pid):
+        if pid == "globals":
+            return self._namespace
+        kind, name = pid
+        return self._snapshot[name]
+
+
+def _as_frame(buffer: pickle.PickleBuffer) -> memoryview:
+    try:
+        return buffer.raw()
+    except BufferError:  # not contiguous: one copy
+        return memoryview(bytes(buffer))
+
+
+def dumps(obj: Any, refs: Mapping[int, str] | None = None, ns_id: int | None = None) -> tuple[bytes, list[memoryview], _Pickler]:
+    """Pickle ``obj``; large buffers are returned apart, uncopied."""
+    buffers: list[pickle.PickleBuffer] = []
+    file = io.BytesIO()
+    if refs is None or ns_id is None:
+        pickler = _Pickler(file, buffers)
+    else:
+        pickler = _RefPickler(file, buffers, refs, ns_id)
+    pickler.dump(obj)
+    return file.getvalue(), [_as_frame(b) for b in buffers], pickler
+
+
+def loads(data, buffers: list, namespace: dict | None = None, snapshot: Mapping[str, Any] | None = None) -> Any:
+    return _Unpickler(io.BytesIO(data), buffers, namespace, snapshot).load()
+
+
+# --------------------------------------------------------------------------------------
+# The notebook's side: pack what the cell reads; unpack what it sends back
+
+
+def _anchor() -> None:
+    """A function whose globals are the notebook's: on the worker it finds that namespace."""
+
+
+def pack_namespace(values: Mapping[str, Any], user_ns: dict, spec: Mapping[str, Any]) -> Payload:
+    """Pickle the cell's values in one pass; name the variable when one cannot travel."""
+    anchor = types.FunctionType(_anchor.__code__, user_ns, "_burst_anchor")
+    try:
+        data, buffers, pickler = dumps({"anchor": anchor, "values": dict(values)})
+    except Exception as exc:
+        raise _send_error(values, exc) from None
+    meta = {
+        "spec": dict(spec),
+        "modules": _module_sources(pickler.local_modules),
+        "moved_devices": sorted(pickler.moved_devices),
+    }
+    return Payload(pickle.dumps(meta, protocol=5), data, buffers)
+
+
+def unpack_namespace(payload: Payload) -> tuple[dict, dict, dict]:
+    """On the worker: (meta, namespace, values); the namespace is what notebook functions see."""
+    meta = pickle.loads(payload.meta)
+    install_modules(meta["modules"])
+    shipped = loads(payload.data, payload.buffers)
+    namespace = shipped["anchor"].__globals__
+    namespace.setdefault("__name__", "__main__")
+    namespace.setdefault("__builtins__", __builtins__)
+    return meta, namespace, shipped["values"]
+
+
+def pack_result(result: Mapping[str, Any], namespace: dict, unchanged: Mapping[int, str]) -> Payload:
+    """On the worker: pickle what goes back, referring to unchanged notebook objects by name."""
+    data, buffers, pickler = dumps(dict(result), refs=unchanged, ns_id=id(namespace))
+    meta = {"moved_devices": sorted(pickler.moved_devices)}
+    return Payload(pickle.dumps(meta, protocol=5), data, buffers)
+
+
+def unpack_result(payload: Payload, user_ns: dict, snapshot: Mapping[str, Any]) -> Any:
+    """In the kernel: the values the cell sent back, with references resolved to notebook objects."""
+    builtins_before = user_ns.get("__builtins__")
+    try:
+        return loads(payload.data, payload.buffers, namespace=user_ns, snapshot=snapshot)
+    finally:
+        if builtins_before is not None:
+            user_ns["__builtins__"] = builtins_before
+
+
+# --------------------------------------------------------------------------------------
+# Fingerprints: did the cell change a value in place?
+
+
+def fingerprint(value: Any, memo: dict[tuple[int, int], bytes]) -> bytes | None:
+    """A hash of everything that would travel for ``value``; None when it cannot be pickled.
+
+    Buffers are hashed where they lie (never copied), and a buffer reached twice is hashed once.
+    """
+    try:
+        data, buffers, _ = dumps(value)
+    except Exception:
+        return None
+    digest = xxhash.xxh3_128(data)
+    for buffer in buffers:
+        key = (_address(buffer), buffer.nbytes)
+        part = memo.get(key)
+        if part is None:
+            part = memo[key] = xxhash.xxh3_128_digest(buffer)
+        digest.update(part)
+    return digest.digest()
+
+
+def _address(buffer: memoryview) -> int:
+    import numpy
+
+    return numpy.frombuffer(buffer, dtype=numpy.uint8).__array_interface__["data"][0]
+
+
+# --------------------------------------------------------------------------------------
+# Naming what cannot travel
+
+
+def _send_error(values: Mapping[str, Any], exc: Exception) -> SendError:
+    for name, value in values.items():
+        try:
+            dumps(value)
+        except Exception as inner:
+            path, culprit = find_unpicklable(value, name)
+            held = f"; it holds a {type_name(culprit)} at {path}" if path != name else ""
+            return SendError(
+                f"cannot send '{name}' ({type_name(value)}){held}: create it inside the cell, "
+                f"or exclude={name}  [{type(inner).__name__}: {_first_line(inner)}]"
+            )
+    return SendError(f"cannot send the cell's variables: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        dumps(value)
+        return True
+    except Exception:
+        return False
+
+
+def find_unpicklable(value: Any, path: str, depth: int = 0) -> tuple[str, Any]:
+    """The deepest part of ``value`` that fails to pickle, as a Python expression path."""
+    if depth > 8:
+        return path, value
+    for child_path, child in _children(value, path):
+        if not _picklable(child):
+            return find_unpicklable(child, child_path, depth + 1)
+    return path, value
+
+
+def _children(value: Any, path: str):
+    if isinstance(value, dict):
+        for key, child in list(value.items())[:1000]:
+            yield f"{path}[{key!r}]", child
+    elif isinstance(value, (list, tuple)):
+        for i, child in enumerate(value[:1000]):
+            yield f"{path}[{i}]", child
+    elif isinstance(value, (set, frozenset)):
+        for child in list(value)[:1000]:
+            yield f"{path}{{...}}", child
+    elif isinstance(value, (types.FunctionType, type, types.ModuleType)):
+        return
+    else:
+        attrs = getattr(value, "__dict__", None)
+        if isinstance(attrs, dict):
+            for key, child in list(attrs.items())[:1000]:
+                yield f"{path}.{key}", child

@@ -1,0 +1,356 @@
+"""The worker's side of a cell: set it up, run it, stream what it prints, send back what changed.
+
+Runs inside a Dask worker process, one cell at a time per worker (each worker has one
+thread: one GPU slot). Output is batched every ``_FLUSH_SECONDS`` and published on the job's
+topic with ``Worker.log_event``; the kernel subscribes to that topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import io
+import os
+import pickle
+import sys
+import threading
+import time
+import traceback
+import types
+from typing import Any
+
+import cloudpickle
+
+from jupyter_burst import payload as wire
+
+_FLUSH_SECONDS = 0.05
+_MAX_BATCH_CHARS = 256 * 1024
+
+_current: _JobOutput | None = None
+_running: dict[str, int] = {}  # job id -> thread ident, for interrupts
+_setup_lock = threading.Lock()
+_setup_done = False
+
+
+class _JobOutput:
+    """Collects a job's output and publishes it in small batches from a background thread."""
+
+    def __init__(self, job: str, topic: str, publish):
+        self.job = job
+        self.topic = topic
+        self._publish = publish
+        self._lock = threading.Lock()
+        self._pending: list[list] = []
+        self._pending_chars = 0
+        self._seq = 0
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=f"burst-output-{job}", daemon=True)
+
+    def start(self) -> _JobOutput:
+        self._thread.start()
+        return self
+
+    def text(self, stream: str, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            last = self._pending[-1] if self._pending else None
+            if last is not None and last[0] == stream:
+                last[1] += text
+            else:
+                self._pending.append([stream, text])
+            self._pending_chars += len(text)
+            full = self._pending_chars >= _MAX_BATCH_CHARS
+        if full:
+            self._wake.set()
+
+    def event(self, *event: Any) -> None:
+        with self._lock:
+            self._pending.append(list(event))
+
+    def flush(self) -> None:
+        with self._lock:
+            events, self._pending, self._pending_chars = self._pending, [], 0
+            if not events:
+                return
+            self._seq += 1
+            seq = self._seq
+        self._publish(self.topic, {"job": self.job, "seq": seq, "events": events})
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(_FLUSH_SECONDS)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # the worker is closing; nothing left to publish to
+                return
+
+    def close(self) -> int:
+        """Stop the thread, publish what is left; the number of batches published."""
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self.flush()
+        return self._seq
+
+
+class _StreamRouter(io.TextIOBase):
+    """Stands in for sys.stdout/sys.stderr: text goes to the running job, else where it went before.
+
+    Installed once per worker process, so that a handler that kept a reference to
+    ``sys.stderr`` (logging's, for one) still reaches the right cell in later jobs.
+    """
+
+    def __init__(self, name: str, original):
+        self.name = name
+        self.original = original
+
+    def write(self, text: str) -> int:
+        out = _current
+        if out is None:
+            return self.original.write(text)
+        out.text(self.name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        if _current is None:
+            self.original.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.original, "encoding", "utf-8")
+
+    def writable(self) -> bool:
+        return True
+
+
+def _setup_process() -> None:
+    global _setup_done
+    with _setup_lock:
+        if _setup_done:
+            return
+        if not isinstance(sys.stdout, _StreamRouter):
+            sys.stdout = _StreamRouter("stdout", sys.stdout)
+        if not isinstance(sys.stderr, _StreamRouter):
+            sys.stderr = _StreamRouter("stderr", sys.stderr)
+        os.environ.setdefault("MPLBACKEND", "module://jupyter_burst.mpl_backend")
+        _patch_ipython_display()
+        _setup_done = True
+
+
+def _patch_ipython_display() -> None:
+    try:
+        import IPython.core.display_functions as display_functions
+        import IPython.display
+    except ImportError:
+        return
+    original_display = display_functions.display
+    original_clear = display_functions.clear_output
+
+    def display(*objs, **kwargs):
+        if _current is None:
+            return original_display(*objs, **kwargs)
+        return burst_display(*objs, **kwargs)
+
+    def clear_output(wait: bool = False):
+        if _current is None:
+            return original_clear(wait=wait)
+        _current.event("clear_output", bool(wait))
+
+    for module in (display_functions, IPython.display):
+        module.display = display
+        module.clear_output = clear_output
+    try:
+        import IPython.core.display as core_display
+
+        core_display.display = display
+        core_display.clear_output = clear_output
+    except (ImportError, AttributeError):
+        pass
+
+
+def burst_display(*objs, raw: bool = False, metadata: dict | None = None, **_ignored) -> None:
+    """``display()`` on a worker: the rich representation travels back to the notebook."""
+    out = _current
+    for obj in objs:
+        if raw:
+            data, md = dict(obj), dict(metadata or {})
+        else:
+            data, md = mimebundle(obj)
+            md.update(metadata or {})
+        if out is None:
+            print(data.get("text/plain", repr(obj)))
+        else:
+            out.event("display", data, md)
+
+
+def mimebundle(obj: Any) -> tuple[dict, dict]:
+    """The representations Jupyter would show for ``obj``, JSON-ready."""
+    figure = _matplotlib_figure_png(obj)
+    if figure is not None:
+        return figure, {}
+    from IPython.core.formatters import DisplayFormatter
+
+    data, md = DisplayFormatter().format(obj)
+    for key, value in list(data.items()):
+        if isinstance(value, bytes):
+            data[key] = base64.b64encode(value).decode("ascii")
+    return data, md
+
+
+def _matplotlib_figure_png(obj: Any) -> dict | None:
+    figure_module = sys.modules.get("matplotlib.figure")
+    if figure_module is None or not isinstance(obj, figure_module.Figure):
+        return None
+    buffer = io.BytesIO()
+    obj.savefig(buffer, format="png", bbox_inches="tight")
+    return {
+        "image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+        "text/plain": f"<Figure size {obj.get_size_inches()[0] * obj.dpi:g}x"
+        f"{obj.get_size_inches()[1] * obj.dpi:g} with {len(obj.axes)} Axes>",
+    }
+
+
+def show_open_figures() -> None:
+    """Display and close every open pyplot figure, as the inline backend does after a cell."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return
+    from matplotlib._pylab_helpers import Gcf
+
+    for manager in Gcf.get_all_fig_managers():
+        burst_display(manager.canvas.figure)
+    pyplot.close("all")
+
+
+def interrupt_job(job: str) -> bool:
+    """Raise KeyboardInterrupt in the thread running ``job`` (called on the worker's event loop)."""
+    ident = _running.get(job)
+    if ident is None:
+        return False
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+    return True
+
+
+def _publisher():
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a worker: a test calling run_cell directly
+        return lambda topic, msg: None
+    return worker.log_event
+
+
+def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
+    """Run one cell on this worker; the Dask task behind every ``%%burst`` cell."""
+    global _current
+    _setup_process()
+    started = time.time()
+    meta, namespace, values = wire.unpack_namespace(message)
+    namespace.update(values)
+    assigned = set(spec["assigns"])
+    initial = {k: v for k, v in namespace.items() if not k.startswith("__")}
+    watched = {
+        k: v for k, v in initial.items() if k not in assigned and not isinstance(v, types.ModuleType)
+    }
+    before = _fingerprints(watched)
+    namespace.setdefault("display", burst_display)
+
+    job = spec["job"]
+    output = _JobOutput(job, spec["topic"], _publisher()).start()
+    _current = output
+    _running[job] = threading.get_ident()
+    error = None
+    try:
+        if meta["moved_devices"]:
+            print(
+                f"burst: {', '.join(meta['moved_devices'])} tensors travelled through the CPU "
+                "and were put back on this worker's device",
+                file=sys.stderr,
+            )
+        code = compile("\n" * spec["line_offset"] + spec["source"], spec["filename"], "exec")
+        exec(code, namespace)
+        show_open_figures()
+    except BaseException as exc:  # noqa: B036 - the cell's own exception, KeyboardInterrupt too
+        error = _describe_error(exc, spec["filename"])
+    finally:
+        _running.pop(job, None)
+        _current = None
+        events = output.close()
+
+    result: dict[str, Any] = {"error": error, "events": events, "seconds": time.time() - started}
+    if error is not None:
+        return wire.pack_result(result, namespace, {})
+
+    after = _fingerprints(watched)
+    changed = {k for k in watched if before[k] is None or before[k] != after[k]}
+    names = {k for k in assigned if k in namespace} | changed
+    if namespace.get("display") is burst_display and "display" not in initial:
+        names.discard("display")
+    if spec.get("returns") is not None:
+        names &= set(spec["returns"])
+    result["values"] = {k: namespace[k] for k in sorted(names)}
+    result["deleted"] = sorted(k for k in assigned if k not in namespace)
+    result["changed"] = sorted(changed)
+    unchanged = {id(v): k for k, v in watched.items() if k not in changed}
+    try:
+        return wire.pack_result(result, namespace, unchanged)
+    except Exception:
+        return wire.pack_result(
+            {"error": _describe_return_error(result["values"]), "events": events, "seconds": result["seconds"]},
+            namespace,
+            {},
+        )
+
+
+def _fingerprints(values: dict[str, Any]) -> dict[str, bytes | None]:
+    memo: dict = {}
+    return {k: wire.fingerprint(v, memo) for k, v in values.items()}
+
+
+def _describe_error(exc: BaseException, cell_filename: str) -> dict:
+    frames = traceback.extract_tb(exc.__traceback__)
+    for i, frame in enumerate(frames):
+        if frame.filename == cell_filename:
+            frames = frames[i:]
+            break
+    try:
+        pickled = cloudpickle.dumps(exc)
+        pickle.loads(pickled)
+    except Exception:
+        pickled = None
+    return {
+        "kind": "exception",
+        "type": type(exc).__name__,
+        "module": type(exc).__module__,
+        "message": str(exc),
+        "pickled": pickled,
+        "frames": [(f.filename, f.lineno, f.name, f.line) for f in frames],
+    }
+
+
+def _describe_return_error(values: dict[str, Any]) -> dict:
+    for name, value in values.items():
+        try:
+            wire.dumps(value)
+        except Exception as exc:
+            path, culprit = wire.find_unpicklable(value, name)
+            held = f"; it holds a {wire.type_name(culprit)} at {path}" if path != name else ""
+            return {
+                "kind": "burst",
+                "message": (
+                    f"cannot bring back '{name}' ({wire.type_name(value)}){held}: "
+                    f"del it at the end of the cell, or list what to bring back with return=  "
+                    f"[{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}]"
+                ),
+            }
+    return {"kind": "burst", "message": "cannot bring back the cell's variables"}
