@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -58,12 +59,14 @@ def run_cell(
         "line_offset": line_offset,
         "assigns": sorted(analysis.assigns),
         "returns": list(options.returns) if options.returns is not None else None,
-        "cwd": os.getcwd(),
+        "exclude": list(options.exclude),
+        # On this machine the cell runs where the notebook runs, so relative paths agree.
+        "cwd": os.getcwd() if options.provider == "local" else None,
     }
     snapshot = dict(user_ns)
     if not isinstance(user_ns, dict):
         raise SendError("the namespace must be a dict")
-    message = wire.pack_namespace(values, user_ns, spec)
+    message = wire.pack_namespace(values, user_ns, spec, imports=analysis.modules)
 
     handle = clusters.connect(
         options.cluster, options.provider, options.gpus, options.idle, idle_given="idle" in options.given
@@ -91,6 +94,8 @@ def run_cell(
         if result["error"] is not None:
             error_text = f"{result['error'].get('type', 'error')}: {result['error']['message']}"
             raise _raise_remote(result["error"])
+        for warning in result.get("warnings", ()):
+            print(warning, file=sys.stderr)
         for name, value in result["values"].items():
             user_ns[name] = value
         for name in result["deleted"]:

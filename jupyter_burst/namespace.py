@@ -36,6 +36,7 @@ class CellAnalysis:
     assigns: frozenset[str]
     deletes: frozenset[str]
     imports: frozenset[str]
+    modules: frozenset[str] = frozenset()  # modules the cell imports, by full name
 
 
 def analyse(source: str, filename: str = "<cell>") -> CellAnalysis:
@@ -58,7 +59,12 @@ def analyse(source: str, filename: str = "<cell>") -> CellAnalysis:
         _nested_globals(child, reads, assigns)
 
     deletes: set[str] = set()
+    modules: set[str] = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module)
         # `x += 1` and `del x` read x first; the symbol table records them only as bindings.
         if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
             reads.add(node.target.id)
@@ -74,6 +80,7 @@ def analyse(source: str, filename: str = "<cell>") -> CellAnalysis:
         assigns=frozenset(assigns),
         deletes=frozenset(deletes),
         imports=frozenset(imports),
+        modules=frozenset(modules),
     )
 
 

@@ -139,23 +139,40 @@ class ModuleSource:
         return hashlib.sha256(self.source.encode()).hexdigest()
 
 
+def _local_origin(name: str) -> tuple[str, bool] | None:
+    """(file, is_package) of a module beside the notebook, imported or not yet; else None."""
+    module = sys.modules.get(name)
+    if module is not None:
+        if not is_local_module(module):
+            return None
+        return module.__file__, hasattr(module, "__path__")
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.has_location or not spec.origin.endswith(".py"):
+        return None
+    if not _is_local_module_name(name, spec.origin):
+        return None
+    return spec.origin, spec.submodule_search_locations is not None
+
+
 def _module_sources(names: Iterable[str]) -> list[ModuleSource]:
     """Sources of the local modules named, with their parent packages, parents first."""
-    wanted: set[str] = set()
+    wanted: dict[str, tuple[str, bool]] = {}
     for name in names:
         parts = name.split(".")
         for i in range(1, len(parts) + 1):
             parent = ".".join(parts[:i])
-            module = sys.modules.get(parent)
-            if module is not None and is_local_module(module):
-                wanted.add(parent)
+            origin = _local_origin(parent)
+            if origin is not None:
+                wanted[parent] = origin
     sources = []
     for name in sorted(wanted, key=lambda n: (n.count("."), n)):
-        module = sys.modules[name]
-        filename = module.__file__
+        filename, is_package = wanted[name]
         with open(filename, encoding="utf-8") as f:
             source = f.read()
-        sources.append(ModuleSource(name, filename, source, hasattr(module, "__path__")))
+        sources.append(ModuleSource(name, filename, source, is_package))
     return sources
 
 
@@ -251,6 +268,8 @@ class _Pickler(cloudpickle.Pickler):
             if module is not None and is_local_module(module):
                 self.local_modules.add(module.__name__)
             return super().reducer_override(obj)
+        if t is types.CodeType:
+            return _code_reduce_keeping_filename(obj)
         torch = _torch()
         if torch is not None and isinstance(obj, torch.Tensor):
             return self._reduce_tensor(obj, torch)
@@ -286,6 +305,13 @@ class _Pickler(cloudpickle.Pickler):
                 tensor.requires_grad,
             ),
         )
+
+
+def _code_reduce_keeping_filename(code: types.CodeType):
+    # cloudpickle >= 3.1 writes "<dynamic-code>" as the file name; a traceback from the worker
+    # needs the real one (the notebook cell that defined the function) to show its lines.
+    constructor, args = cloudpickle.cloudpickle._code_reduce(code)
+    return constructor, tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
 
 
 class _RefPickler(_Pickler):
@@ -353,8 +379,13 @@ def _anchor() -> None:
     """A function whose globals are the notebook's: on the worker it finds that namespace."""
 
 
-def pack_namespace(values: Mapping[str, Any], user_ns: dict, spec: Mapping[str, Any]) -> Payload:
-    """Pickle the cell's values in one pass; name the variable when one cannot travel."""
+def pack_namespace(
+    values: Mapping[str, Any], user_ns: dict, spec: Mapping[str, Any], imports: Iterable[str] = ()
+) -> Payload:
+    """Pickle the cell's values in one pass; name the variable when one cannot travel.
+
+    ``imports``: modules the cell itself imports; those beside the notebook travel too.
+    """
     anchor = types.FunctionType(_anchor.__code__, user_ns, "_burst_anchor")
     try:
         data, buffers, pickler = dumps({"anchor": anchor, "values": dict(values)})
@@ -362,7 +393,7 @@ def pack_namespace(values: Mapping[str, Any], user_ns: dict, spec: Mapping[str, 
         raise _send_error(values, exc) from None
     meta = {
         "spec": dict(spec),
-        "modules": _module_sources(pickler.local_modules),
+        "modules": _module_sources(pickler.local_modules | set(imports)),
         "moved_devices": sorted(pickler.moved_devices),
     }
     return Payload(pickle.dumps(meta, protocol=5), data, buffers)

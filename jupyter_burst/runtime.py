@@ -270,7 +270,10 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     _current = output
     _running[job] = threading.get_ident()
     error = None
+    previous_cwd = os.getcwd()
     try:
+        if spec.get("cwd") and os.path.isdir(spec["cwd"]):
+            os.chdir(spec["cwd"])
         if meta["moved_devices"]:
             print(
                 f"burst: {', '.join(meta['moved_devices'])} tensors travelled through the CPU "
@@ -286,6 +289,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
         _running.pop(job, None)
         _current = None
         events = output.close()
+        os.chdir(previous_cwd)
 
     result: dict[str, Any] = {"error": error, "events": events, "seconds": time.time() - started}
     if error is not None:
@@ -298,6 +302,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
         names.discard("display")
     if spec.get("returns") is not None:
         names &= set(spec["returns"])
+    names -= set(spec.get("exclude", ()))
     result["values"] = {k: namespace[k] for k in sorted(names)}
     result["deleted"] = sorted(k for k in assigned if k not in namespace)
     result["changed"] = sorted(changed)
@@ -305,10 +310,26 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     try:
         return wire.pack_result(result, namespace, unchanged)
     except Exception:
-        return wire.pack_result(
-            {"error": _describe_return_error(result["values"]), "events": events, "seconds": result["seconds"]},
-            namespace,
-            {},
+        # Keep the cell's work: bring back what can travel, name what stays behind.
+        result["warnings"] = []
+        for name in list(result["values"]):
+            problem = _cannot_travel(name, result["values"][name])
+            if problem:
+                del result["values"][name]
+                result["warnings"].append(problem)
+        return wire.pack_result(result, namespace, unchanged)
+
+
+def _cannot_travel(name: str, value: Any) -> str | None:
+    try:
+        wire.dumps(value)
+        return None
+    except Exception:
+        path, culprit = wire.find_unpicklable(value, name)
+        held = f"; it holds a {wire.type_name(culprit)} at {path}" if path != name else ""
+        return (
+            f"burst: '{name}' ({wire.type_name(value)}) stays on the worker, it cannot travel back{held}; "
+            f"the notebook keeps its old '{name}', if any (leave it out with exclude={name})"
         )
 
 
@@ -336,21 +357,3 @@ def _describe_error(exc: BaseException, cell_filename: str) -> dict:
         "pickled": pickled,
         "frames": [(f.filename, f.lineno, f.name, f.line) for f in frames],
     }
-
-
-def _describe_return_error(values: dict[str, Any]) -> dict:
-    for name, value in values.items():
-        try:
-            wire.dumps(value)
-        except Exception as exc:
-            path, culprit = wire.find_unpicklable(value, name)
-            held = f"; it holds a {wire.type_name(culprit)} at {path}" if path != name else ""
-            return {
-                "kind": "burst",
-                "message": (
-                    f"cannot bring back '{name}' ({wire.type_name(value)}){held}: "
-                    f"del it at the end of the cell, or list what to bring back with return=  "
-                    f"[{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}]"
-                ),
-            }
-    return {"kind": "burst", "message": "cannot bring back the cell's variables"}

@@ -88,6 +88,8 @@ class HeadNode:
                 "JUPYTER_BURST_SLOT": str(i),
                 "JUPYTER_BURST_DEVICE": device,
                 "JUPYTER_BURST_CLUSTER": self.args.cluster,
+                # lets tests (and `ps e`) tell which state folder a worker process belongs to
+                "JUPYTER_BURST_STATE_DIR": str(self.state_dir),
             }
             if device.startswith("cuda"):
                 env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]

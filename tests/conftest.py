@@ -1,0 +1,48 @@
+"""Each test gets its own state folder, working folder, kernel and cluster processes, and leaves none behind."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from tests.harness import Kernel, burst_processes, stop_clusters, wait_for
+
+
+@pytest.fixture
+def state_dir(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "notebook"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def no_leaks(state_dir: pathlib.Path):
+    """Fails the test if any cluster process of its state folder outlives it."""
+    yield
+    leftover = burst_processes(state_dir)
+    stop_clusters(state_dir)
+    assert not leftover, f"processes left behind: {[p.pid for p in leftover]}"
+
+
+@pytest.fixture
+def kernel(state_dir: pathlib.Path, workdir: pathlib.Path):
+    k = Kernel(state_dir, workdir)
+    try:
+        k.ok("%load_ext jupyter_burst")
+        yield k
+    finally:
+        try:
+            if k.km.is_alive():
+                k.execute("%burst down", timeout=60)
+        finally:
+            k.shutdown()
+            stop_clusters(state_dir)
+            wait_for(lambda: not burst_processes(state_dir), 30, "the cluster processes to exit")

@@ -1,0 +1,192 @@
+"""Real kernels for tests: start one, run cells, read what a notebook would show.
+
+No sleeping: every wait is on a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import queue
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+from jupyter_client.manager import KernelManager
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Execution:
+    """What one cell showed: streams, displays, the error (as plain text), the reply status."""
+
+    status: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    displays: list[dict] = field(default_factory=list)
+    ename: str | None = None
+    evalue: str | None = None
+    traceback: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+    stream_times: list[tuple[float, str, str]] = field(default_factory=list)
+
+    @property
+    def error_text(self) -> str:
+        return strip_ansi("\n".join(self.traceback))
+
+
+class Kernel:
+    """A real IPython kernel with its own state folder and working folder."""
+
+    def __init__(self, state_dir: pathlib.Path, cwd: pathlib.Path, env: dict[str, str] | None = None):
+        self.state_dir = state_dir
+        self.cwd = cwd
+        self.env = dict(os.environ)
+        self.env.update(
+            {
+                "DASK_BURST__STATE_DIR": str(state_dir),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            }
+        )
+        self.env.update(env or {})
+        self.km = KernelManager(kernel_name="python3")
+        self.km.kernel_spec.argv[0] = sys.executable
+        self.km.start_kernel(env=self.env, cwd=str(cwd))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+
+    def execute(self, code: str, timeout: float = 120, allow_error: bool = True) -> Execution:
+        msg_id = self.kc.execute(code)
+        result = self.collect(msg_id, timeout)
+        if not allow_error and result.status != "ok":
+            raise AssertionError(f"cell failed: {result.ename}: {result.evalue}\n{result.error_text}")
+        return result
+
+    def ok(self, code: str, timeout: float = 120) -> Execution:
+        return self.execute(code, timeout, allow_error=False)
+
+    def messages(self, msg_id: str, timeout: float) -> Iterator[dict]:
+        """The cell's iopub messages as they arrive, until the kernel is idle again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"cell did not finish within {timeout:g} s")
+            try:
+                msg = self.kc.get_iopub_msg(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            yield msg
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return
+
+    def collect(self, msg_id: str, timeout: float, on_message: Callable[[dict], None] | None = None) -> Execution:
+        started = time.monotonic()
+        result = Execution()
+        for msg in self.messages(msg_id, timeout):
+            if on_message is not None:
+                on_message(msg)
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                result.stream_times.append((time.time(), content["name"], content["text"]))
+                if content["name"] == "stdout":
+                    result.stdout += content["text"]
+                else:
+                    result.stderr += content["text"]
+            elif kind in ("display_data", "execute_result"):
+                result.displays.append(content["data"])
+            elif kind == "error":
+                result.ename, result.evalue, result.traceback = content["ename"], content["evalue"], content["traceback"]
+        reply = self.kc.get_shell_msg(timeout=10)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = self.kc.get_shell_msg(timeout=10)
+        result.status = reply["content"]["status"]
+        result.elapsed = time.monotonic() - started
+        return result
+
+    def interrupt(self) -> None:
+        self.km.interrupt_kernel()
+
+    def restart(self) -> None:
+        self.km.restart_kernel(now=True)
+        self.kc.wait_for_ready(timeout=60)
+
+    def kill(self) -> None:
+        """The kernel dies without a chance to clean up (a laptop closed, a crash)."""
+        self.km.kill_kernel()
+
+    def shutdown(self) -> None:
+        try:
+            self.kc.stop_channels()
+        finally:
+            if self.km.has_kernel:
+                self.km.shutdown_kernel(now=True)
+
+
+def cluster_record(state_dir: pathlib.Path, name: str = "default") -> dict | None:
+    path = state_dir / "clusters" / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def burst_processes(state_dir: pathlib.Path) -> list[psutil.Process]:
+    """Every live process that belongs to clusters of this state folder (nodes and workers)."""
+    found = []
+    marker = str(state_dir)
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if marker in cmdline or proc.environ().get("JUPYTER_BURST_STATE_DIR") == marker:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def stop_clusters(state_dir: pathlib.Path, timeout: float = 30) -> None:
+    """Stop whatever this state folder still runs (SIGTERM, then SIGKILL)."""
+    procs = burst_processes(state_dir)
+    for proc in procs:
+        try:
+            if "jupyter_burst.node" in " ".join(proc.cmdline()):
+                proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)

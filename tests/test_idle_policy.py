@@ -1,0 +1,24 @@
+"""The idle watchdog's policy on a fake clock."""
+
+from jupyter_burst.node.idle import IdlePolicy
+
+
+def test_stops_only_after_idle_seconds_in_a_row():
+    policy = IdlePolicy(idle_seconds=60, started=0)
+    assert not policy.observe(False, 59)
+    assert policy.observe(False, 60)
+
+
+def test_any_busy_moment_restarts_the_countdown():
+    policy = IdlePolicy(idle_seconds=60, started=0)
+    assert not policy.observe(True, 50)
+    assert not policy.observe(False, 100)
+    assert policy.remaining(100) == 10
+    assert policy.observe(False, 110)
+
+
+def test_a_new_timeout_counts_the_time_already_idle():
+    policy = IdlePolicy(idle_seconds=600, started=0)
+    assert not policy.observe(False, 120)
+    policy.idle_seconds = 60
+    assert policy.observe(False, 121)

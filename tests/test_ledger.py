@@ -1,0 +1,39 @@
+"""The ledger keeps every write from several processes at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+from jupyter_burst.ledger import Ledger, LineSplitter
+
+
+def _writer(path: str, worker: int, n: int) -> None:
+    ledger = Ledger(path)
+    ledger.job_started(f"job-{worker}", None, "k", "pass", {})
+    for i in range(n):
+        ledger.add_lines(f"job-{worker}", [(0.0, 0, "stdout", f"{worker}:{i}")])
+    ledger.job_ended(f"job-{worker}", "done")
+
+
+def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path):
+    path = str(tmp_path / "ledger.sqlite")
+    Ledger(path).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w, 200)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    ledger = Ledger(path)
+    assert ledger.query("SELECT count(*) AS n FROM log_lines")[0]["n"] == 800
+    assert {j["status"] for j in ledger.query("SELECT status FROM jobs")} == {"done"}
+    assert ledger.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+
+
+def test_lines_are_split_and_progress_bars_keep_their_last_state():
+    splitter = LineSplitter()
+    assert splitter.feed(0, "stdout", "a\nb") == [(0, "stdout", "a")]
+    assert splitter.feed(0, "stderr", "\r 10%\r 50%\r100%\n") == [(0, "stderr", "100%")]
+    assert splitter.feed(0, "stdout", "c\n") == [(0, "stdout", "bc")]
+    assert splitter.rest() == []

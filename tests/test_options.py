@@ -1,0 +1,77 @@
+"""The option grammar: every mistake is one clear line, nothing is evaluated, later options say so."""
+
+from __future__ import annotations
+
+import pytest
+
+from jupyter_burst.errors import BurstError, NotYetAvailable, OptionError
+from jupyter_burst.options import parse
+
+
+def test_defaults_come_from_config(monkeypatch):
+    monkeypatch.setenv("DASK_BURST__IDLE", "7")
+    from jupyter_burst import config
+
+    config.refresh()
+    opts = parse("")
+    assert (opts.gpus, opts.provider, opts.cluster, opts.idle, opts.timeout) == (1, "local", "default", 7.0, None)
+    monkeypatch.delenv("DASK_BURST__IDLE")
+    config.refresh()
+
+
+def test_all_options_parse():
+    opts = parse("gpus=1 provider=local cluster=exp-1 idle=90s timeout=2h send=a,b exclude=c return=x,y")
+    assert opts.gpus == 1 and opts.cluster == "exp-1"
+    assert opts.idle == 1.5 and opts.timeout == 120
+    assert opts.send == ("a", "b") and opts.exclude == ("c",) and opts.returns == ("x", "y")
+    assert opts.given == {"gpus", "provider", "cluster", "idle", "timeout", "send", "exclude", "return"}
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("gpu=1", "burst: unknown option 'gpu' (did you mean 'gpus'?)"),
+        ("gpus=0", "burst: gpus=0 is out of range"),
+        ("gpus=-3", "burst: gpus=-3 is out of range"),
+        ("gpus=two", "burst: gpus=two is not a whole number"),
+        ("gpus=1 gpus=1", "burst: option 'gpus' is given twice"),
+        ("idle=0", "burst: idle=0 is out of range"),
+        ("idle=soon", "burst: idle=soon is not a duration"),
+        ("timeout=9999d", "burst: timeout=9999d is not a duration"),
+        ("idle=", "burst: option 'idle' has an empty value"),
+        ("gpus", "burst: option 'gpus' needs a value"),
+        ("fast", "burst: 'fast' is not an option"),
+        ("cluster=../x", "burst: cluster=../x is not a valid name"),
+        ("send=a,1b", "burst: send=a,1b: '1b' is not a variable name"),
+        ("send=a exclude=a", "burst: 'a' is both in send= and exclude="),
+        ("provider=locl", "burst: unknown provider 'locl' (did you mean 'local'?)"),
+        ("cluster='unclosed", "burst: cannot read the options"),
+        ("gpus=__import__('os').system('x')", "burst: gpus=__import__(os).system(x) is not a whole number"),
+    ],
+)
+def test_mistakes_are_one_clear_line(line, message):
+    with pytest.raises(OptionError) as info:
+        parse(line)
+    text = str(info.value)
+    assert text.startswith(message), text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    "line, issue",
+    [
+        ("gpus=2", "#3"),
+        ("gpus=auto", "#3"),
+        ("return=gather", "#3"),
+        ("retries=3", "#4"),
+        ("async", "#4"),
+        ("name=train1", "#4"),
+        ("spot=yes", "#5"),
+        ("budget=10", "#5"),
+        ("provider=aws", "#5"),
+    ],
+)
+def test_options_of_later_issues_are_refused_with_a_pointer(line, issue):
+    with pytest.raises(NotYetAvailable) as info:
+        parse(line)
+    assert issue in str(info.value) and isinstance(info.value, BurstError)
