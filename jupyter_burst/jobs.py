@@ -7,7 +7,6 @@ renders output itself; the Dask client's thread only queues what arrives.
 from __future__ import annotations
 
 import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -58,10 +57,16 @@ def _topic(handle: ClusterHandle) -> str:
     return topic
 
 
-def _pick_worker(handle: ClusterHandle) -> str:
+def _pick_worker(handle: ClusterHandle) -> tuple[str, str]:
+    """(address, name) of the slot to run on; the name outlives a restart of the slot's process."""
     workers = wait_for_workers(handle, 1, float(config.get("start-timeout", 60)))
-    # The least busy slot; on a one-slot cluster, the slot.
-    return min(workers, key=lambda addr: (workers[addr].get("metrics", {}).get("task_counts", {}).get("executing", 0), addr))
+
+    def load(addr: str) -> tuple[int, str]:
+        counts = workers[addr].get("metrics", {}).get("task_counts", {})
+        return (counts.get("executing", 0) + counts.get("ready", 0), str(workers[addr].get("name")))
+
+    address = min(workers, key=load)
+    return address, str(workers[address].get("name", address))
 
 
 def submit(handle: ClusterHandle, job_id: str, message: Payload, spec: dict[str, Any]) -> Job:
@@ -69,7 +74,7 @@ def submit(handle: ClusterHandle, job_id: str, message: Payload, spec: dict[str,
     events: queue.Queue = queue.Queue()
     handle.topic_handlers[topic][job_id] = events
     spec = dict(spec, job=job_id, topic=topic)
-    worker = _pick_worker(handle)
+    worker, slot = _pick_worker(handle)
     client = handle.client
     argument: Any = message
     if message.nbytes > _INLINE_BYTES:
@@ -79,7 +84,7 @@ def submit(handle: ClusterHandle, job_id: str, message: Payload, spec: dict[str,
         argument,
         spec,
         key=f"burst-cell-{job_id}",
-        workers=[worker],
+        workers=[slot],
         allow_other_workers=False,
         pure=False,
     )
@@ -183,20 +188,16 @@ def stop(job: Job, on_events: Callable[[list], None]) -> None:
         if item is not _DONE:
             _deliver(job, item, on_events)
     if not job.future.done():
-        # Stuck in C code (time.sleep, a blocking read): only a new process stops it.
-        restart = threading.Thread(
-            target=_restart_worker, args=(client, job.worker), name="burst-restart", daemon=True
-        )
-        restart.start()
-        restart.join(timeout=10)
+        # Stuck in C code (time.sleep, a blocking read): only ending the process stops it.
+        # Its nanny starts a fresh one for the slot; the next cell waits for it.
+        try:
+            client.run(runtime.exit_worker, workers=[job.worker], wait=False)
+        except Exception:
+            pass
+        deadline = time.monotonic() + 5
+        while not job.future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
     try:
         job.future.cancel()
-    except Exception:
-        pass
-
-
-def _restart_worker(client, worker: str) -> None:
-    try:
-        client.restart_workers([worker], timeout=30, raise_for_error=False)
     except Exception:
         pass

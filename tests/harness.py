@@ -10,6 +10,7 @@ import os
 import pathlib
 import queue
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -140,7 +141,8 @@ class Kernel:
 
     def kill(self) -> None:
         """The kernel dies without a chance to clean up (a laptop closed, a crash)."""
-        self.km.kill_kernel()
+        self.km.signal_kernel(signal.SIGKILL)
+        wait_for(lambda: not self.km.is_alive(), 10, "the kernel to die")
 
     def shutdown(self) -> None:
         try:
