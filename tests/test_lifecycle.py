@@ -119,3 +119,19 @@ def test_status_and_down(kernel, state_dir):
     wait_for(lambda: not burst_processes(state_dir), 30, "all cluster processes to exit")
     run = kernel.execute("%burst stat")
     assert run.evalue.startswith("burst: unknown command '%burst stat' (did you mean 'status'?)")
+
+
+def test_a_cell_that_kills_its_worker_fails_with_one_line_and_the_next_cell_works(kernel):
+    run = kernel.execute("%%burst\nimport os\nos._exit(3)\n")
+    assert run.status == "error" and run.evalue.startswith("burst: the worker running the cell was lost")
+    assert run.traceback == [run.evalue]
+    assert kernel.ok("%%burst\nfine = True\n").status == "ok"
+
+
+def test_the_next_cell_starts_a_new_cluster_after_the_old_one_idled_away(kernel, state_dir):
+    kernel.ok("%%burst idle=2s\nx = 1\n")
+    first = cluster_record(state_dir)
+    wait_for(lambda: not psutil.pid_exists(first["pid"]), 30, "the idle cluster to stop")
+    kernel.ok("%%burst\ny = 2\n")
+    second = cluster_record(state_dir)
+    assert second is not None and second["id"] != first["id"]
