@@ -21,3 +21,5 @@ def __getattr__(name: str):
 
         return getattr(cell, name)
     raise AttributeError(f"module 'jupyter_burst' has no attribute {name!r}")
+from jupyter_burst.server import _jupyter_server_extension_points, _load_jupyter_server_extension
+from jupyter_burst._labextension import _jupyter_labextension_paths

@@ -69,7 +69,11 @@ def run_cell(
     message = wire.pack_namespace(values, user_ns, spec, imports=analysis.modules)
 
     handle = clusters.connect(
-        options.cluster, options.provider, options.gpus, options.idle, idle_given="idle" in options.given
+        options.cluster,
+        options.provider,
+        options.gpus,
+        options.idle,
+        idle_given="idle" in options.given,
     )
     ledger = shared_ledger(handle.state_dir)
     splitter = LineSplitter()
@@ -156,7 +160,12 @@ def run(
 
     config.refresh()
     words = [f"gpus={gpus}"]
-    for key, value in (("provider", provider), ("cluster", cluster), ("idle", idle), ("timeout", timeout)):
+    for key, value in (
+        ("provider", provider),
+        ("cluster", cluster),
+        ("idle", idle),
+        ("timeout", timeout),
+    ):
         if value is not None:
             words.append(f"{key}={value}")
     for key, names in (("send", send), ("exclude", exclude), ("return", returns)):

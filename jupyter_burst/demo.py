@@ -84,9 +84,12 @@ def _ledger_summary(state_dir: pathlib.Path) -> str:
     ledger = Ledger(state_dir / "ledger.sqlite")
     jobs = ledger.query("SELECT status, count(*) AS n FROM jobs GROUP BY status")
     lines = ledger.query("SELECT count(*) AS n FROM log_lines")[0]["n"]
-    nodes = ledger.query("SELECT devices, started, stopped, price_per_hour FROM nodes ORDER BY started")
+    nodes = ledger.query(
+        "SELECT devices, started, stopped, price_per_hour FROM nodes ORDER BY started"
+    )
     cost = sum(
-        ((n["stopped"] or time.time()) - n["started"]) / 3600 * (n["price_per_hour"] or 0) for n in nodes
+        ((n["stopped"] or time.time()) - n["started"]) / 3600 * (n["price_per_hour"] or 0)
+        for n in nodes
     )
     devices = sorted({d for n in nodes for d in json.loads(n["devices"] or "[]")})
     by_status = ", ".join(f"{j['n']} {j['status']}" for j in jobs) or "none"

@@ -159,7 +159,9 @@ def _result(job: Job) -> Payload:
             "the cell did not finish (automatic resume arrives with issue #4)"
         )
     if future.status == "cancelled":
-        raise WorkerLost("the cell's task was cancelled on the cluster (the cluster may have stopped)")
+        raise WorkerLost(
+            "the cell's task was cancelled on the cluster (the cluster may have stopped)"
+        )
     result = future.result()
     future.release()
     return result

@@ -75,7 +75,9 @@ class Ledger:
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(
+            self.path, timeout=30, check_same_thread=False, isolation_level=None
+        )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA busy_timeout = 30000")
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -85,7 +87,8 @@ class Ledger:
             self._db.executescript(_SCHEMA)
         with self._write() as db:
             db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
             )
 
     def close(self) -> None:
@@ -117,13 +120,29 @@ class Ledger:
     # clusters and nodes -------------------------------------------------------------
 
     def cluster_started(
-        self, cluster_id: str, name: str, provider: str, address: str, slots: int, devices: list[str], idle: float
+        self,
+        cluster_id: str,
+        name: str,
+        provider: str,
+        address: str,
+        slots: int,
+        devices: list[str],
+        idle: float,
     ) -> None:
         with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO clusters(id, name, provider, address, slots, devices, idle_minutes, started)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (cluster_id, name, provider, address, slots, json.dumps(devices), idle, time.time()),
+                (
+                    cluster_id,
+                    name,
+                    provider,
+                    address,
+                    slots,
+                    json.dumps(devices),
+                    idle,
+                    time.time(),
+                ),
             )
 
     def cluster_idle_changed(self, cluster_id: str, idle: float) -> None:
@@ -157,7 +176,17 @@ class Ledger:
             db.execute(
                 "INSERT OR REPLACE INTO nodes(id, cluster_id, provider, role, slots, devices, price_per_hour, pid,"
                 " started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (node_id, cluster_id, provider, role, slots, json.dumps(devices), price_per_hour, pid, time.time()),
+                (
+                    node_id,
+                    cluster_id,
+                    provider,
+                    role,
+                    slots,
+                    json.dumps(devices),
+                    price_per_hour,
+                    pid,
+                    time.time(),
+                ),
             )
 
     def clusters(self, running_only: bool = False) -> list[dict[str, Any]]:
@@ -166,7 +195,9 @@ class Ledger:
 
     # jobs and their output ----------------------------------------------------------
 
-    def job_started(self, job_id: str, cluster_id: str | None, kernel: str, source: str, options: dict) -> None:
+    def job_started(
+        self, job_id: str, cluster_id: str | None, kernel: str, source: str, options: dict
+    ) -> None:
         with self._write() as db:
             db.execute(
                 "INSERT INTO jobs(id, cluster_id, kernel, source, options, started, status)"
@@ -187,14 +218,18 @@ class Ledger:
         if not rows:
             return
         with self._write() as db:
-            db.executemany("INSERT INTO log_lines(job_id, ts, rank, stream, text) VALUES (?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT INTO log_lines(job_id, ts, rank, stream, text) VALUES (?, ?, ?, ?, ?)", rows
+            )
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         rows = self.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return rows[0] if rows else None
 
     def lines(self, job_id: str) -> list[dict[str, Any]]:
-        return self.query("SELECT ts, rank, stream, text FROM log_lines WHERE job_id = ? ORDER BY id", (job_id,))
+        return self.query(
+            "SELECT ts, rank, stream, text FROM log_lines WHERE job_id = ? ORDER BY id", (job_id,)
+        )
 
 
 class LineSplitter:
@@ -210,7 +245,11 @@ class LineSplitter:
         return [(rank, stream, _last_state(piece)) for piece in pieces]
 
     def rest(self) -> list[tuple[int, str, str]]:
-        out = [(rank, stream, _last_state(text)) for (rank, stream), text in self._partial.items() if text]
+        out = [
+            (rank, stream, _last_state(text))
+            for (rank, stream), text in self._partial.items()
+            if text
+        ]
         self._partial.clear()
         return out
 

@@ -60,7 +60,9 @@ class BurstMagics(Magics):
     def _verb(self, line: str):
         words = shlex.split(line)
         if not words:
-            raise OptionError("say what to do: %burst status, or %burst down [NAME]; %%burst on a cell runs it")
+            raise OptionError(
+                "say what to do: %burst status, or %burst down [NAME]; %%burst on a cell runs it"
+            )
         verb, args = words[0], words[1:]
         if verb in _LATER_VERBS:
             raise NotYetAvailable(f"%burst {verb} arrives with issue #{_LATER_VERBS[verb]}")
@@ -79,7 +81,9 @@ class BurstMagics(Magics):
         if len(args) > 1:
             raise OptionError("%burst down takes at most one cluster name")
         stopped = clusters.down(args[0] if args else None)
-        print(f"burst: stopped {', '.join(stopped)}" if stopped else "burst: no cluster was running")
+        print(
+            f"burst: stopped {', '.join(stopped)}" if stopped else "burst: no cluster was running"
+        )
 
 
 def _remote_renderer(shell, exc: BaseException, tb):
@@ -101,7 +105,11 @@ def format_status(entries: list[dict]) -> str:
         elif "error" in e:
             state = "not answering"
         else:
-            state = "running" if e.get("busy") else f"idle, stops in {e.get('idle_remaining', 0) / 60:.1f} min"
+            state = (
+                "running"
+                if e.get("busy")
+                else f"idle, stops in {e.get('idle_remaining', 0) / 60:.1f} min"
+            )
         devices = e.get("devices") or []
         slots = ", ".join(f"{d}" for d in devices) if devices else str(e.get("slots", "?"))
         rows.append(
@@ -116,7 +124,9 @@ def format_status(entries: list[dict]) -> str:
             )
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def load(shell) -> None:

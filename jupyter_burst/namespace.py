@@ -117,12 +117,16 @@ def _assigned_before_read(tree: ast.Module) -> set[str]:
     definite: set[str] = set()
     for stmt in tree.body:
         loads = {
-            n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)
+            n.id
+            for n in ast.walk(stmt)
+            if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)
         }
         if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
             loads.add(stmt.target.id)
         mentioned |= loads - definite
-        if isinstance(stmt, _DEFINITE) and not (isinstance(stmt, ast.AnnAssign) and stmt.value is None):
+        if isinstance(stmt, _DEFINITE) and not (
+            isinstance(stmt, ast.AnnAssign) and stmt.value is None
+        ):
             definite |= _bound_names(stmt) - mentioned
     return definite
 

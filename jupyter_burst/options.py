@@ -41,7 +41,9 @@ def _int_at_least(low: int) -> Callable[[str, str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise OptionError(f"{key}={text} is not a whole number; write e.g. {key}={low}") from None
+            raise OptionError(
+                f"{key}={text} is not a whole number; write e.g. {key}={low}"
+            ) from None
         if value < low:
             raise OptionError(f"{key}={value} is out of range: it must be a whole number >= {low}")
         return value
@@ -170,8 +172,7 @@ def parse(line: str) -> CellOptions:
                     "options are key=value, e.g. gpus=1"
                 )
             raise OptionError(
-                f"unknown option '{key}'{_did_you_mean(key, choices)}; "
-                f"known: {', '.join(_PARSERS)}"
+                f"unknown option '{key}'{_did_you_mean(key, choices)}; known: {', '.join(_PARSERS)}"
             )
         if not sep:
             raise OptionError(f"option '{key}' needs a value: write {key}=...")

@@ -27,8 +27,8 @@ def renderer(prefix: str = "") -> Callable[[list], None]:
 
 def _publish(data: dict, metadata: dict) -> None:
     try:
-        from IPython.display import publish_display_data
         from IPython import get_ipython
+        from IPython.display import publish_display_data
     except ImportError:
         get_ipython = None
     if get_ipython is not None and get_ipython() is not None:

@@ -54,7 +54,11 @@ _FRIENDLY_TYPES = {
 def type_name(value: Any) -> str:
     """The type of ``value`` as a user would write it."""
     t = type(value)
-    name = t.__qualname__ if t.__module__ in ("builtins", "__main__") else f"{t.__module__}.{t.__qualname__}"
+    name = (
+        t.__qualname__
+        if t.__module__ in ("builtins", "__main__")
+        else f"{t.__module__}.{t.__qualname__}"
+    )
     return _FRIENDLY_TYPES.get(name, name)
 
 
@@ -355,7 +359,9 @@ def _as_frame(buffer: pickle.PickleBuffer) -> memoryview:
         return memoryview(bytes(buffer))
 
 
-def dumps(obj: Any, refs: Mapping[int, str] | None = None, ns_id: int | None = None) -> tuple[bytes, list[memoryview], _Pickler]:
+def dumps(
+    obj: Any, refs: Mapping[int, str] | None = None, ns_id: int | None = None
+) -> tuple[bytes, list[memoryview], _Pickler]:
     """Pickle ``obj``; large buffers are returned apart, uncopied."""
     buffers: list[pickle.PickleBuffer] = []
     file = io.BytesIO()
@@ -367,7 +373,9 @@ def dumps(obj: Any, refs: Mapping[int, str] | None = None, ns_id: int | None = N
     return file.getvalue(), [_as_frame(b) for b in buffers], pickler
 
 
-def loads(data, buffers: list, namespace: dict | None = None, snapshot: Mapping[str, Any] | None = None) -> Any:
+def loads(
+    data, buffers: list, namespace: dict | None = None, snapshot: Mapping[str, Any] | None = None
+) -> Any:
     return _Unpickler(io.BytesIO(data), buffers, namespace, snapshot).load()
 
 
@@ -410,7 +418,9 @@ def unpack_namespace(payload: Payload) -> tuple[dict, dict, dict]:
     return meta, namespace, shipped["values"]
 
 
-def pack_result(result: Mapping[str, Any], namespace: dict, unchanged: Mapping[int, str]) -> Payload:
+def pack_result(
+    result: Mapping[str, Any], namespace: dict, unchanged: Mapping[int, str]
+) -> Payload:
     """On the worker: pickle what goes back, referring to unchanged notebook objects by name."""
     data, buffers, pickler = dumps(dict(result), refs=unchanged, ns_id=id(namespace))
     meta = {"moved_devices": sorted(pickler.moved_devices)}

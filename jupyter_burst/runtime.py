@@ -236,7 +236,9 @@ def interrupt_job(job: str) -> bool:
     ident = _running.get(job)
     if ident is None:
         return False
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
+    )
     return True
 
 
@@ -269,7 +271,9 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     assigned = set(spec["assigns"])
     initial = {k: v for k, v in namespace.items() if not k.startswith("__")}
     watched = {
-        k: v for k, v in initial.items() if k not in assigned and not isinstance(v, types.ModuleType)
+        k: v
+        for k, v in initial.items()
+        if k not in assigned and not isinstance(v, types.ModuleType)
     }
     before = _fingerprints(watched)
     namespace.setdefault("display", burst_display)

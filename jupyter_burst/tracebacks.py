@@ -40,7 +40,9 @@ def _fallback(type_name: str, message: str) -> BaseException:
     return cls(type_name, message)
 
 
-def frames_to_traceback(frames: list[tuple[str, int, str, str | None]]) -> types.TracebackType | None:
+def frames_to_traceback(
+    frames: list[tuple[str, int, str, str | None]],
+) -> types.TracebackType | None:
     """Real traceback entries for (filename, line, function) triples, outermost first."""
     tb = None
     for filename, lineno, name, _line in reversed(frames):

@@ -28,7 +28,9 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
     """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -62,14 +64,18 @@ class Execution:
 class Kernel:
     """A real IPython kernel with its own state folder and working folder."""
 
-    def __init__(self, state_dir: pathlib.Path, cwd: pathlib.Path, env: dict[str, str] | None = None):
+    def __init__(
+        self, state_dir: pathlib.Path, cwd: pathlib.Path, env: dict[str, str] | None = None
+    ):
         self.state_dir = state_dir
         self.cwd = cwd
         self.env = dict(os.environ)
         self.env.update(
             {
                 "DASK_BURST__STATE_DIR": str(state_dir),
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])
+                ),
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1",
             }
         )
@@ -85,7 +91,9 @@ class Kernel:
         msg_id = self.kc.execute(code)
         result = self.collect(msg_id, timeout)
         if not allow_error and result.status != "ok":
-            raise AssertionError(f"cell failed: {result.ename}: {result.evalue}\n{result.error_text}")
+            raise AssertionError(
+                f"cell failed: {result.ename}: {result.evalue}\n{result.error_text}"
+            )
         return result
 
     def ok(self, code: str, timeout: float = 120) -> Execution:
@@ -108,7 +116,9 @@ class Kernel:
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 return
 
-    def collect(self, msg_id: str, timeout: float, on_message: Callable[[dict], None] | None = None) -> Execution:
+    def collect(
+        self, msg_id: str, timeout: float, on_message: Callable[[dict], None] | None = None
+    ) -> Execution:
         started = time.monotonic()
         result = Execution()
         for msg in self.messages(msg_id, timeout):
@@ -124,7 +134,11 @@ class Kernel:
             elif kind in ("display_data", "execute_result"):
                 result.displays.append(content["data"])
             elif kind == "error":
-                result.ename, result.evalue, result.traceback = content["ename"], content["evalue"], content["traceback"]
+                result.ename, result.evalue, result.traceback = (
+                    content["ename"],
+                    content["evalue"],
+                    content["traceback"],
+                )
         reply = self.kc.get_shell_msg(timeout=10)
         while reply["parent_header"].get("msg_id") != msg_id:
             reply = self.kc.get_shell_msg(timeout=10)

@@ -10,7 +10,9 @@ from tests.harness import cluster_record
 
 def test_cell_runs_in_a_worker_process_and_its_results_land_in_the_notebook(kernel):
     kernel.ok("import os\nkernel_pid = os.getpid()\nbase = 40")
-    run = kernel.ok("%%burst\nimport os\nworker_pid = os.getpid()\nanswer = base + 2\nprint('on the worker')")
+    run = kernel.ok(
+        "%%burst\nimport os\nworker_pid = os.getpid()\nanswer = base + 2\nprint('on the worker')"
+    )
     assert "on the worker" in run.stdout
     check = kernel.ok("print(answer, worker_pid != kernel_pid, 'base' in dir())")
     assert check.stdout.strip() == "42 True True"
@@ -44,7 +46,9 @@ def test_an_unpicklable_variable_is_named_with_the_way_out_before_anything_start
     kernel.ok("%%burst exclude=lock\nimport threading\nlock = threading.Lock()\nok = True\n")
     assert kernel.ok("print(ok, type(lock).__name__)").stdout.strip() == "True lock"
     run = kernel.ok("%%burst\nimport threading\nfresh = threading.Lock()\nalso = 2\n")
-    assert "burst: 'fresh' (threading.Lock) stays on the worker, it cannot travel back" in run.stderr
+    assert (
+        "burst: 'fresh' (threading.Lock) stays on the worker, it cannot travel back" in run.stderr
+    )
     assert kernel.ok("print('fresh' in dir(), also)").stdout.strip() == "False 2"
 
 
@@ -56,7 +60,9 @@ def test_a_remote_exception_keeps_its_type_and_points_at_the_cells_own_line(kern
     assert "line 4" in text and "z = scale(x)" in text  # line 1 is %%burst itself
     assert "return v / 0" in text  # the notebook function's own frame, from its own cell
     assert "jupyter_burst" not in text and "distributed" not in text
-    assert kernel.ok("print('x' in dir())").stdout.strip() == "False"  # a failed cell brings nothing back
+    assert (
+        kernel.ok("print('x' in dir())").stdout.strip() == "False"
+    )  # a failed cell brings nothing back
 
 
 def test_functions_classes_lambdas_and_module_aliases_travel(kernel, workdir):

@@ -11,11 +11,7 @@ from jupyter_burst.ledger import Ledger
 from tests.harness import Kernel, burst_processes, cluster_record, wait_for
 
 _BUSY_LOOP = (
-    "%%burst\n"
-    "import os, time\n"
-    "print('worker', os.getpid(), flush=True)\n"
-    "while True:\n"
-    "    {body}\n"
+    "%%burst\nimport os, time\nprint('worker', os.getpid(), flush=True)\nwhile True:\n    {body}\n"
 )
 
 
@@ -24,7 +20,11 @@ def _interrupt_when_running(kernel, code: str) -> tuple[object, float, int]:
     state: dict = {}
 
     def watch(msg):
-        if msg["msg_type"] == "stream" and "worker" in msg["content"]["text"] and "pid" not in state:
+        if (
+            msg["msg_type"] == "stream"
+            and "worker" in msg["content"]["text"]
+            and "pid" not in state
+        ):
             state["pid"] = int(msg["content"]["text"].split()[1])
             state["at"] = time.monotonic()
             kernel.interrupt()
@@ -36,7 +36,10 @@ def _interrupt_when_running(kernel, code: str) -> tuple[object, float, int]:
 def test_interrupt_stops_a_python_loop_within_5s_and_the_next_cell_works(kernel, workdir):
     beat = workdir / "beat"
     result, seconds, _ = _interrupt_when_running(
-        kernel, _BUSY_LOOP.format(body=f"open({str(beat)!r}, 'w').write(str(time.time())); time.sleep(0.02)")
+        kernel,
+        _BUSY_LOOP.format(
+            body=f"open({str(beat)!r}, 'w').write(str(time.time())); time.sleep(0.02)"
+        ),
     )
     assert result.status == "error" and result.evalue.startswith("burst: interrupted")
     assert result.traceback == [result.evalue]
@@ -48,7 +51,9 @@ def test_interrupt_stops_a_python_loop_within_5s_and_the_next_cell_works(kernel,
 
 
 def test_interrupt_stops_a_cell_stuck_in_c_code_within_5s(kernel):
-    result, seconds, pid = _interrupt_when_running(kernel, _BUSY_LOOP.format(body="time.sleep(1000)"))
+    result, seconds, pid = _interrupt_when_running(
+        kernel, _BUSY_LOOP.format(body="time.sleep(1000)")
+    )
     assert result.status == "error" and result.evalue.startswith("burst: interrupted")
     assert seconds < 5, seconds
     wait_for(lambda: not psutil.pid_exists(pid), 10, "the stuck worker process to be gone")
@@ -111,7 +116,9 @@ def test_status_and_down(kernel, state_dir):
     assert "exp1" in status and "exp2" in status and "45 min" in status
     pids = [cluster_record(state_dir, n)["pid"] for n in ("exp1", "exp2")]
     assert "stopped exp1" in kernel.ok("%burst down exp1").stdout
-    assert not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
+    assert (
+        not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
+    )
     assert "exp1" not in kernel.ok("%burst status").stdout
     run = kernel.execute("%burst down nope")
     assert run.evalue == "burst: no cluster named 'nope'; running: exp2"
@@ -123,7 +130,9 @@ def test_status_and_down(kernel, state_dir):
 
 def test_a_cell_that_kills_its_worker_fails_with_one_line_and_the_next_cell_works(kernel):
     run = kernel.execute("%%burst\nimport os\nos._exit(3)\n")
-    assert run.status == "error" and run.evalue.startswith("burst: the worker running the cell was lost")
+    assert run.status == "error" and run.evalue.startswith(
+        "burst: the worker running the cell was lost"
+    )
     assert run.traceback == [run.evalue]
     assert kernel.ok("%%burst\nfine = True\n").status == "ok"
 

@@ -16,13 +16,23 @@ def test_reads_inside_nested_functions_comprehensions_and_fstrings():
         "label = f'{in_fstring!r}'\n"
         "class C:\n    attr = in_class\n    def m(self):\n        return in_method\n"
     )
-    assert {"in_func", "in_lambda", "in_comp", "data", "in_fstring", "in_class", "in_method"} <= a.reads
+    assert {
+        "in_func",
+        "in_lambda",
+        "in_comp",
+        "data",
+        "in_fstring",
+        "in_class",
+        "in_method",
+    } <= a.reads
     assert not {"v", "t", "k", "self"} & a.reads
     assert {"f", "g", "squares", "label", "C"} <= a.assigns
 
 
 def test_names_assigned_before_any_read_do_not_travel():
-    a = analyse("model = make()\nprint(model)\ncount += 1\nfor i in range(3):\n    acc = i\nprint(acc)\n")
+    a = analyse(
+        "model = make()\nprint(model)\ncount += 1\nfor i in range(3):\n    acc = i\nprint(acc)\n"
+    )
     assert "model" not in a.reads
     assert "count" in a.reads  # augmented assignment reads first
     assert "acc" in a.reads  # a loop may not run: the notebook's value is the fallback
@@ -36,7 +46,16 @@ def test_imports_and_deletes():
 
 
 def test_select_takes_reads_plus_send_minus_exclude_and_skips_builtins_and_ipython_names():
-    ns = {"x": 1, "y": 2, "z": 3, "print": print, "In": [], "_i3": "", "get_ipython": object(), "len": 5}
+    ns = {
+        "x": 1,
+        "y": 2,
+        "z": 3,
+        "print": print,
+        "In": [],
+        "_i3": "",
+        "get_ipython": object(),
+        "len": 5,
+    }
     a = analyse("print(x, y, In, _i3, len)\n")
     chosen = select(ns, a, send=("z",), exclude=("y",))
     assert chosen == {"len": 5, "x": 1, "z": 3}  # `len` was redefined by the user, so it travels

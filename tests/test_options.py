@@ -14,17 +14,34 @@ def test_defaults_come_from_config(monkeypatch):
 
     config.refresh()
     opts = parse("")
-    assert (opts.gpus, opts.provider, opts.cluster, opts.idle, opts.timeout) == (1, "local", "default", 7.0, None)
+    assert (opts.gpus, opts.provider, opts.cluster, opts.idle, opts.timeout) == (
+        1,
+        "local",
+        "default",
+        7.0,
+        None,
+    )
     monkeypatch.delenv("DASK_BURST__IDLE")
     config.refresh()
 
 
 def test_all_options_parse():
-    opts = parse("gpus=1 provider=local cluster=exp-1 idle=90s timeout=2h send=a,b exclude=c return=x,y")
+    opts = parse(
+        "gpus=1 provider=local cluster=exp-1 idle=90s timeout=2h send=a,b exclude=c return=x,y"
+    )
     assert opts.gpus == 1 and opts.cluster == "exp-1"
     assert opts.idle == 1.5 and opts.timeout == 120
     assert opts.send == ("a", "b") and opts.exclude == ("c",) and opts.returns == ("x", "y")
-    assert opts.given == {"gpus", "provider", "cluster", "idle", "timeout", "send", "exclude", "return"}
+    assert opts.given == {
+        "gpus",
+        "provider",
+        "cluster",
+        "idle",
+        "timeout",
+        "send",
+        "exclude",
+        "return",
+    }
 
 
 @pytest.mark.parametrize(
@@ -46,7 +63,10 @@ def test_all_options_parse():
         ("send=a exclude=a", "burst: 'a' is both in send= and exclude="),
         ("provider=locl", "burst: unknown provider 'locl' (did you mean 'local'?)"),
         ("cluster='unclosed", "burst: cannot read the options"),
-        ("gpus=__import__('os').system('x')", "burst: gpus=__import__(os).system(x) is not a whole number"),
+        (
+            "gpus=__import__('os').system('x')",
+            "burst: gpus=__import__(os).system(x) is not a whole number",
+        ),
     ],
 )
 def test_mistakes_are_one_clear_line(line, message):

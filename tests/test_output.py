@@ -48,7 +48,9 @@ def test_stderr_logging_warnings_and_tqdm_reach_the_cell(kernel):
 
 
 def test_logging_after_a_first_cell_still_reaches_the_right_cell(kernel):
-    kernel.ok("%%burst\nimport logging\nlogging.basicConfig()\nlogging.getLogger('x').warning('first')\n")
+    kernel.ok(
+        "%%burst\nimport logging\nlogging.basicConfig()\nlogging.getLogger('x').warning('first')\n"
+    )
     run = kernel.ok("%%burst\nimport logging\nlogging.getLogger('x').warning('second')\n")
     assert "second" in run.stderr and "first" not in run.stderr
 

@@ -40,7 +40,10 @@ def test_large_buffers_travel_out_of_band_without_copies():
     tensor = torch.ones(500_000)
     message = wire.pack_namespace({"a": array, "t": tensor, "view": tensor[10:20]}, {}, {})
     assert len(message.data) < 10_000  # the pickle itself holds no data
-    assert sorted(b.nbytes for b in message.buffers) == [2_000_000, 8_000_000]  # the view shares its storage
+    assert sorted(b.nbytes for b in message.buffers) == [
+        2_000_000,
+        8_000_000,
+    ]  # the view shares its storage
     _, _, values = wire.unpack_namespace(_through_dask(message))
     assert np.array_equal(values["a"], array)
     values["t"][15] = 7
@@ -48,7 +51,9 @@ def test_large_buffers_travel_out_of_band_without_copies():
 
 
 def test_notebook_functions_see_the_shipped_namespace_as_their_globals():
-    ns = _notebook("scale = 3\ndef helper():\n    return 1\ndef f(v):\n    return v * scale + helper()\n")
+    ns = _notebook(
+        "scale = 3\ndef helper():\n    return 1\ndef f(v):\n    return v * scale + helper()\n"
+    )
     message = wire.pack_namespace({"f": ns["f"]}, ns, {})
     _, remote_ns, values = wire.unpack_namespace(_through_dask(message))
     remote_ns.update(values)
@@ -58,7 +63,9 @@ def test_notebook_functions_see_the_shipped_namespace_as_their_globals():
 
 
 def test_unchanged_values_come_back_as_the_notebooks_own_objects_and_classes_stay_the_notebooks():
-    ns = _notebook("class Point:\n    def __init__(self, x):\n        self.x = x\nbig = list(range(5))\n")
+    ns = _notebook(
+        "class Point:\n    def __init__(self, x):\n        self.x = x\nbig = list(range(5))\n"
+    )
     message = wire.pack_namespace({"Point": ns["Point"], "big": ns["big"]}, ns, {})
     _, remote_ns, values = wire.unpack_namespace(_through_dask(message))
     remote_ns.update(values)
@@ -84,11 +91,15 @@ def test_a_lock_inside_a_dict_is_named_by_its_path():
 
 
 def test_local_module_travels_as_source(tmp_path, monkeypatch):
-    (tmp_path / "mylocal_mod.py").write_text("FACTOR = 6\ndef triple(v):\n    return v * FACTOR // 2\n")
+    (tmp_path / "mylocal_mod.py").write_text(
+        "FACTOR = 6\ndef triple(v):\n    return v * FACTOR // 2\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     import mylocal_mod
 
-    message = wire.pack_namespace({"mylocal_mod": mylocal_mod, "triple": mylocal_mod.triple}, {}, {})
+    message = wire.pack_namespace(
+        {"mylocal_mod": mylocal_mod, "triple": mylocal_mod.triple}, {}, {}
+    )
     meta = wire.pickle.loads(message.meta)
     assert [m.name for m in meta["modules"]] == ["mylocal_mod"]
     del sys.modules["mylocal_mod"]

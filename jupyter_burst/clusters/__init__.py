@@ -68,16 +68,26 @@ def _connect(address: str, timeout: float):
 
 def _usable(handle: ClusterHandle) -> bool:
     client = handle.client
-    return client.status == "running" and client.scheduler_comm is not None and not client.scheduler_comm.closed()
+    return (
+        client.status == "running"
+        and client.scheduler_comm is not None
+        and not client.scheduler_comm.closed()
+    )
 
 
-def connect(name: str, provider_name: str, gpus: int, idle: float, idle_given: bool) -> ClusterHandle:
+def connect(
+    name: str, provider_name: str, gpus: int, idle: float, idle_given: bool
+) -> ClusterHandle:
     """The cluster ``name``: reused when this kernel has it, attached when it runs, else started."""
     state_dir = config.state_dir()
     key = (provider_name, name)
     with _handles_lock:
         handle = _handles.get(key)
-        if handle is not None and _usable(handle) and handle.record.get("state_dir", str(state_dir)) == str(state_dir):
+        if (
+            handle is not None
+            and _usable(handle)
+            and handle.record.get("state_dir", str(state_dir)) == str(state_dir)
+        ):
             if idle_given and handle.record.get("idle") != idle:
                 set_idle(handle, idle)
             return handle
@@ -101,11 +111,15 @@ def connect(name: str, provider_name: str, gpus: int, idle: float, idle_given: b
                     provider.terminate(record)
                     client = None
             if client is None:
-                request = ClusterRequest(name=name, slots=_slots_for(gpus), idle_minutes=idle, state_dir=state_dir)
+                request = ClusterRequest(
+                    name=name, slots=_slots_for(gpus), idle_minutes=idle, state_dir=state_dir
+                )
                 record = provider.launch(request)
                 client = _connect(record["scheduler"], float(config.get("start-timeout", 60)))
         record = dict(record, state_dir=str(state_dir))
-        handle = ClusterHandle(name=name, provider=provider_name, record=record, client=client, state_dir=state_dir)
+        handle = ClusterHandle(
+            name=name, provider=provider_name, record=record, client=client, state_dir=state_dir
+        )
         if idle_given and record.get("idle") != idle:
             set_idle(handle, idle)
         _handles[key] = handle
@@ -176,7 +190,9 @@ def down(name: str | None = None, timeout: float = 30.0) -> list[str]:
         while provider.is_alive(record) and time.monotonic() < deadline:
             time.sleep(0.05)
         if provider.is_alive(record):
-            raise ClusterError(f"cluster '{record['name']}' did not stop within {timeout:g} s (pid {record.get('pid')})")
+            raise ClusterError(
+                f"cluster '{record['name']}' did not stop within {timeout:g} s (pid {record.get('pid')})"
+            )
         records.remove_record(state_dir, record["name"], record["id"])
         stopped.append(record["name"])
     if name is not None and not stopped:

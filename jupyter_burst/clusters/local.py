@@ -29,13 +29,21 @@ class LocalProvider:
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_path = logs / f"{request.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         command = [
-            sys.executable, "-m", "jupyter_burst.node",
-            "--cluster", request.name,
-            "--provider", self.name,
-            "--slots", str(request.slots),
-            "--idle", repr(request.idle_minutes),
-            "--state-dir", str(request.state_dir),
-            "--memory-limit", str(config.get("local.memory-limit", "auto")),
+            sys.executable,
+            "-m",
+            "jupyter_burst.node",
+            "--cluster",
+            request.name,
+            "--provider",
+            self.name,
+            "--slots",
+            str(request.slots),
+            "--idle",
+            repr(request.idle_minutes),
+            "--state-dir",
+            str(request.state_dir),
+            "--memory-limit",
+            str(config.get("local.memory-limit", "auto")),
         ]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(

@@ -72,7 +72,9 @@ class HeadNode:
     async def start(self) -> None:
         from distributed import Nanny, Scheduler
 
-        self.scheduler = Scheduler(host="127.0.0.1", port=0, dashboard=False, dashboard_address=None)
+        self.scheduler = Scheduler(
+            host="127.0.0.1", port=0, dashboard=False, dashboard_address=None
+        )
         await self.scheduler
         self.scheduler.handlers["burst_set_idle"] = self._set_idle
         self.scheduler.handlers["burst_info"] = self._info
@@ -124,15 +126,28 @@ class HeadNode:
             "started": time.time(),
         }
         self.ledger.cluster_started(
-            self.cluster_id, self.args.cluster, self.args.provider, self.scheduler.address,
-            self.args.slots, devices, self.args.idle,
+            self.cluster_id,
+            self.args.cluster,
+            self.args.provider,
+            self.scheduler.address,
+            self.args.slots,
+            devices,
+            self.args.idle,
         )
         self.ledger.node_started(
-            self.node_id, self.cluster_id, self.args.provider, "head", self.args.slots, devices, os.getpid(),
+            self.node_id,
+            self.cluster_id,
+            self.args.provider,
+            "head",
+            self.args.slots,
+            devices,
+            os.getpid(),
             price_per_hour=self.args.price_per_hour,
         )
         records.write_record(self.state_dir, self.args.cluster, self.record)
-        log.info("cluster %s ready at %s with %s", self.args.cluster, self.scheduler.address, devices)
+        log.info(
+            "cluster %s ready at %s with %s", self.args.cluster, self.scheduler.address, devices
+        )
 
     # scheduler RPC handlers (called by kernels through client.scheduler.<name>) ---------
 
@@ -172,7 +187,7 @@ class HeadNode:
                 break
             try:
                 await asyncio.wait_for(self.stop_requested.wait(), _CHECK_SECONDS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def close(self) -> None:
