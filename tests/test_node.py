@@ -1,4 +1,4 @@
-"""The idle watchdog's policy on a fake clock."""
+"""The node side: the idle watchdog's policy on a fake clock, and how slots map to devices."""
 
 from jupyter_burst.node.idle import IdlePolicy
 
