@@ -1,8 +1,16 @@
 """jupyter-burst: run a notebook cell on a Dask cluster of GPU machines with ``%%burst``."""
 
-__version__ = "0.1.0"
-
+# What Jupyter looks up on the package: the server extension and the labextension's path.
+from jupyter_burst._labextension import _jupyter_labextension_paths as _jupyter_labextension_paths
 from jupyter_burst.errors import BurstError
+from jupyter_burst.server import (
+    _jupyter_server_extension_points as _jupyter_server_extension_points,
+)
+from jupyter_burst.server import (
+    _load_jupyter_server_extension as _load_jupyter_server_extension,
+)
+
+__version__ = "0.1.0"
 
 __all__ = ["BurstError", "CellResult", "__version__", "load_ipython_extension", "run"]
 
@@ -21,5 +29,3 @@ def __getattr__(name: str):
 
         return getattr(cell, name)
     raise AttributeError(f"module 'jupyter_burst' has no attribute {name!r}")
-from jupyter_burst.server import _jupyter_server_extension_points, _load_jupyter_server_extension
-from jupyter_burst._labextension import _jupyter_labextension_paths

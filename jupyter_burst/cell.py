@@ -17,6 +17,7 @@ from jupyter_burst import clusters, config, jobs, namespace, output, tracebacks
 from jupyter_burst import payload as wire
 from jupyter_burst.errors import BurstError, SendError
 from jupyter_burst.ledger import LineSplitter, shared_ledger
+from jupyter_burst.merge import merge_in_place
 from jupyter_burst.options import CellOptions
 
 
@@ -100,8 +101,13 @@ def run_cell(
             raise _raise_remote(result["error"])
         for warning in result.get("warnings", ()):
             print(warning, file=sys.stderr)
+        changed = set(result["changed"])
         for name, value in result["values"].items():
-            user_ns[name] = value
+            original = snapshot.get(name)
+            if name in changed and merge_in_place(original, value):
+                user_ns[name] = original  # the same object, now holding the cell's changes
+            else:
+                user_ns[name] = value
         for name in result["deleted"]:
             user_ns.pop(name, None)
         status = "done"

@@ -29,7 +29,6 @@ _EVENTS_GRACE_SECONDS = 2.0
 class Job:
     id: str
     handle: ClusterHandle
-    worker: str
     future: Any
     events: queue.Queue
     started: float = field(default_factory=time.monotonic)
@@ -74,22 +73,25 @@ def submit(handle: ClusterHandle, job_id: str, message: Payload, spec: dict[str,
     events: queue.Queue = queue.Queue()
     handle.topic_handlers[topic][job_id] = events
     spec = dict(spec, job=job_id, topic=topic)
-    worker, slot = _pick_worker(handle)
     client = handle.client
     argument: Any = message
+    restrictions = None
     if message.nbytes > _INLINE_BYTES:
+        # Big values go straight to one worker, and the cell runs where they are.
+        worker, _ = _pick_worker(handle)
         argument = client.scatter(message, workers=[worker], direct=True, hash=False)
+        restrictions = [worker]
     future = client.submit(
         runtime.run_cell,
         argument,
         spec,
         key=f"burst-cell-{job_id}",
-        workers=[slot],
+        workers=restrictions,
         allow_other_workers=False,
         pure=False,
     )
     future.add_done_callback(lambda _: events.put(_DONE))
-    return Job(id=job_id, handle=handle, worker=worker, future=future, events=events)
+    return Job(id=job_id, handle=handle, future=future, events=events)
 
 
 def follow(job: Job, on_events: Callable[[list], None], timeout_minutes: float | None) -> Payload:
@@ -177,8 +179,11 @@ def stop(job: Job, on_events: Callable[[list], None]) -> None:
     """Stop the remote work: interrupt the cell's thread, and restart its worker if it won't stop."""
     client = job.handle.client
     grace = float(config.get("interrupt-grace", 2))
+    running_on: list[str] = []
     try:
-        client.run(runtime.interrupt_job, job.id, workers=[job.worker], wait=True)
+        # Every slot is asked; the one running the job answers True.
+        answers = client.run(runtime.interrupt_job, job.id, wait=True, on_error="return")
+        running_on = [addr for addr, hit in answers.items() if hit is True]
     except Exception:
         pass
     deadline = time.monotonic() + grace
@@ -193,7 +198,8 @@ def stop(job: Job, on_events: Callable[[list], None]) -> None:
         # Stuck in C code (time.sleep, a blocking read): only ending the process stops it.
         # Its nanny starts a fresh one for the slot; the next cell waits for it.
         try:
-            client.run(runtime.exit_worker, workers=[job.worker], wait=False)
+            if running_on:
+                client.run(runtime.exit_worker, workers=running_on, wait=False)
         except Exception:
             pass
         deadline = time.monotonic() + 5

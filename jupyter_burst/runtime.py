@@ -310,6 +310,14 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
 
     after = _fingerprints(watched)
     changed = {k for k in watched if before[k] is None or before[k] != after[k]}
+    # `t += 1` on a tensor, `lst += [x]`: assigned, but still the object that travelled.
+    changed |= {
+        k
+        for k in assigned & initial.keys()
+        if k in namespace
+        and namespace[k] is initial[k]
+        and not isinstance(initial[k], types.ModuleType)
+    }
     names = {k for k in assigned if k in namespace} | changed
     if namespace.get("display") is burst_display and "display" not in initial:
         names.discard("display")

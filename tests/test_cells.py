@@ -146,3 +146,12 @@ def test_worker_cwd_is_restored_between_cells(kernel, workdir):
     kernel.ok("%%burst\nimport os\nfirst = os.getcwd()\n")
     assert pathlib.Path(kernel.ok("print(first)").stdout.strip()) == workdir
     assert os.path.isdir(workdir)
+
+
+def test_large_values_travel_out_of_band_and_in_place_changes_come_back(kernel):
+    kernel.ok(
+        "import numpy as np, torch\nbig = np.ones(2_000_000)\nt = torch.zeros(1_000_000)\nview = t[:10]"
+    )
+    kernel.ok("%%burst\ntotal = float(big.sum())\nbig[0] = 5\nt += 1\n")
+    check = kernel.ok("print(total, big[0], big[1], float(t.sum()), float(view.sum()))")
+    assert check.stdout.strip() == "2000000.0 5.0 1.0 1000000.0 10.0"

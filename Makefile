@@ -1,0 +1,88 @@
+# jupyter-burst developer tasks. GNU make, bash.
+#   make venv   .venv with the package installed editable (+ test and torch extras) and
+#               the labextension built and linked into .venv/share/jupyter/labextensions
+#   make test   lint + the whole pytest suite (what .ci/run runs)
+#   make lab    JupyterLab on the demo notebook
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+.DELETE_ON_ERROR:
+
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_INSTALL := $(PY) -m pip install -c constraints.txt
+CHROMIUM := /usr/bin/chromium
+# jlpm and jupyter-builder (called by package.json scripts) come from the venv.
+WITH_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+RUFF_PATHS := jupyter_burst tests $(wildcard bench)
+LABEXT_SOURCES := $(wildcard src/*.ts style/* schema/*.json) \
+	package.json tsconfig.json yarn.lock .yarnrc.yml
+LABEXT_LINK := $(VENV)/share/jupyter/labextensions/jupyter-burst
+
+COMMA := ,
+
+# `pip install -e .` (its build hook builds labextension/ once), then link the build into
+# the venv so that `make labextension` rebuilds show without reinstalling. pip would write
+# the wheel's shared data through that link into labextension/ itself (install.json, which
+# then clashes with the shared-data entry of the next build), so unlink before pip runs.
+define pip_editable
+	if [ -L $(LABEXT_LINK) ]; then rm $(LABEXT_LINK); fi
+	rm -f labextension/install.json
+	$(PIP_INSTALL) $(2) -e "$(1)"
+	$(WITH_VENV) $(VENV)/bin/jupyter-builder develop --overwrite .
+endef
+
+.PHONY: venv labextension chromium test lint demo lab bench clean distclean
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml constraints.txt package.json
+	@if [ ! -x $(PY) ]; then \
+		if command -v python3.11 >/dev/null; then python3.11 -m venv $(VENV); \
+		else python3 -m venv $(VENV); fi; \
+	fi
+	$(call pip_editable,.[test$(COMMA)torch])
+	touch $@
+
+# Rebuild the frontend when its sources change (the editable install only builds it once).
+labextension: labextension/static/style.js
+
+labextension/static/style.js: $(LABEXT_SOURCES) | $(VENV)/.stamp
+	$(WITH_VENV) jlpm install
+	$(WITH_VENV) jlpm build
+	touch $@
+
+chromium:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "error: the browser tests need Debian's chromium at $(CHROMIUM);" \
+			"install it with: sudo apt-get install chromium" >&2; \
+		exit 1; \
+	fi
+
+test: venv labextension chromium
+	$(VENV)/bin/ruff check $(RUFF_PATHS)
+	$(PY) -m pytest tests
+
+lint: venv
+	$(VENV)/bin/ruff check $(RUFF_PATHS)
+
+demo: venv
+	$(PY) -m jupyter_burst.demo notebooks/demo.ipynb
+
+lab: venv labextension
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks/demo.ipynb
+
+bench: venv
+	$(call pip_editable,.[bench],-q)
+	$(PY) -m bench
+
+clean:
+	rm -rf lib labextension node_modules tsconfig.tsbuildinfo .yarn/cache \
+		.yarn/install-state.gz build dist *.egg-info .pytest_cache .ruff_cache test-artifacts
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

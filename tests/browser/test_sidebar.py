@@ -1,0 +1,69 @@
+"""The JupyterLab sidebar: the extension loads, talks to its server extension, and the
+server extension lets no one in without a token."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from playwright.sync_api import expect
+
+import jupyter_burst
+from tests.browser.conftest import ARTIFACTS, Lab
+
+SIDEBAR_ID = "jupyter-burst-sidebar"
+# jupyter_server warns about every handler verb without an authentication rule (the
+# extension template's check_auth.py turns that warning into a failure), one line each:
+#   Extension endpoints without @allow_unauthenticated, @ws_authenticated, nor @web.authenticated:
+#   - GET of StatusHandler registered for /jupyter-burst/status
+# Other installed extensions may have such lines of their own; ours must have none.
+UNAUTHENTICATED_WARNING = "endpoints without @allow_unauthenticated"
+UNAUTHENTICATED_ENDPOINT = re.compile(r"^- \w+ of \w+ registered for (?P<path>\S+)", re.MULTILINE)
+
+
+def test_sidebar_says_it_is_loaded_and_shows_the_server_version(lab: Lab, browser_context):
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+    page.goto(f"{lab.url}lab?token={lab.token}")
+    tab = page.locator(f'.jp-SideBar.jp-mod-left li[data-id="{SIDEBAR_ID}"]')
+    expect(tab).to_have_attribute("title", "jupyter-burst", timeout=60_000)
+    tab.click()
+
+    panel = page.locator(f"#{SIDEBAR_ID}")
+    expect(panel).to_be_visible()
+    expect(panel).to_contain_text("jupyter-burst is loaded")
+    expect(panel).to_contain_text(f"server version: {jupyter_burst.__version__}")
+    expect(panel).to_contain_text("default provider: local")
+
+    screenshot = ARTIFACTS / "screenshots" / "sidebar-loaded.png"
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(screenshot))
+    assert not [e for e in errors if "jupyter-burst" in e], errors
+
+
+def test_status_endpoint_answers_the_version_with_a_token(lab: Lab):
+    status, body = lab.get("jupyter-burst/status")
+    assert status == 200, body
+    assert json.loads(body) == {"version": jupyter_burst.__version__}
+
+
+def test_status_endpoint_refuses_a_request_without_a_token(lab: Lab):
+    status, _ = lab.get("jupyter-burst/status", token=False)
+    assert status in (401, 403)
+
+
+def test_server_log_has_no_unauthenticated_endpoint_warning(lab: Lab):
+    log = lab.log()
+    assert "jupyter-burst server extension loaded" in log, log
+    # The warning names the module that registered the handlers, then one line per endpoint.
+    ours = [
+        line
+        for line in log.splitlines()
+        if UNAUTHENTICATED_WARNING in line and "jupyter_burst" in line
+    ]
+    ours += [
+        m["path"] for m in UNAUTHENTICATED_ENDPOINT.finditer(log) if "jupyter-burst" in m["path"]
+    ]
+    assert not ours, f"jupyter-burst endpoints without authentication: {ours}"
