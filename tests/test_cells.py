@@ -89,8 +89,9 @@ def test_functions_classes_lambdas_and_module_aliases_travel(kernel, workdir):
 def test_objects_changed_in_place_come_back_and_unchanged_ones_stay_put(kernel):
     kernel.ok(
         "import torch\ntorch.manual_seed(0)\n"
-        "model = torch.nn.Linear(3, 1)\nopt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "model = torch.nn.Linear(3, 1)\nopt = torch.optim.Adam(model.parameters(), lr=0.1)\n"
         "history = []\nuntouched = [1, 2, 3]\nuntouched_id = id(untouched)\nw0 = model.weight.detach().clone()\n"
+        "registry = {'net': model}\nmodel_id = id(model)\n"
     )
     kernel.ok(
         "%%burst\n"
@@ -105,9 +106,11 @@ def test_objects_changed_in_place_come_back_and_unchanged_ones_stay_put(kernel):
     )
     check = kernel.ok(
         "print(len(history), not torch.equal(model.weight, w0), "
-        "opt.param_groups[0]['params'][0] is model.weight, id(untouched) == untouched_id)"
+        "opt.param_groups[0]['params'][0] is model.weight, id(untouched) == untouched_id, "
+        "id(model) == model_id, registry['net'] is model, all(p in opt.state for p in model.parameters()))"
     )
-    assert check.stdout.strip() == "5 True True True"
+    # Trained in place means in place here too: the same model object, seen by every reference.
+    assert check.stdout.strip() == "5 True True True True True True"
 
 
 def test_send_exclude_and_return(kernel):
