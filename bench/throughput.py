@@ -1,7 +1,13 @@
 """Throughput: a big numpy array and a torch tensor to a cell and back, against raw TCP loopback.
 
-Memory on this machine is the first-touch kind (a VM: the first write to fresh pages is
-slow), so every configuration gets one untimed warm-up run, then the best of ``reps``.
+Two cells per value: ``y = x`` as asked, and ``y = x[:]``. In ``y = x`` the worker sends ``y``
+back as a reference to the notebook's own ``x`` (the cell did not change it; see
+``payload.pack_result``), so only x travels: N bytes. ``y = x[:]`` is new data of the same
+size, so N bytes go out and N come back, like the raw TCP echo.
+
+This machine is a VM: the first write to fresh memory is slow. So each configuration gets
+one untimed warm-up run, and the raw echo and the cells are then timed in turns (noise from
+the rest of the machine falls on all of them alike); each reports its best.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,6 +31,7 @@ from bench.common import (
     Timers,
     collect,
     mb_per_s,
+    prewarm_memory,
     size,
     suppress_large_graph_warning,
 )
@@ -32,79 +40,108 @@ from bench.tcp_echo import recv_exactly
 TARGET_RATIO = 0.70
 
 
-def best_of(reps: int, once: Callable[[], float], warmup: int = 1) -> tuple[float, float]:
-    """(first untimed warm-up run, best of ``reps``) in seconds."""
-    first = once()
-    for _ in range(warmup - 1):
-        once()
-    return first, min(once() for _ in range(reps))
+class TcpEcho:
+    """A child process that echoes ``data.nbytes`` bytes over loopback TCP (``tcp_echo.py``)."""
 
-
-def tcp_round_trip(data: np.ndarray, reps: int) -> tuple[float, float]:
-    """Send ``data`` to a child process over loopback TCP and receive it back: (first, best) s."""
-    nbytes = data.nbytes
-    send_view = memoryview(data).cast("B")
-    back = np.empty(nbytes, dtype=np.uint8)
-    back_view = memoryview(back).cast("B")
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(60)
-        port = server.getsockname()[1]
-        echo = subprocess.Popen(
-            [
-                sys.executable,
-                str(pathlib.Path(__file__).with_name("tcp_echo.py")),
-                str(port),
-                str(nbytes),
-            ],
-            stdin=subprocess.DEVNULL,
+    def __init__(self, data: np.ndarray):
+        self.data = data
+        self.send_view = memoryview(data).cast("B")
+        self.back = np.empty(data.nbytes, dtype=np.uint8)
+        self.back_view = memoryview(self.back).cast("B")
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(60)
+        script = str(pathlib.Path(__file__).with_name("tcp_echo.py"))
+        port = str(self.server.getsockname()[1])
+        self.process = subprocess.Popen(
+            [sys.executable, script, port, str(data.nbytes)], stdin=subprocess.DEVNULL
         )
         try:
-            conn, _ = server.accept()
-            conn.settimeout(None)
-            with conn:
+            self.conn, _ = self.server.accept()
+            self.conn.settimeout(None)
+        except BaseException:
+            self.close()
+            raise
 
-                def once() -> float:
-                    t0 = time.perf_counter()
-                    conn.sendall(send_view)
-                    if not recv_exactly(conn, back_view):
-                        raise BenchError("the TCP echo process closed the connection")
-                    return time.perf_counter() - t0
+    def round_trip(self) -> float:
+        """Seconds to send the data and receive it back (sendall, then recv_into 64 MiB chunks)."""
+        t0 = time.perf_counter()
+        self.conn.sendall(self.send_view)
+        if not recv_exactly(self.conn, self.back_view):
+            raise BenchError("the TCP echo process closed the connection")
+        return time.perf_counter() - t0
 
-                result = best_of(reps, once)
-                if not np.array_equal(back, data):
-                    raise BenchError("the TCP echo sent back different bytes")
-        finally:
-            try:  # the echo process exits once the connection is closed
-                echo.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                echo.kill()
-                echo.wait()
-    return result
+    def check(self) -> None:
+        if not np.array_equal(self.back, self.data):
+            raise BenchError("the TCP echo sent back different bytes")
+
+    def close(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            conn.close()
+        self.server.close()
+        try:  # the echo process exits once the connection is closed
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.back = self.back_view = None
+
+    def __enter__(self) -> TcpEcho:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def burst_round_trip(
-    session: Session, value, cell: str, reps: int, same: Callable, identical: bool
-) -> tuple[float, float]:
-    """Time ``cell`` with ``x = value`` in the notebook; check that ``y`` came back right."""
+@dataclass
+class Timing:
+    first: float
+    times: list[float]
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+
+def burst_once(session: Session, value, cell: str, same: Callable, identical: bool) -> float:
+    """Run ``cell`` with ``x = value`` in the notebook; check that ``y`` came back right."""
     ns = session.user_ns
+    ns.pop("y", None)
+    collect()
+    elapsed = session.cell(cell)
+    y = ns.pop("y")
+    if identical and y is not value:
+        raise BenchError(f"{cell!r}: y is not the notebook's own x")
+    if not identical and y is value:
+        raise BenchError(f"{cell!r}: y came back as the notebook's x, not as new data")
+    if not same(y, value):
+        raise BenchError(f"{cell!r}: y differs from x")
+    del y
+    collect()
+    return elapsed
 
-    def once() -> float:
-        ns.pop("y", None)
-        collect()
-        elapsed = session.cell(cell)
-        y = ns["y"]
-        if identical and y is not value:
-            raise BenchError(f"{cell!r}: y is not the notebook's own x")
-        if not identical and y is value:
-            raise BenchError(f"{cell!r}: y came back as the notebook's x, not as new data")
-        if not same(y, value):
-            raise BenchError(f"{cell!r}: y differs from x")
-        del y
-        return elapsed
 
+CELLS = {  # name: (cell, y is the notebook's own x)
+    "y = x": ("%%burst\ny = x\n", True),
+    "y = x[:]": ("%%burst\ny = x[:]\n", False),
+}
+
+
+def measure(session: Session, value, raw: np.ndarray, same: Callable, reps: int) -> dict:
+    """Warm up, then time the raw echo and each cell in turns, ``reps`` times each."""
+    ns = session.user_ns
     ns["x"] = value
     try:
-        return best_of(reps, once)
+        with TcpEcho(raw) as echo:
+            timings = {"raw": Timing(echo.round_trip(), [])}
+            for name, (cell, identical) in CELLS.items():
+                timings[name] = Timing(burst_once(session, value, cell, same, identical), [])
+            for _ in range(reps):
+                timings["raw"].times.append(echo.round_trip())
+                for name, (cell, identical) in CELLS.items():
+                    timings[name].times.append(burst_once(session, value, cell, same, identical))
+            echo.check()
+        return timings
     finally:
         ns.pop("x", None)
         ns.pop("y", None)
@@ -114,107 +151,87 @@ def burst_round_trip(
 def run(session: Session, quick: bool, profile: bool = False) -> Report:
     nbytes = (256 << 20) if quick else (1 << 30)
     tbytes = (64 << 20) if quick else (256 << 20)
-    reps = 2 if quick else 3
+    reps = 2 if quick else 5
     report = Report()
     m = "throughput"
+    warm_gib = 3 if quick else 10
+    warmed = prewarm_memory(warm_gib)
     session.ensure_cluster()
 
-    x = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
-    raw_first, raw_best = tcp_round_trip(x, reps)
-    raw_rate = mb_per_s(2 * nbytes, raw_best)
-    report.rows.append(
-        Row(
-            m,
-            f"raw TCP loopback, {size(nbytes)} there and back (best of {reps})",
-            f"{raw_rate:,.0f} MB/s",
-        )
-    )
-    rows_after: list[Row] = []
-
-    # The cell as given: y = x. The worker sends y back as a reference to the notebook's own
-    # x (the cell did not change it), so only x travels: N bytes, not 2 N.
-    first, best = burst_round_trip(session, x, "%%burst\ny = x\n", reps, np.array_equal, True)
-    rate = mb_per_s(nbytes, best)
-    report.rows.append(
-        _ratio_row(
-            m,
-            f"`y = x`, numpy {size(nbytes)}: x out, y back by reference (N bytes)",
-            rate,
-            raw_rate,
-        )
-    )
-    # A cell whose y is new data: x out and a same-sized y back, 2 N bytes.
-    first2, best2 = burst_round_trip(session, x, "%%burst\ny = x[:]\n", reps, np.array_equal, False)
-    rate2 = mb_per_s(2 * nbytes, best2)
-    report.rows.append(
-        _ratio_row(
-            m, f"`y = x[:]`, numpy {size(nbytes)}: x out, y back (2 N bytes)", rate2, raw_rate
-        )
-    )
-    rows_after.append(
-        Row(
-            m,
-            "first (cold-memory) run: raw TCP / `y = x` / `y = x[:]`",
-            f"{raw_first:.2f} s / {first:.2f} s / {first2:.2f} s",
-        )
-    )
-
-    # torch, the same two cells
     import torch
 
+    x = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
     t = torch.randint(
         0, 256, (tbytes,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
-    _, tbest = burst_round_trip(session, t, "%%burst\ny = x\n", reps, torch.equal, True)
-    report.rows.append(
-        _ratio_row(
-            m,
-            f"`y = x`, torch {size(tbytes)}: y back by reference (N bytes)",
-            mb_per_s(tbytes, tbest),
-            raw_rate,
+    results = {
+        f"numpy {size(nbytes)}": (nbytes, measure(session, x, x, np.array_equal, reps)),
+        f"torch {size(tbytes)}": (tbytes, measure(session, t, t.numpy(), torch.equal, reps)),
+    }
+    for label, (n, timings) in results.items():
+        raw_rate = mb_per_s(2 * n, timings["raw"].best)
+        report.rows.append(
+            Row(m, f"raw TCP loopback, {size(n)} there and back", f"{raw_rate:,.0f} MB/s")
+        )
+        report.rows.append(
+            _ratio_row(
+                m,
+                f"`y = x`, {label}: x out, y back by reference (N bytes)",
+                mb_per_s(n, timings["y = x"].best),
+                raw_rate,
+            )
+        )
+        report.rows.append(
+            _ratio_row(
+                m,
+                f"`y = x[:]`, {label}: x out, y back (2 N bytes)",
+                mb_per_s(2 * n, timings["y = x[:]"].best),
+                raw_rate,
+            )
+        )
+        report.rows.append(
+            Row(
+                m,
+                f"{label}, first (cold-memory) run: raw / `y = x` / `y = x[:]`",
+                " / ".join(f"{timings[k].first:.2f} s" for k in ("raw", "y = x", "y = x[:]")),
+            )
+        )
+    report.notes.append(
+        f"Throughput: memory prewarmed ({warm_gib} GiB touched in {warmed:.1f} s); "
+        f"best of {reps} after one warm-up; MB/s = 10^6 bytes moved per second "
+        "(N for `y = x`, 2 N for `y = x[:]` and the raw echo). All times (s): "
+        + "; ".join(
+            f"{label} {name}: " + " ".join(f"{v:.3f}" for v in timing.times)
+            for label, (_, timings) in results.items()
+            for name, timing in timings.items()
         )
     )
-    _, tbest2 = burst_round_trip(session, t, "%%burst\ny = x[:]\n", reps, torch.equal, False)
-    report.rows.append(
-        _ratio_row(
-            m,
-            f"`y = x[:]`, torch {size(tbytes)}: x out, y back (2 N bytes)",
-            mb_per_s(2 * tbytes, tbest2),
-            raw_rate,
-        )
-    )
-    del t
-    collect()
 
-    # Context: plain Dask on the same cluster.
+    # Context: plain Dask on the same cluster, once each (they are slow).
     client = session.raw_client()
     identity, inband_echo = session.remote["identity"], session.remote["inband_echo"]
-
-    context_reps = 1 if quick else 2
-    _, dbest = best_of(context_reps, functools.partial(_dask_default, client, identity, x))
-    rows_after.append(
+    dask_default = functools.partial(_dask_default, client, identity, x)
+    inband = functools.partial(_inband, client, inband_echo, x)
+    report.rows += [
         Row(
             m,
-            f"context: raw `client.submit(lambda a: a, x).result()`, {size(nbytes)} (Dask's own "
-            f"serialization, via the scheduler; best of {context_reps})",
-            f"{mb_per_s(2 * nbytes, dbest):,.0f} MB/s",
-        )
-    )
-    _, ibest = best_of(context_reps, functools.partial(_inband, client, inband_echo, x))
-    rows_after.append(
+            f"context: raw `client.submit(lambda a: a, x).result()`, numpy {size(nbytes)} "
+            "(Dask's own serialization, via the scheduler)",
+            f"{mb_per_s(2 * nbytes, dask_default()):,.0f} MB/s",
+        ),
         Row(
             m,
-            f"context: in-band `cloudpickle.dumps(x)` -> `client.submit` -> worker loads+dumps -> "
-            f"`cloudpickle.loads`, {size(nbytes)} (best of {context_reps})",
-            f"{mb_per_s(2 * nbytes, ibest):,.0f} MB/s",
-        )
-    )
-    report.rows += rows_after
+            f"context: in-band `cloudpickle.dumps(x)`, `client.submit`, worker loads + dumps, "
+            f"`cloudpickle.loads`, numpy {size(nbytes)}",
+            f"{mb_per_s(2 * nbytes, inband()):,.0f} MB/s",
+        ),
+    ]
 
-    worst = min(r.ok is not False for r in report.rows)
-    if profile or not worst:
-        report.notes += breakdown(session, x, raw_best)
-    del x
+    if profile or any(row.ok is False for row in report.rows):
+        report.notes += breakdown(session, x, f"numpy {size(nbytes)}", "y = x[:]")
+        report.notes += breakdown(session, t, f"torch {size(tbytes)}", "y = x")
+        report.notes += breakdown(session, t, f"torch {size(tbytes)}", "y = x[:]")
+    del x, t
     collect()
     return report
 
@@ -260,55 +277,61 @@ def _ratio_row(m: str, figure: str, rate: float, raw_rate: float) -> Row:
     )
 
 
-def breakdown(session: Session, x: np.ndarray, raw_best: float) -> list[str]:
-    """One more ``y = x[:]`` with every step timed, in the kernel and on the worker."""
+def breakdown(session: Session, value, label: str, name: str, runs: int = 3) -> list[str]:
+    """The cell ``name`` again, each step timed in the kernel and on the worker; the fastest run."""
     import jupyter_burst.jobs as jobs
     import jupyter_burst.payload as wire
 
+    cell, identical = CELLS[name]
     client = session.raw_client()
     remote = session.remote
     client.run(remote["bench_patch"])
     handle = session.handle()
-    nbytes = x.nbytes
+    nbytes = value.nbytes
     ns = session.user_ns
+    best = None
     try:
-        with Timers() as timers:
-            timers.wrap(wire, "pack_namespace", "kernel: pack_namespace (pickle, out of band)")
-            timers.wrap(jobs, "_pick_worker", "kernel: _pick_worker")
-            timers.wrap(handle.client, "scatter", "kernel: client.scatter x to the worker")
-            timers.wrap(jobs, "submit", "kernel: jobs.submit (pick + scatter + submit)")
-            timers.wrap(jobs, "follow", "kernel: jobs.follow (task on the worker + gather)")
-            timers.wrap(jobs, "_result", "kernel: future.result() (gather y)")
-            timers.wrap(wire, "unpack_result", "kernel: unpack_result")
-            ns["x"] = x
+        ns["x"] = value
+        for _ in range(runs):
             ns.pop("y", None)
             collect()
-            client.run(remote["bench_collect"])
-            total = session.cell("%%burst\ny = x[:]\n")
-            worker = next(iter(client.run(remote["bench_collect"]).values()))
+            with Timers() as timers:
+                timers.wrap(wire, "pack_namespace", "kernel: pack_namespace (pickle, out of band)")
+                timers.wrap(jobs, "_pick_worker", "kernel: _pick_worker")
+                timers.wrap(handle.client, "scatter", "kernel: client.scatter x to the worker")
+                timers.wrap(jobs, "submit", "kernel: jobs.submit (pick + scatter + submit)")
+                timers.wrap(jobs, "follow", "kernel: jobs.follow (task on the worker + gather)")
+                timers.wrap(jobs, "_result", "kernel: future.result() (gather y)")
+                timers.wrap(wire, "unpack_result", "kernel: unpack_result")
+                client.run(remote["bench_collect"])
+                total = burst_once(session, value, cell, lambda a, b: True, identical)
+                worker = next(iter(client.run(remote["bench_collect"]).values()))
+            if best is None or total < best[0]:
+                best = (total, dict(timers.times), worker)
     finally:
         client.run(remote["bench_unpatch"])
         ns.pop("x", None)
         ns.pop("y", None)
         collect()
-    lines = [f"Throughput breakdown, one `y = x[:]` with {size(nbytes)} (wall {total:.3f} s):"]
-    for label, values in timers.times.items():
-        lines.append(f"  {label:<52} {sum(values):7.3f} s")
+    total, times, worker = best
+    lines = [
+        f"Throughput breakdown, `{name}` with {label} (fastest of {runs}, wall {total:.3f} s):"
+    ]
+    for step, values in times.items():
+        lines.append(f"  {step:<52} {sum(values):7.3f} s")
     on_worker = worker["_end"][0] - worker["_start"][0] if worker.get("_end") else float("nan")
-    for key, label in (
+    for key, step in (
         ("unpack", "worker: unpack_namespace"),
         ("fingerprints", "worker: _fingerprints (before + after)"),
         ("pack", "worker: pack_result"),
     ):
         values = worker.get(key, [])
-        lines.append(f"  {label:<52} {sum(values):7.3f} s  (x{len(values)})")
+        lines.append(f"  {step:<52} {sum(values):7.3f} s  (x{len(values)})")
     lines.append(f"  {'worker: run_cell, setup to packed result':<52} {on_worker:7.3f} s")
-    scatter = timers.total("kernel: client.scatter x to the worker")
-    gather = timers.total("kernel: future.result() (gather y)")
-    one_way = raw_best / 2
-    lines.append(
-        f"  one-way rates: scatter {mb_per_s(nbytes, scatter):,.0f} MB/s, "
-        f"gather (after the task finished) {mb_per_s(nbytes, gather):,.0f} MB/s, "
-        f"raw TCP {mb_per_s(nbytes, one_way):,.0f} MB/s"
-    )
+    scatter = sum(times.get("kernel: client.scatter x to the worker", ()))
+    gather = sum(times.get("kernel: future.result() (gather y)", ()))
+    rates = f"  one-way rates: scatter {mb_per_s(nbytes, scatter):,.0f} MB/s"
+    if not identical:
+        rates += f", gather (after the task finished) {mb_per_s(nbytes, gather):,.0f} MB/s"
+    lines.append(rates)
     return lines

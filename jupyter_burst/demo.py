@@ -25,17 +25,29 @@ def _seconds(cell) -> float | None:
     return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
 
 
-def _first_line(cell) -> str:
+def _what_it_showed(cell) -> str:
+    """The error, or the first and last lines it printed, or the kinds of rich output."""
+    lines: list[str] = []
+    rich: list[str] = []
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
-            return f"{out['ename']}: {out['evalue']}"[:100]
+            return f"{out['ename']}: {out['evalue']}"[:110]
         if out.get("output_type") == "stream":
-            lines = [line for line in out["text"].replace("\r", "\n").splitlines() if line.strip()]
-            if lines:
-                return lines[0][:100]
+            lines += [
+                line.strip()
+                for line in out["text"].replace("\r", "\n").splitlines()
+                if line.strip()
+            ]
         if out.get("output_type") in ("display_data", "execute_result"):
-            return "[" + ", ".join(sorted(out["data"])) + "]"
-    return ""
+            rich.append(
+                next((k for k in ("image/png", "text/html") if k in out["data"]), "text/plain")
+            )
+    shown = lines[0][:60] if lines else ""
+    if len(lines) > 1:
+        shown += f" ... {lines[-1][:40]} ({len(lines)} lines)"
+    if rich:
+        shown += (" " if shown else "") + "[" + ", ".join(rich) + "]"
+    return shown
 
 
 def run(notebook: pathlib.Path, state_dir: pathlib.Path, timeout: int) -> int:
@@ -64,12 +76,12 @@ def run(notebook: pathlib.Path, state_dir: pathlib.Path, timeout: int) -> int:
     nbformat.write(nb, executed)
 
     print(f"\njupyter-burst demo: {notebook}")
-    print(f"{'cell':>4}  {'kind':<6} {'seconds':>7}  first output")
+    print(f"{"cell":>4}  {"kind":<6} {"seconds":>7}  what it showed")
     for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
         kind = "burst" if cell.source.lstrip().startswith("%%burst") else "local"
         seconds = _seconds(cell)
         shown = f"{seconds:7.2f}" if seconds is not None else "      -"
-        print(f"{i + 1:>4}  {kind:<6} {shown}  {_first_line(cell)}")
+        print(f"{i + 1:>4}  {kind:<6} {shown}  {_what_it_showed(cell)}")
     print(_ledger_summary(state_dir))
     print(f"total {total:.1f} s; executed notebook: {executed}")
     if failed is not None:
