@@ -76,7 +76,7 @@ def run(notebook: pathlib.Path, state_dir: pathlib.Path, timeout: int) -> int:
     nbformat.write(nb, executed)
 
     print(f"\njupyter-burst demo: {notebook}")
-    print(f"{"cell":>4}  {"kind":<6} {"seconds":>7}  what it showed")
+    print(f"{'cell':>4}  {'kind':<6} {'seconds':>7}  what it showed")
     for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
         kind = "burst" if cell.source.lstrip().startswith("%%burst") else "local"
         seconds = _seconds(cell)
