@@ -26,7 +26,9 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Measure jupyter-burst; print the results table."
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
     parser.add_argument(
         "--only",
@@ -38,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="print the breakdowns even where targets pass"
     )
-    parser.add_argument("--write", action="store_true", help=f"rewrite the table in {README}")
+    parser.add_argument("--write", action="store_true", help="rewrite the table in bench/README.md")
     return parser.parse_args(argv)
 
 

@@ -71,27 +71,6 @@ def size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
-def prewarm_memory(gib: int) -> float:
-    """Touch ``gib`` GiB once, then free it; seconds taken.
-
-    On this VM the first write to a never-used guest page costs ~15x a write to a page the
-    guest has used before (1.9 s against 0.13 s per GiB). Dask receives every transfer into
-    a fresh buffer, the raw TCP echo reuses one, so without this the first big transfers
-    measure the VM, not the code.
-    """
-    import numpy as np
-
-    t0 = time.perf_counter()
-    held = []
-    for _ in range(gib):
-        chunk = np.empty(1 << 30, dtype=np.uint8)
-        chunk.fill(1)
-        held.append(chunk)
-    del held
-    gc.collect()
-    return time.perf_counter() - t0
-
-
 def collect() -> None:
     """Free what the last run held before timing the next one."""
     gc.collect()
