@@ -12,7 +12,7 @@ from jupyter_burst.server import (
 
 __version__ = "0.1.0"
 
-__all__ = ["BurstError", "CellResult", "__version__", "load_ipython_extension", "run"]
+__all__ = ["BurstError", "CellResult", "__version__", "burst", "load_ipython_extension", "run"]
 
 
 def load_ipython_extension(ipython) -> None:
@@ -28,4 +28,9 @@ def __getattr__(name: str):
         from jupyter_burst import cell
 
         return getattr(cell, name)
+    if name == "burst":
+        from jupyter_burst import helper
+
+        globals()["burst"] = helper.local()
+        return globals()["burst"]
     raise AttributeError(f"module 'jupyter_burst' has no attribute {name!r}")

@@ -39,7 +39,7 @@ def run_cell(
     user_ns: MutableMapping[str, Any],
     filename: str | None = None,
     line_offset: int = 0,
-    render: Callable[[list], None] | None = None,
+    render: Callable[[int, list], None] | None = None,
     kernel: str = "",
 ) -> CellResult:
     """Run ``source`` on the cluster ``options`` name and merge its results into ``user_ns``.
@@ -59,7 +59,10 @@ def run_cell(
         "filename": filename,
         "line_offset": line_offset,
         "assigns": sorted(analysis.assigns),
-        "returns": list(options.returns) if options.returns is not None else None,
+        "returns": "gather"
+        if options.gather
+        else (list(options.returns) if options.returns is not None else None),
+        "collective_timeout": float(config.get("collective-timeout", 300)),
         "exclude": list(options.exclude),
         # On this machine the cell runs where the notebook runs, so relative paths agree.
         "cwd": os.getcwd() if options.provider == "local" else None,
@@ -78,45 +81,47 @@ def run_cell(
     )
     ledger = shared_ledger(handle.state_dir)
     splitter = LineSplitter()
-    show = render or output.renderer()
+    show = render or output.renderer(options.gpus)
 
-    def on_events(events: list) -> None:
-        show(events)
+    def on_events(rank: int, events: list) -> None:
+        show(rank, events)
         now = time.time()
         lines = []
         for event in events:
             if event[0] in ("stdout", "stderr"):
-                lines.extend(splitter.feed(0, event[0], event[1]))
-        ledger.add_lines(job_id, [(now, rank, stream, text) for rank, stream, text in lines])
+                lines.extend(splitter.feed(rank, event[0], event[1]))
+            elif event[0] == "metrics":
+                ledger.add_metrics(job_id, now, rank, event[1], event[2])
+        ledger.add_lines(job_id, [(now, r, stream, text) for r, stream, text in lines])
 
     ledger.job_started(job_id, handle.id, kernel, source, _options_record(options))
     status, error_text = "failed", None
     try:
-        job = jobs.submit(handle, job_id, message, spec)
-        reply = jobs.follow(job, on_events, options.timeout)
-        result = wire.unpack_result(reply, user_ns, snapshot)
-        jobs.drain(job, result["events"], on_events)
-        if result["error"] is not None:
-            error_text = f"{result['error'].get('type', 'error')}: {result['error']['message']}"
-            raise _raise_remote(result["error"])
-        for warning in result.get("warnings", ()):
+        job = jobs.submit(handle, job_id, message, spec, ranks=options.gpus)
+        payloads, failure = jobs.follow(job, on_events, options.timeout)
+        if failure is not None:
+            raise _failed_rank(job, failure, options.gpus, user_ns, snapshot, on_events)
+        results = [
+            wire.unpack_result(p, user_ns, snapshot) if (rank == 0 or options.gather) else None
+            for rank, p in enumerate(payloads)
+        ]
+        jobs.drain(job, sum(wire.event_count(p) for p in payloads), on_events)
+        main = results[0]
+        for warning in main.get("warnings", ()):
             print(warning, file=sys.stderr)
-        changed = set(result["changed"])
-        for name, value in result["values"].items():
-            original = snapshot.get(name)
-            if name in changed and merge_in_place(original, value):
-                user_ns[name] = original  # the same object, now holding the cell's changes
-            else:
-                user_ns[name] = value
-        for name in result["deleted"]:
-            user_ns.pop(name, None)
+        if options.gather:
+            names = sorted({name for r in results for name in r["values"]})
+            for name in names:
+                user_ns[name] = [r["values"].get(name) for r in results]
+        else:
+            _merge(main, user_ns, snapshot)
         status = "done"
         return CellResult(
             job_id=job_id,
             cluster=handle.name,
-            assigned=sorted(set(result["values"]) - set(result["changed"])),
-            changed=result["changed"],
-            deleted=result["deleted"],
+            assigned=sorted(set(main["values"]) - set(main["changed"])),
+            changed=main["changed"],
+            deleted=main["deleted"],
             seconds=time.monotonic() - started,
         )
     except BurstError as exc:
@@ -126,11 +131,43 @@ def run_cell(
     except KeyboardInterrupt:
         status = "interrupted"
         raise
+    except BaseException as exc:
+        error_text = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         rest = splitter.rest()
         now = time.time()
         ledger.add_lines(job_id, [(now, rank, stream, text) for rank, stream, text in rest])
         ledger.job_ended(job_id, status, error_text)
+
+
+def _merge(result: dict, user_ns: MutableMapping[str, Any], snapshot: dict) -> None:
+    changed = set(result["changed"])
+    for name, value in result["values"].items():
+        original = snapshot.get(name)
+        if name in changed and merge_in_place(original, value):
+            user_ns[name] = original  # the same object, now holding the cell's changes
+        else:
+            user_ns[name] = value
+    for name in result["deleted"]:
+        user_ns.pop(name, None)
+
+
+def _failed_rank(job, failure, world_size: int, user_ns, snapshot, on_events) -> BaseException:
+    """The exception to raise for the rank that failed first; the others were stopped."""
+    if failure.lost is not None:
+        if world_size > 1:
+            return type(failure.lost)(f"rank {failure.rank} of {world_size}: {failure.lost}")
+        return failure.lost
+    result = wire.unpack_result(failure.payload, user_ns, snapshot)
+    jobs.drain(job, result["events"], on_events)
+    if world_size > 1:
+        print(
+            f"burst: rank {failure.rank} of {world_size} raised {result['error'].get('type', 'an error')}; "
+            "the other ranks were stopped",
+            file=sys.stderr,
+        )
+    return _raise_remote(result["error"])
 
 
 def _raise_remote(error: dict) -> BaseException:

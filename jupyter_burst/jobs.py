@@ -1,38 +1,56 @@
-"""One cell's run on a cluster: submit it to a worker, stream its output, wait, stop it on demand.
+"""One cell's run on a cluster: submit it as one task per rank, stream its output, wait, stop it.
 
 The kernel's main thread does the waiting (so Ctrl-C / the stop button lands here) and
-renders output itself; the Dask client's thread only queues what arrives.
+renders output itself; the Dask client's thread only queues what arrives. When one rank of
+several fails, the others are stopped at once: they would otherwise wait forever in a
+collective for the rank that is gone.
 """
 
 from __future__ import annotations
 
+import pickle
 import queue
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from jupyter_burst import config, runtime
 from jupyter_burst.clusters import ClusterHandle, wait_for_workers
-from jupyter_burst.errors import JobInterrupted, JobTimeout, WorkerLost
+from jupyter_burst.errors import ClusterError, JobInterrupted, JobTimeout, WorkerLost
 from jupyter_burst.payload import Payload
 
 # Below this a payload rides inside the task message; above it, it goes straight to the
-# worker first (scatter), never through the scheduler.
+# workers first (scatter), never through the scheduler.
 _INLINE_BYTES = 1 << 20
-_DONE = object()
 _EVENTS_GRACE_SECONDS = 2.0
+
+OnEvents = Callable[[int, list], None]
 
 
 @dataclass
 class Job:
     id: str
     handle: ClusterHandle
-    future: Any
+    futures: list[Any]
     events: queue.Queue
     started: float = field(default_factory=time.monotonic)
     received: int = 0
+
+    @property
+    def world_size(self) -> int:
+        return len(self.futures)
+
+
+@dataclass
+class RankFailure:
+    """The first rank that failed: its result (an error) or the loss of its worker."""
+
+    rank: int
+    payload: Payload | None = None
+    lost: WorkerLost | None = None
 
 
 def new_job_id() -> str:
@@ -49,63 +67,94 @@ def _topic(handle: ClusterHandle) -> str:
             _, message = event
             target = routes.get(message.get("job"))
             if target is not None:
-                target.put(message)
+                target.put(("events", message))
 
         handle.client.subscribe_topic(topic, route)
         handle.topic_handlers[topic] = routes
     return topic
 
 
-def _pick_worker(handle: ClusterHandle) -> tuple[str, str]:
-    """(address, name) of the slot to run on; the name outlives a restart of the slot's process."""
-    workers = wait_for_workers(handle, 1, float(config.get("start-timeout", 60)))
+def _choose_workers(handle: ClusterHandle, n: int) -> list[str]:
+    """``n`` distinct worker addresses, least busy first; rank 0 is the first."""
+    slots = int(handle.record.get("slots", n))
+    if slots < n:
+        raise ClusterError(
+            f"cluster '{handle.name}' has {slots} slot{'s' if slots != 1 else ''} and gpus={n} needs {n}; "
+            f"stop it with %burst down {handle.name} (the next cell starts one with {n}), "
+            "or name another cluster with cluster=NAME"
+        )
+    workers = wait_for_workers(handle, n, float(config.get("start-timeout", 60)))
 
     def load(addr: str) -> tuple[int, str]:
         counts = workers[addr].get("metrics", {}).get("task_counts", {})
         return (counts.get("executing", 0) + counts.get("ready", 0), str(workers[addr].get("name")))
 
-    address = min(workers, key=load)
-    return address, str(workers[address].get("name", address))
+    return sorted(workers, key=load)[:n]
 
 
-def submit(handle: ClusterHandle, job_id: str, message: Payload, spec: dict[str, Any]) -> Job:
+def submit(
+    handle: ClusterHandle, job_id: str, message: Payload, spec: dict[str, Any], ranks: int = 1
+) -> Job:
     topic = _topic(handle)
     events: queue.Queue = queue.Queue()
     handle.topic_handlers[topic][job_id] = events
-    spec = dict(spec, job=job_id, topic=topic)
     client = handle.client
-    argument: Any = message
-    restrictions = None
-    if message.nbytes > _INLINE_BYTES:
-        # Big values go straight to one worker, and the cell runs where they are.
-        worker, _ = _pick_worker(handle)
-        argument = client.scatter(message, workers=[worker], direct=True, hash=False)
-        restrictions = [worker]
-    future = client.submit(
-        runtime.run_cell,
-        argument,
-        spec,
-        key=f"burst-cell-{job_id}",
-        workers=restrictions,
-        allow_other_workers=False,
-        pure=False,
-    )
-    future.add_done_callback(lambda _: events.put(_DONE))
-    return Job(id=job_id, handle=handle, future=future, events=events)
+    spec = dict(spec, job=job_id, topic=topic, world_size=ranks)
+
+    if ranks == 1 and message.nbytes <= _INLINE_BYTES:
+        # The common case stays one scheduler round trip: any free slot will do.
+        workers: list[str | None] = [None]
+        argument: Any = message
+    else:
+        workers = list(_choose_workers(handle, ranks))
+        argument = message
+        if message.nbytes > _INLINE_BYTES:
+            # Big values go straight to the chosen workers; each rank runs where they are.
+            argument = client.scatter(
+                message, workers=workers, broadcast=True, direct=True, hash=False
+            )
+    if ranks > 1:
+        master = workers[0]
+        port = client.run(runtime.free_port, workers=[master])[master]
+        spec.update(master_addr=urlparse(master).hostname, master_port=port)
+
+    futures = []
+    hosts: dict[str, int] = {}
+    for rank, worker in enumerate(workers):
+        host = urlparse(worker).hostname if worker else ""
+        local_rank = hosts.get(host, 0)
+        hosts[host] = local_rank + 1
+        future = client.submit(
+            runtime.run_cell,
+            argument,
+            dict(spec, rank=rank, local_rank=local_rank),
+            key=f"burst-cell-{job_id}-r{rank}",
+            workers=[worker] if worker else None,
+            allow_other_workers=False,
+            pure=False,
+        )
+        future.add_done_callback(lambda _, r=rank: events.put(("done", r)))
+        futures.append(future)
+    return Job(id=job_id, handle=handle, futures=futures, events=events)
 
 
-def follow(job: Job, on_events: Callable[[list], None], timeout_minutes: float | None) -> Payload:
-    """Render output as it arrives until the job ends; return its result payload.
+def follow(
+    job: Job, on_events: OnEvents, timeout_minutes: float | None
+) -> tuple[list[Payload], RankFailure | None]:
+    """Render output as it arrives until every rank ended; their results, rank by rank.
 
-    Raises JobInterrupted on Ctrl-C and JobTimeout past ``timeout`` (both after stopping the
-    remote work), and WorkerLost if the worker died.
+    On the first failing rank the others are stopped and the failure is returned with the
+    results gathered so far. Raises JobInterrupted on Ctrl-C and JobTimeout past
+    ``timeout`` (both after stopping the remote work).
     """
     deadline = None if timeout_minutes is None else job.started + timeout_minutes * 60
+    results: dict[int, Payload] = {}
+    pending = set(range(job.world_size))
     try:
-        while True:
+        while pending:
             wait = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
             try:
-                item = job.events.get(timeout=wait)
+                kind, item = job.events.get(timeout=wait)
             except queue.Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     stop(job, on_events)
@@ -114,11 +163,23 @@ def follow(job: Job, on_events: Callable[[list], None], timeout_minutes: float |
                         "raise timeout= if it needs longer"
                     ) from None
                 continue
-            if item is _DONE:
-                break
-            _deliver(job, item, on_events)
-        result = _result(job)
-        return result
+            if kind == "events":
+                _deliver(job, item, on_events)
+                continue
+            rank = item
+            pending.discard(rank)
+            try:
+                results[rank] = _result(job.futures[rank])
+            except WorkerLost as lost:
+                failure = RankFailure(rank, lost=lost)
+            else:
+                if not _failed(results[rank]):
+                    continue
+                failure = RankFailure(rank, payload=results[rank])
+            if pending:
+                stop(job, on_events, ranks=sorted(pending))
+            return [results.get(r) for r in range(job.world_size)], _earliest(failure, results)
+        return [results[r] for r in range(job.world_size)], None
     except KeyboardInterrupt:
         stop(job, on_events)
         raise JobInterrupted("interrupted: the remote work was stopped") from None
@@ -126,32 +187,49 @@ def follow(job: Job, on_events: Callable[[list], None], timeout_minutes: float |
         job.handle.topic_handlers.get(f"burst-output-{job.handle.client.id}", {}).pop(job.id, None)
 
 
-def drain(job: Job, expected: int, on_events: Callable[[list], None]) -> None:
-    """Render the output batches still in flight after the result arrived."""
+def _failed(payload: Payload) -> bool:
+    return bool(pickle.loads(payload.meta).get("failed"))
+
+
+def _earliest(first_seen: RankFailure, results: dict[int, Payload]) -> RankFailure:
+    """Of the ranks that raised, the one that raised first: the others mostly fail because of it."""
+    best, best_time = first_seen, float("inf")
+    if first_seen.payload is not None:
+        best_time = pickle.loads(first_seen.payload.meta).get("failed_at", float("inf"))
+    for rank, payload in results.items():
+        if payload is None:
+            continue
+        meta = pickle.loads(payload.meta)
+        if meta.get("failed") and meta.get("failed_at", float("inf")) < best_time:
+            best, best_time = RankFailure(rank, payload=payload), meta["failed_at"]
+    return best
+
+
+def drain(job: Job, expected: int, on_events: OnEvents) -> None:
+    """Render the output batches still in flight after the results arrived."""
     deadline = time.monotonic() + _EVENTS_GRACE_SECONDS
     while job.received < expected and time.monotonic() < deadline:
         try:
-            item = job.events.get(timeout=0.05)
+            kind, item = job.events.get(timeout=0.05)
         except queue.Empty:
             continue
-        if item is not _DONE:
+        if kind == "events":
             _deliver(job, item, on_events)
     while True:  # anything already queued
         try:
-            item = job.events.get_nowait()
+            kind, item = job.events.get_nowait()
         except queue.Empty:
             return
-        if item is not _DONE:
+        if kind == "events":
             _deliver(job, item, on_events)
 
 
-def _deliver(job: Job, message: dict, on_events: Callable[[list], None]) -> None:
+def _deliver(job: Job, message: dict, on_events: OnEvents) -> None:
     job.received += 1
-    on_events(message["events"])
+    on_events(message.get("rank", 0), message["events"])
 
 
-def _result(job: Job) -> Payload:
-    future = job.future
+def _result(future) -> Payload:
     if future.status == "error":
         exc = future.exception()
         if not _is_lost_worker(exc):
@@ -175,37 +253,41 @@ def _is_lost_worker(exc: BaseException) -> bool:
     return isinstance(exc, KilledWorker) or "worker" in type(exc).__name__.lower()
 
 
-def stop(job: Job, on_events: Callable[[list], None]) -> None:
-    """Stop the remote work: interrupt the cell's thread, and restart its worker if it won't stop."""
+def stop(job: Job, on_events: OnEvents, ranks: list[int] | None = None) -> None:
+    """Stop the remote work of ``ranks`` (all by default): interrupt, then end stuck workers."""
     client = job.handle.client
-    grace = float(config.get("interrupt-grace", 2))
+    ranks = list(range(job.world_size)) if ranks is None else ranks
+    futures = [job.futures[r] for r in ranks]
+    grace = float(config.get("interrupt-grace", 1))
     running_on: list[str] = []
     try:
-        # Every slot is asked; the one running the job answers True.
+        # Every slot is asked; those running the job answer True.
         answers = client.run(runtime.interrupt_job, job.id, wait=True, on_error="return")
         running_on = [addr for addr, hit in answers.items() if hit is True]
     except Exception:
         pass
-    deadline = time.monotonic() + grace
-    while not job.future.done() and time.monotonic() < deadline:
+    _wait_done(job, futures, grace, on_events)
+    if not all(f.done() for f in futures) and running_on:
+        # Stuck in C code (time.sleep, a blocking read, a collective waiting for a dead
+        # peer): only ending the process stops it. Its nanny starts a fresh one for the slot.
         try:
-            item = job.events.get(timeout=0.05)
-        except queue.Empty:
-            continue
-        if item is not _DONE:
-            _deliver(job, item, on_events)
-    if not job.future.done():
-        # Stuck in C code (time.sleep, a blocking read): only ending the process stops it.
-        # Its nanny starts a fresh one for the slot; the next cell waits for it.
-        try:
-            if running_on:
-                client.run(runtime.exit_worker, workers=running_on, wait=False)
+            client.run(runtime.exit_worker, workers=running_on, wait=False)
         except Exception:
             pass
-        deadline = time.monotonic() + 5
-        while not job.future.done() and time.monotonic() < deadline:
-            time.sleep(0.02)
-    try:
-        job.future.cancel()
-    except Exception:
-        pass
+        _wait_done(job, futures, 5, on_events)
+    for future in futures:
+        try:
+            future.cancel()
+        except Exception:
+            pass
+
+
+def _wait_done(job: Job, futures: list, seconds: float, on_events: OnEvents) -> None:
+    deadline = time.monotonic() + seconds
+    while not all(f.done() for f in futures) and time.monotonic() < deadline:
+        try:
+            kind, item = job.events.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        if kind == "events":
+            _deliver(job, item, on_events)

@@ -7,12 +7,14 @@ instead of failing, and each write is its own short transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
+import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -63,9 +65,41 @@ CREATE TABLE IF NOT EXISTS log_lines (
     stream TEXT NOT NULL,
     text TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS metrics (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    ts REAL NOT NULL,
+    rank INTEGER NOT NULL DEFAULT 0,
+    step INTEGER,
+    name TEXT NOT NULL,
+    value REAL
+);
 CREATE INDEX IF NOT EXISTS log_lines_job ON log_lines(job_id, id);
+CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, id);
 CREATE INDEX IF NOT EXISTS jobs_started ON jobs(started);
 """
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done.
+
+    A kernel interrupt landing between taking the ledger's lock and giving it back would
+    leave the lock held and the next write waiting forever. Only the main thread receives
+    signals; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    received: list[tuple[int, Any]] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(*received[0])
 
 
 class Ledger:
@@ -95,26 +129,19 @@ class Ledger:
         with self._lock:
             self._db.close()
 
-    class _Transaction:
-        def __init__(self, ledger: Ledger):
-            self.ledger = ledger
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.ledger._lock.acquire()
-            self.ledger._db.execute("BEGIN IMMEDIATE")
-            return self.ledger._db
-
-        def __exit__(self, exc_type, exc, tb) -> None:
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with interrupts_deferred(), self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self.ledger._db.execute("ROLLBACK" if exc_type else "COMMIT")
-            finally:
-                self.ledger._lock.release()
-
-    def _write(self) -> Ledger._Transaction:
-        return Ledger._Transaction(self)
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
+        with interrupts_deferred(), self._lock:
             return [dict(row) for row in self._db.execute(sql, tuple(params))]
 
     # clusters and nodes -------------------------------------------------------------
@@ -222,6 +249,22 @@ class Ledger:
                 "INSERT INTO log_lines(job_id, ts, rank, stream, text) VALUES (?, ?, ?, ?, ?)", rows
             )
 
+    def add_metrics(
+        self, job_id: str, ts: float, rank: int, step: int | None, values: dict
+    ) -> None:
+        """Record ``burst.log(step, name=value, ...)``; values that are not numbers are kept as NULL."""
+        rows = [(job_id, ts, rank, step, name, _number(value)) for name, value in values.items()]
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO metrics(job_id, ts, rank, step, name, value) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def metrics(self, job_id: str) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT rank, step, name, value FROM metrics WHERE job_id = ? ORDER BY id", (job_id,)
+        )
+
     def job(self, job_id: str) -> dict[str, Any] | None:
         rows = self.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return rows[0] if rows else None
@@ -252,6 +295,13 @@ class LineSplitter:
         ]
         self._partial.clear()
         return out
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _last_state(line: str) -> str:

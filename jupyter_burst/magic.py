@@ -131,4 +131,8 @@ def format_status(entries: list[dict]) -> str:
 
 
 def load(shell) -> None:
+    from jupyter_burst import helper
+
     shell.register_magics(BurstMagics)
+    # The same cell also runs without %%burst: then `burst` is this one process, rank 0 of 1.
+    shell.user_ns.setdefault("burst", helper.local())

@@ -6,7 +6,7 @@ The rules, in one place:
   reads it as a global and the notebook has it -- unless straight-line code in the cell
   assigns it before anything reads it. ``send=`` adds names, ``exclude=`` removes them.
 * Builtins stay: the worker has its own. IPython's bookkeeping names (``In``, ``Out``,
-  ``_i3``...) and ``get_ipython`` never travel.
+  ``_i3``...), ``get_ipython`` and the ``burst`` helper never travel (each rank gets its own).
 * Modules travel as import statements (see :mod:`jupyter_burst.payload`), notebook
   functions and classes by value together with the globals they reach.
 * What comes back: every name the cell binds at top level (assignment, ``def``, ``class``,
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyter_burst.errors import SendError
+from jupyter_burst.helper import Burst
 
 _IPYTHON_NAMES = re.compile(r"_+|_i+|_i\d+|_\d+|_oh|_ih|_dh|In|Out|get_ipython|exit|quit")
 
@@ -164,6 +165,8 @@ def select(
         value = user_ns[name]
         if name not in send and getattr(builtins, name, _MISSING) is value:
             continue
+        if isinstance(value, Burst):
+            continue  # each rank gets its own helper on the worker
         chosen[name] = value
     return chosen
 

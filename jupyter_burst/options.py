@@ -33,6 +33,7 @@ class CellOptions:
     send: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     returns: tuple[str, ...] | None = None
+    gather: bool = False
     given: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -103,21 +104,21 @@ def _provider(key: str, text: str) -> str:
     )
 
 
-def _returns(key: str, text: str) -> tuple[str, ...]:
+def _returns(key: str, text: str) -> tuple[str, ...] | str:
     if text == "gather":
-        raise NotYetAvailable("return=gather (every rank's values) arrives with issue #3")
+        return "gather"
     return _identifiers(key, text)
+
+
+_MAX_GPUS = 1024
 
 
 def _gpus(key: str, text: str) -> int:
     if text == "auto":
-        raise NotYetAvailable("gpus=auto (chosen by the memory estimate) arrives with issue #3")
+        raise NotYetAvailable("gpus=auto (chosen by the memory estimate) arrives later in issue #3")
     value = _int_at_least(1)(key, text)
-    if value > 1:
-        raise NotYetAvailable(
-            f"gpus={value} (the cell as {value} torch.distributed ranks) arrives with issue #3; "
-            "use gpus=1 for now"
-        )
+    if value > _MAX_GPUS:
+        raise OptionError(f"{key}={value} is out of range: at most {_MAX_GPUS}")
     return value
 
 
@@ -200,5 +201,8 @@ def _with_defaults(values: dict[str, Any], given: frozenset[str]) -> CellOptions
     if defaults["timeout"] is not None:
         defaults["timeout"] = parse_minutes("burst.timeout", str(defaults["timeout"]))
     defaults["idle"] = parse_minutes("burst.idle", str(defaults["idle"]))
+    if values.get("returns") == "gather":
+        values["returns"] = None
+        values["gather"] = True
     defaults.update(values)
     return CellOptions(given=given, **defaults)

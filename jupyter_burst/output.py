@@ -1,4 +1,7 @@
-"""Showing a worker's output in the notebook: text streams, rich displays, clear_output."""
+"""Showing a worker's output in the notebook: text streams, rich displays, clear_output.
+
+With several ranks, each line starts with its rank (``[rank 1] ...``).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,28 @@ import sys
 from collections.abc import Callable
 
 
-def renderer(prefix: str = "") -> Callable[[list], None]:
-    """A function that shows a batch of output events where the kernel shows a cell's output."""
+def renderer(world_size: int = 1) -> Callable[[int, list], None]:
+    """A function that shows one rank's batch of output events in the cell's output."""
+    at_line_start: dict[tuple[int, str], bool] = {}
 
-    def render(events: list) -> None:
+    def prefixed(rank: int, stream: str, text: str) -> str:
+        if world_size == 1:
+            return text
+        label = f"[rank {rank}] "
+        out = []
+        for piece in text.splitlines(keepends=True):
+            if at_line_start.get((rank, stream), True):
+                out.append(label)
+            out.append(piece)
+            at_line_start[(rank, stream)] = piece.endswith(("\n", "\r"))
+        return "".join(out)
+
+    def render(rank: int, events: list) -> None:
         for event in events:
             kind = event[0]
             if kind in ("stdout", "stderr"):
                 stream = sys.stdout if kind == "stdout" else sys.stderr
-                stream.write(event[1])
+                stream.write(prefixed(rank, kind, event[1]))
             elif kind == "display":
                 _publish(event[1], event[2])
             elif kind == "clear_output":

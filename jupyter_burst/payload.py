@@ -419,12 +419,23 @@ def unpack_namespace(payload: Payload) -> tuple[dict, dict, dict]:
 
 
 def pack_result(
-    result: Mapping[str, Any], namespace: dict, unchanged: Mapping[int, str]
+    result: Mapping[str, Any],
+    namespace: dict,
+    unchanged: Mapping[int, str],
+    status: Mapping[str, Any] | None = None,
 ) -> Payload:
-    """On the worker: pickle what goes back, referring to unchanged notebook objects by name."""
+    """On the worker: pickle what goes back, referring to unchanged notebook objects by name.
+
+    ``status`` (failed or not, when) travels apart, readable without unpickling the values.
+    """
     data, buffers, pickler = dumps(dict(result), refs=unchanged, ns_id=id(namespace))
-    meta = {"moved_devices": sorted(pickler.moved_devices)}
+    meta = {"moved_devices": sorted(pickler.moved_devices), **(status or {})}
     return Payload(pickle.dumps(meta, protocol=5), data, buffers)
+
+
+def event_count(payload: Payload) -> int:
+    """How many output batches the rank behind ``payload`` published (read from its metadata)."""
+    return int(pickle.loads(payload.meta).get("events", 0))
 
 
 def unpack_result(payload: Payload, user_ns: dict, snapshot: Mapping[str, Any]) -> Any:

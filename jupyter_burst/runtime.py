@@ -21,6 +21,7 @@ from typing import Any
 
 import cloudpickle
 
+from jupyter_burst import helper
 from jupyter_burst import payload as wire
 
 _FLUSH_SECONDS = 0.05
@@ -35,8 +36,9 @@ _setup_done = False
 class _JobOutput:
     """Collects a job's output and publishes it in small batches from a background thread."""
 
-    def __init__(self, job: str, topic: str, publish):
+    def __init__(self, job: str, topic: str, publish, rank: int = 0):
         self.job = job
+        self.rank = rank
         self.topic = topic
         self._publish = publish
         self._lock = threading.Lock()
@@ -76,7 +78,9 @@ class _JobOutput:
                 return
             self._seq += 1
             seq = self._seq
-        self._publish(self.topic, {"job": self.job, "seq": seq, "events": events})
+        self._publish(
+            self.topic, {"job": self.job, "rank": self.rank, "seq": seq, "events": events}
+        )
 
     def _run(self) -> None:
         while not self._stopped:
@@ -242,6 +246,15 @@ def interrupt_job(job: str) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A TCP port free on this worker's host, for torch.distributed's rendezvous."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
 async def exit_worker() -> None:
     """End this worker process at once (its nanny restarts it): the cell is stuck in C code.
 
@@ -262,10 +275,13 @@ def _publisher():
 
 
 def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
-    """Run one cell on this worker; the Dask task behind every ``%%burst`` cell."""
+    """Run one cell (one rank of it) on this worker; the Dask task behind every ``%%burst`` cell."""
     global _current
     _setup_process()
     started = time.time()
+    rank, world_size = int(spec.get("rank", 0)), int(spec.get("world_size", 1))
+    gather = spec.get("returns") == "gather"
+    brings_back = rank == 0 or gather
     meta, namespace, values = wire.unpack_namespace(message)
     namespace.update(values)
     assigned = set(spec["assigns"])
@@ -273,40 +289,62 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     watched = {
         k: v
         for k, v in initial.items()
-        if k not in assigned and not isinstance(v, types.ModuleType)
+        if brings_back and k not in assigned and not isinstance(v, types.ModuleType)
     }
     before = _fingerprints(watched)
     namespace.setdefault("display", burst_display)
 
     job = spec["job"]
-    output = _JobOutput(job, spec["topic"], _publisher()).start()
+    output = _JobOutput(job, spec["topic"], _publisher(), rank=rank).start()
+    namespace["burst"] = helper.Burst(
+        rank=rank,
+        world_size=world_size,
+        local_rank=int(spec.get("local_rank", 0)),
+        device=_torch_device(),
+        publish=lambda *event: output.event(*event),
+    )
     _current = output
     _running[job] = threading.get_ident()
     error = None
     previous_cwd = os.getcwd()
+    previous_env = _set_rank_environment(spec)
+    distributed = None
     try:
         if spec.get("cwd") and os.path.isdir(spec["cwd"]):
             os.chdir(spec["cwd"])
-        if meta["moved_devices"]:
+        if meta["moved_devices"] and rank == 0:
             print(
                 f"burst: {', '.join(meta['moved_devices'])} tensors travelled through the CPU "
                 "and were put back on this worker's device",
                 file=sys.stderr,
             )
+        if world_size > 1:
+            distributed = _ProcessGroup(spec)
         code = compile("\n" * spec["line_offset"] + spec["source"], spec["filename"], "exec")
         exec(code, namespace)
         show_open_figures()
     except BaseException as exc:  # noqa: B036 - the cell's own exception, KeyboardInterrupt too
         error = _describe_error(exc, spec["filename"])
     finally:
+        if distributed is not None:
+            distributed.close()
         _running.pop(job, None)
         _current = None
         events = output.close()
         os.chdir(previous_cwd)
+        os.environ.clear()
+        os.environ.update(previous_env)
 
     result: dict[str, Any] = {"error": error, "events": events, "seconds": time.time() - started}
-    if error is not None:
-        return wire.pack_result(result, namespace, {})
+    status = {
+        "failed": error is not None,
+        "failed_at": error["time"] if error else None,
+        "rank": rank,
+        "events": events,
+    }
+    if error is not None or not brings_back:
+        result.update(values={}, deleted=[], changed=[])
+        return wire.pack_result(result, namespace, {}, status)
 
     after = _fingerprints(watched)
     changed = {k for k in watched if before[k] is None or before[k] != after[k]}
@@ -321,7 +359,8 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     names = {k for k in assigned if k in namespace} | changed
     if namespace.get("display") is burst_display and "display" not in initial:
         names.discard("display")
-    if spec.get("returns") is not None:
+    names.discard("burst")
+    if spec.get("returns") not in (None, "gather"):
         names &= set(spec["returns"])
     names -= set(spec.get("exclude", ()))
     result["values"] = {k: namespace[k] for k in sorted(names)}
@@ -329,7 +368,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     result["changed"] = sorted(changed)
     unchanged = {id(v): k for k, v in watched.items() if k not in changed}
     try:
-        return wire.pack_result(result, namespace, unchanged)
+        return wire.pack_result(result, namespace, unchanged, status)
     except Exception:
         # Keep the cell's work: bring back what can travel, name what stays behind.
         result["warnings"] = []
@@ -338,7 +377,72 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
             if problem:
                 del result["values"][name]
                 result["warnings"].append(problem)
-        return wire.pack_result(result, namespace, unchanged)
+        return wire.pack_result(result, namespace, unchanged, status)
+
+
+def _torch_device() -> str:
+    return "cuda:0" if os.environ.get("JUPYTER_BURST_DEVICE", "cpu").startswith("cuda") else "cpu"
+
+
+def _set_rank_environment(spec: dict) -> dict[str, str]:
+    """torchrun's variables for this rank, so a torchrun-style script runs unchanged."""
+    previous = dict(os.environ)
+    world_size = int(spec.get("world_size", 1))
+    os.environ.update(
+        {
+            "RANK": str(spec.get("rank", 0)),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_RANK": str(spec.get("local_rank", 0)),
+            "LOCAL_WORLD_SIZE": str(world_size),
+            "MASTER_ADDR": str(spec.get("master_addr") or "127.0.0.1"),
+            "MASTER_PORT": str(spec.get("master_port") or 29500),
+            "JUPYTER_BURST_TORCH_DEVICE": _torch_device(),
+        }
+    )
+    return previous
+
+
+class _ProcessGroup:
+    """torch.distributed for one cell: set up before it runs, torn down after.
+
+    While the cell runs, its own ``init_process_group()`` (as a torchrun script calls it) finds
+    the group ready and returns, and its ``destroy_process_group()`` is left for the end.
+    """
+
+    def __init__(self, spec: dict):
+        import datetime
+
+        import torch.distributed as dist
+
+        self.dist = dist
+        backend = "nccl" if _torch_device().startswith("cuda") else "gloo"
+        timeout = datetime.timedelta(seconds=float(spec.get("collective_timeout", 300)))
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://{spec['master_addr']}:{spec['master_port']}",
+            rank=int(spec["rank"]),
+            world_size=int(spec["world_size"]),
+            timeout=timeout,
+        )
+        self._init, self._destroy = dist.init_process_group, dist.destroy_process_group
+        dist.init_process_group = self._init_again
+        dist.destroy_process_group = self._destroy_later
+
+    def _init_again(self, *args, **kwargs) -> None:
+        if not self.dist.is_initialized():
+            self._init(*args, **kwargs)
+
+    def _destroy_later(self, group=None) -> None:
+        if group is not None:
+            self._destroy(group)
+
+    def close(self) -> None:
+        self.dist.init_process_group, self.dist.destroy_process_group = self._init, self._destroy
+        if self.dist.is_initialized():
+            try:
+                self._destroy()
+            except Exception:  # a peer is gone; the group dies with this process's state
+                pass
 
 
 def _cannot_travel(name: str, value: Any) -> str | None:
@@ -372,6 +476,7 @@ def _describe_error(exc: BaseException, cell_filename: str) -> dict:
         pickled = None
     return {
         "kind": "exception",
+        "time": time.time(),
         "type": type(exc).__name__,
         "module": type(exc).__module__,
         "message": str(exc),

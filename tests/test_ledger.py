@@ -37,3 +37,19 @@ def test_lines_are_split_and_progress_bars_keep_their_last_state():
     assert splitter.feed(0, "stderr", "\r 10%\r 50%\r100%\n") == [(0, "stderr", "100%")]
     assert splitter.feed(0, "stdout", "c\n") == [(0, "stdout", "bc")]
     assert splitter.rest() == []
+
+
+def test_an_interrupt_during_a_write_neither_loses_it_nor_leaves_the_ledger_locked(tmp_path):
+    import os
+    import signal
+
+    import pytest
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        with ledger._write() as db:
+            os.kill(os.getpid(), signal.SIGINT)  # the kernel's stop button, mid-write
+            db.execute("INSERT INTO meta(key, value) VALUES ('k', 'v')")
+    assert ledger.query("SELECT value FROM meta WHERE key = 'k'") == [{"value": "v"}]
+    ledger.job_started("after", None, "k", "pass", {})  # would wait forever on a held lock
+    assert ledger.job("after")["status"] == "running"

@@ -25,6 +25,13 @@ def test_defaults_come_from_config(monkeypatch):
     config.refresh()
 
 
+def test_ranks_and_gather():
+    opts = parse("gpus=4 return=gather")
+    assert opts.gpus == 4 and opts.gather and opts.returns is None
+    with pytest.raises(OptionError, match="at most 1024"):
+        parse("gpus=5000")
+
+
 def test_all_options_parse():
     opts = parse(
         "gpus=1 provider=local cluster=exp-1 idle=90s timeout=2h send=a,b exclude=c return=x,y"
@@ -80,9 +87,7 @@ def test_mistakes_are_one_clear_line(line, message):
 @pytest.mark.parametrize(
     "line, issue",
     [
-        ("gpus=2", "#3"),
         ("gpus=auto", "#3"),
-        ("return=gather", "#3"),
         ("retries=3", "#4"),
         ("async", "#4"),
         ("name=train1", "#4"),
