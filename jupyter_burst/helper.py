@@ -151,7 +151,19 @@ class _EpochLoader:
         return len(self.loader)
 
     def __getattr__(self, name: str):
-        return getattr(self.loader, name)
+        # Only called for names not found on self; `loader` may be missing while unpickling.
+        loader = self.__dict__.get("loader")
+        if loader is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(loader, name)
+
+
+def unwrap(value: Any) -> Any:
+    """The model inside a DistributedDataParallel wrapper (what the notebook should get back)."""
+    parallel = sys.modules.get("torch.nn.parallel")
+    if parallel is not None and isinstance(value, parallel.DistributedDataParallel):
+        return value.module
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -182,6 +194,3 @@ def from_environment(publish: Callable[..., None] | None = None) -> Burst:
 def local() -> Burst:
     """A single rank on this machine, for cells run without ``%%burst``."""
     return Burst()
-
-
-del sys

@@ -363,7 +363,8 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     if spec.get("returns") not in (None, "gather"):
         names &= set(spec["returns"])
     names -= set(spec.get("exclude", ()))
-    result["values"] = {k: namespace[k] for k in sorted(names)}
+    # A DDP wrapper holds its process group, which ends with the cell: send the model inside.
+    result["values"] = {k: helper.unwrap(namespace[k]) for k in sorted(names)}
     result["deleted"] = sorted(k for k in assigned if k not in namespace)
     result["changed"] = sorted(changed)
     unchanged = {id(v): k for k, v in watched.items() if k not in changed}
