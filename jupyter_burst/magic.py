@@ -12,9 +12,8 @@ from jupyter_burst import clusters, config, options
 from jupyter_burst.cell import run_cell
 from jupyter_burst.errors import NotYetAvailable, OptionError
 
-_VERBS = {"status": "status", "down": "down"}
+_VERBS = {"status": "status", "down": "down", "estimate": "estimate"}
 _LATER_VERBS = {
-    "estimate": 3,
     "jobs": 4,
     "logs": 4,
     "wait": 4,
@@ -45,6 +44,8 @@ class BurstMagics(Magics):
             return self._verb(line)
         parsed = options.parse(line)
         shell = self.shell
+        if parsed.gpus_auto:
+            parsed = choose_gpus(parsed, shell.user_ns, cell)
         raw = f"%%burst {line}\n{cell}" if line else f"%%burst\n{cell}"
         filename = shell.compile.cache(raw, number=shell.execution_count)
         kernel = getattr(getattr(shell, "kernel", None), "ident", "") or ""
@@ -72,6 +73,34 @@ class BurstMagics(Magics):
             raise OptionError(f"unknown command '%burst {verb}'{hint}; known: {', '.join(_VERBS)}")
         return getattr(self, f"_{_VERBS[verb]}")(args)
 
+    def _estimate(self, args: list[str]) -> None:
+        """%burst estimate EXPR [optimizer=adam] [batch=EXPR] [precision=fp32]"""
+        from jupyter_burst.estimate import estimate
+
+        if not args or "=" in args[0]:
+            raise OptionError(
+                "say which model: %burst estimate MODEL [optimizer=adam] [batch=EXPR] [precision=fp32]"
+            )
+        settings: dict[str, str] = {}
+        for word in args[1:]:
+            key, sep, value = word.partition("=")
+            if not sep or key not in ("optimizer", "batch", "precision") or key in settings:
+                raise OptionError(
+                    f"'{word}' is not an estimate option; use optimizer=NAME, batch=EXPR, precision=fp32|bf16|fp16"
+                )
+            settings[key] = value
+        # The model and the batch are the user's own expressions, evaluated like %timeit's.
+        model = self.shell.ev(args[0])
+        batch = self.shell.ev(settings["batch"]) if "batch" in settings else None
+        result = estimate(
+            model,
+            optimizer=settings.get("optimizer", "adam"),
+            batch=batch,
+            precision=settings.get("precision", "fp32"),
+        )
+        _estimates[id(model)] = result
+        print(result.table())
+
     def _status(self, args: list[str]) -> None:
         if args:
             raise OptionError("%burst status takes no arguments")
@@ -84,6 +113,38 @@ class BurstMagics(Magics):
         print(
             f"burst: stopped {', '.join(stopped)}" if stopped else "burst: no cluster was running"
         )
+
+
+_estimates: dict[int, object] = {}
+
+
+def choose_gpus(parsed, user_ns, cell: str):
+    """gpus=auto: as many GPUs as the memory estimate of the cell's largest model asks for."""
+    import dataclasses
+    import sys
+
+    from jupyter_burst import namespace
+    from jupyter_burst.estimate import estimate
+
+    torch = sys.modules.get("torch")
+    reads = namespace.analyse(cell).reads
+    models = [
+        user_ns[name]
+        for name in sorted(reads)
+        if name in user_ns and torch is not None and isinstance(user_ns[name], torch.nn.Module)
+    ]
+    if not models:
+        raise OptionError(
+            "gpus=auto needs a torch model among the cell's variables to estimate; give gpus=N instead"
+        )
+    model = max(models, key=lambda m: sum(p.numel() for p in m.parameters()))
+    found = _estimates.get(id(model)) or estimate(model)
+    gpus, size, strategy = found.recommend()
+    print(
+        f"burst: gpus=auto chose gpus={gpus} ({strategy.upper()}, GPUs of >= {size} GiB; "
+        f"one-GPU total {found.total / (1 << 30):.2f} GiB)"
+    )
+    return dataclasses.replace(parsed, gpus=gpus, gpus_auto=False)
 
 
 def _remote_renderer(shell, exc: BaseException, tb):

@@ -34,6 +34,7 @@ class CellOptions:
     exclude: tuple[str, ...] = ()
     returns: tuple[str, ...] | None = None
     gather: bool = False
+    gpus_auto: bool = False
     given: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -113,9 +114,9 @@ def _returns(key: str, text: str) -> tuple[str, ...] | str:
 _MAX_GPUS = 1024
 
 
-def _gpus(key: str, text: str) -> int:
+def _gpus(key: str, text: str) -> int | str:
     if text == "auto":
-        raise NotYetAvailable("gpus=auto (chosen by the memory estimate) arrives later in issue #3")
+        return "auto"
     value = _int_at_least(1)(key, text)
     if value > _MAX_GPUS:
         raise OptionError(f"{key}={value} is out of range: at most {_MAX_GPUS}")
@@ -201,6 +202,9 @@ def _with_defaults(values: dict[str, Any], given: frozenset[str]) -> CellOptions
     if defaults["timeout"] is not None:
         defaults["timeout"] = parse_minutes("burst.timeout", str(defaults["timeout"]))
     defaults["idle"] = parse_minutes("burst.idle", str(defaults["idle"]))
+    if values.get("gpus") == "auto":
+        values["gpus"] = 1
+        values["gpus_auto"] = True
     if values.get("returns") == "gather":
         values["returns"] = None
         values["gather"] = True

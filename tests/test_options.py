@@ -28,6 +28,7 @@ def test_defaults_come_from_config(monkeypatch):
 def test_ranks_and_gather():
     opts = parse("gpus=4 return=gather")
     assert opts.gpus == 4 and opts.gather and opts.returns is None
+    assert parse("gpus=auto").gpus_auto
     with pytest.raises(OptionError, match="at most 1024"):
         parse("gpus=5000")
 
@@ -87,7 +88,6 @@ def test_mistakes_are_one_clear_line(line, message):
 @pytest.mark.parametrize(
     "line, issue",
     [
-        ("gpus=auto", "#3"),
         ("retries=3", "#4"),
         ("async", "#4"),
         ("name=train1", "#4"),

@@ -1,0 +1,147 @@
+"""Memory estimation: exact parameter, gradient and optimizer bytes; a total close to a measured step."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from jupyter_burst.estimate import MemoryEstimate, estimate
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(512, 1024),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1024, 1024),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1024, 10),
+    ), torch.randn(64, 512)
+
+
+def _transformer():
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(128, 4, 512, batch_first=True, dropout=0.0)
+    return torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), torch.randn(
+        16, 64, 128
+    )
+
+
+def _cnn():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, 10),
+    ), torch.randn(16, 3, 32, 32)
+
+
+MODELS = {"mlp": _mlp, "transformer": _transformer, "cnn": _cnn}
+OPTIMIZERS = {
+    "adam": lambda p: torch.optim.Adam(p),
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.01),
+    "momentum": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
+    "adagrad": lambda p: torch.optim.Adagrad(p),
+    "rmsprop": lambda p: torch.optim.RMSprop(p),
+}
+
+
+def _state_bytes(opt) -> int:
+    return sum(v.nbytes for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_parameter_gradient_and_optimizer_bytes_are_exact(model_name, optimizer):
+    model, batch = MODELS[model_name]()
+    found = estimate(model, optimizer=optimizer)
+    opt = OPTIMIZERS[optimizer](model.parameters())
+    model(batch).float().mean().backward()
+    opt.step()
+    assert found.param_bytes == sum(p.nbytes for p in model.parameters())
+    assert found.grad_bytes == sum(p.grad.nbytes for p in model.parameters())
+    assert found.optimizer_bytes == _state_bytes(opt)
+    assert found.buffer_bytes == sum(b.nbytes for b in model.buffers())
+
+
+def _measured_peak(model, batch) -> int:
+    """The peak of a plain training loop's second step, as the profiler's allocations show it."""
+    model = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters())
+    for _ in range(2):
+        opt.zero_grad(set_to_none=True)
+        model(batch).float().mean().backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    held = sum(t.nbytes for t in list(model.parameters()) + list(model.buffers())) + _state_bytes(
+        opt
+    )
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(batch).float().mean().backward()
+        opt.step()
+    current = peak = 0
+    for event in sorted(
+        (e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start
+    ):
+        current += event.cpu_memory_usage
+        peak = max(peak, current)
+    return held + peak
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_total_is_within_15_percent_of_a_measured_training_step(model_name):
+    model, batch = MODELS[model_name]()
+    found = estimate(model, optimizer="adam", batch=batch)
+    measured = _measured_peak(model, batch)
+    assert abs(found.total - measured) <= 0.15 * measured, (found.total, measured)
+    assert found.activation_bytes > 0
+
+
+def test_a_model_on_the_meta_device_is_estimated_without_allocating():
+    with torch.device("meta"):
+        model = torch.nn.Sequential(
+            torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4096)
+        )
+        batch = torch.randn(8, 4096)
+    found = estimate(model, optimizer="adam", batch=batch)
+    assert found.param_bytes == 2 * (4096 * 4096 + 4096) * 4
+    assert found.measured_on == "meta device" and found.activation_bytes >= 8 * 4096 * 4 * 2
+
+
+def _synthetic(param_gib: float) -> MemoryEstimate:
+    n = int(param_gib * (1 << 30))
+    return MemoryEstimate(
+        parameters=n // 4, trainable=n // 4, param_bytes=n, buffer_bytes=0, grad_bytes=n,
+        optimizer_bytes=2 * n, activation_bytes=1 << 30, step_bytes=1 << 30,
+        largest_layer_bytes=n // 40, optimizer="adam", precision="fp32", measured_on="cpu",
+    )  # fmt: skip
+
+
+def test_recommendation_prefers_one_gpu_then_shards_what_does_not_fit():
+    assert _synthetic(1).recommend() == (1, 16, "ddp")  # 5 GiB in all fits one 16 GiB GPU
+    assert _synthetic(10).recommend() == (1, 48, "ddp")  # 41 GiB: one 48 GiB GPU
+    gpus, size, strategy = _synthetic(60).recommend()  # 241 GiB: no single GPU holds it
+    assert strategy == "fsdp" and gpus > 1
+    big = _synthetic(60)
+    assert big.per_gpu(8, "fsdp") < big.per_gpu(4, "fsdp") < big.per_gpu(1, "ddp")
+    assert big.per_gpu(2, "ddp") == big.total + big.grad_bytes  # DDP's gradient buckets
+
+
+def test_estimate_magic_prints_the_table_and_gpus_auto_uses_it(kernel):
+    kernel.ok("import torch\nnet = torch.nn.Linear(256, 256)\nx = torch.randn(32, 256)")
+    out = kernel.ok("%burst estimate net optimizer=adam batch=x").stdout
+    assert "parameters      65,792" in out and "DDP per GPU" in out and "recommended: gpus=1" in out
+    run = kernel.execute("%burst estimate net optimizer=lion")
+    assert run.evalue.startswith("burst: unknown optimizer 'lion'")
+    run = kernel.ok("%%burst gpus=auto\nout = net(x).shape[0]\n")
+    assert "burst: gpus=auto chose gpus=1" in run.stdout
+    assert kernel.ok("print(out)").stdout.strip() == "32"
