@@ -157,7 +157,10 @@ def _failed_rank(job, failure, world_size: int, user_ns, snapshot, on_events) ->
     """The exception to raise for the rank that failed first; the others were stopped."""
     if failure.lost is not None:
         if world_size > 1:
-            return type(failure.lost)(f"rank {failure.rank} of {world_size}: {failure.lost}")
+            reason = str(failure.lost.args[0]).removeprefix("burst: ")
+            return type(failure.lost)(
+                f"rank {failure.rank} of {world_size}: {reason}; the other ranks were stopped"
+            )
         return failure.lost
     result = wire.unpack_result(failure.payload, user_ns, snapshot)
     jobs.drain(job, result["events"], on_events)

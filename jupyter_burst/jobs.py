@@ -178,6 +178,14 @@ def follow(
                 failure = RankFailure(rank, payload=results[rank])
             if pending:
                 stop(job, on_events, ranks=sorted(pending))
+                # A peer fails moments after the rank that caused it (its collective breaks);
+                # read every rank that finished, so the earliest failure is the one reported.
+                for other in sorted(pending):
+                    if job.futures[other].status == "finished":
+                        try:
+                            results[other] = _result(job.futures[other])
+                        except WorkerLost:
+                            pass
             return [results.get(r) for r in range(job.world_size)], _earliest(failure, results)
         return [results[r] for r in range(job.world_size)], None
     except KeyboardInterrupt:
@@ -276,6 +284,8 @@ def stop(job: Job, on_events: OnEvents, ranks: list[int] | None = None) -> None:
             pass
         _wait_done(job, futures, 5, on_events)
     for future in futures:
+        if future.done():
+            continue  # its result (an error, mostly) is still worth reading
         try:
             future.cancel()
         except Exception:

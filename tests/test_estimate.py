@@ -145,3 +145,11 @@ def test_estimate_magic_prints_the_table_and_gpus_auto_uses_it(kernel):
     run = kernel.ok("%%burst gpus=auto\nout = net(x).shape[0]\n")
     assert "burst: gpus=auto chose gpus=1" in run.stdout
     assert kernel.ok("print(out)").stdout.strip() == "32"
+
+
+def test_sharding_is_chosen_when_one_replica_does_not_fit_the_gpu():
+    from jupyter_burst.estimate import needs_sharding
+
+    model = torch.nn.Linear(1024, 1024)  # 4 MiB of weights: with gradients and Adam, 16 MiB
+    assert not needs_sharding(model, gpu_bytes=64 << 20)
+    assert needs_sharding(model, gpu_bytes=8 << 20)

@@ -147,3 +147,20 @@ def test_the_same_cell_runs_without_the_magic_as_one_rank(kernel):
         "print(burst.rank, burst.world_size, burst.is_main, type(model).__name__, batches)"
     ).stdout.strip()
     assert out == "0 1 True Linear 8"
+
+
+def test_a_rank_that_crashes_ends_the_job_within_10s(kernel):
+    kernel.ok("%%burst gpus=2\nimport torch\n", timeout=180)
+    started = time.monotonic()
+    run = kernel.execute(
+        "%%burst gpus=2\n"
+        "import os, torch.distributed as dist\n"
+        "if burst.rank == 1:\n"
+        "    os._exit(9)\n"
+        "dist.barrier()\n"
+    )
+    assert time.monotonic() - started < 10
+    assert run.status == "error" and run.evalue.startswith(
+        "burst: rank 1 of 2: the worker running the cell was lost"
+    )
+    assert kernel.ok("%%burst gpus=2\nok = True\n", timeout=60).status == "ok"
