@@ -170,7 +170,9 @@ class Timers:
         self._undo: list[tuple[Any, str, Any]] = []
 
     def wrap(self, owner: Any, name: str, label: str) -> None:
-        original = getattr(owner, name)
+        original = getattr(owner, name, None)
+        if original is None:  # the core changed its insides: time what is still there
+            return
         times = self.times[label]
 
         def timed(*args, **kwargs):

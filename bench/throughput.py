@@ -325,7 +325,7 @@ def breakdown(session: Session, value, label: str, name: str, runs: int = 3) -> 
             collect()
             with Timers() as timers:
                 timers.wrap(wire, "pack_namespace", "kernel: pack_namespace (pickle, out of band)")
-                timers.wrap(jobs, "_pick_worker", "kernel: _pick_worker")
+                timers.wrap(jobs, "_choose_workers", "kernel: _choose_workers")
                 timers.wrap(handle.client, "scatter", "kernel: client.scatter x to the worker")
                 timers.wrap(jobs, "submit", "kernel: jobs.submit (pick + scatter + submit)")
                 timers.wrap(jobs, "follow", "kernel: jobs.follow (task on the worker + gather)")
