@@ -10,8 +10,6 @@ its own functions run on the same models.
 
 from __future__ import annotations
 
-import copy
-
 from bench.common import Report, Row
 
 
@@ -37,37 +35,12 @@ def _models():
     }
 
 
-def _measured_peak(model, batch) -> int:
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    model = copy.deepcopy(model)
-    opt = torch.optim.Adam(model.parameters())
-    for _ in range(2):
-        opt.zero_grad(set_to_none=True)
-        model(batch).float().mean().backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    state = sum(v.nbytes for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
-    held = sum(t.nbytes for t in list(model.parameters()) + list(model.buffers())) + state
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model(batch).float().mean().backward()
-        opt.step()
-    current = peak = 0
-    for event in sorted(
-        (e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start
-    ):
-        current += event.cpu_memory_usage
-        peak = max(peak, current)
-    return held + peak
-
-
 def _mib(n: float) -> str:
     return f"{n / (1 << 20):,.1f} MiB"
 
 
 def run(session, quick: bool, profile: bool = False) -> Report:
-    from jupyter_burst.estimate import estimate
+    from jupyter_burst.estimate import estimate, measure_step_peak
 
     try:
         from accelerate.commands.estimate import estimate_training_usage
@@ -81,7 +54,7 @@ def run(session, quick: bool, profile: bool = False) -> Report:
     m = "memory estimate"
     for name, (model, batch) in _models().items():
         ours = estimate(model, optimizer="adam", batch=batch)
-        measured = _measured_peak(model, batch)
+        measured = measure_step_peak(model, batch, optimizer="adam")
         error = (ours.total - measured) / measured
         report.rows.append(
             Row(

@@ -254,6 +254,37 @@ def _make_optimizer(model, optimizer: str):
     return factory()
 
 
+def measure_step_peak(model, batch, optimizer: str = "adam", loss=None) -> int:
+    """Peak bytes of a plain training loop's steady step on the CPU, as the profiler sees them.
+
+    What an estimate is checked against: weights, buffers and optimizer state held, plus the
+    most that one forward, backward and optimizer step allocates on top.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    model = copy.deepcopy(model).cpu().train()
+    inputs = _inputs(batch)
+    opt = _make_optimizer(model, optimizer)
+    for _ in range(2):
+        model.zero_grad(set_to_none=True)
+        _loss(model(*inputs), loss).backward()
+        if opt is not None:
+            opt.step()
+    model.zero_grad(set_to_none=True)
+    state = (
+        0
+        if opt is None
+        else sum(v.nbytes for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
+    )
+    held = sum(t.nbytes for t in list(model.parameters()) + list(model.buffers())) + state
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        _loss(model(*inputs), loss).backward()
+        if opt is not None:
+            opt.step()
+    return held + _peak(prof)
+
+
 def _peak(prof) -> int:
     events = sorted(
         (e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start
@@ -298,4 +329,11 @@ def gpus_for(estimate_: MemoryEstimate, max_gpus: int = 8) -> int:
     return estimate_.recommend(max_gpus)[0]
 
 
-__all__ = ["MemoryEstimate", "estimate", "needs_sharding", "optimizer_state_bytes", "gpus_for"]
+__all__ = [
+    "MemoryEstimate",
+    "estimate",
+    "gpus_for",
+    "measure_step_peak",
+    "needs_sharding",
+    "optimizer_state_bytes",
+]

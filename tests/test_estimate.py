@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
-from jupyter_burst.estimate import MemoryEstimate, estimate
+from jupyter_burst.estimate import MemoryEstimate, estimate, measure_step_peak
 
 
 def _mlp():
@@ -73,35 +70,11 @@ def test_parameter_gradient_and_optimizer_bytes_are_exact(model_name, optimizer)
     assert found.buffer_bytes == sum(b.nbytes for b in model.buffers())
 
 
-def _measured_peak(model, batch) -> int:
-    """The peak of a plain training loop's second step, as the profiler's allocations show it."""
-    model = copy.deepcopy(model)
-    opt = torch.optim.Adam(model.parameters())
-    for _ in range(2):
-        opt.zero_grad(set_to_none=True)
-        model(batch).float().mean().backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    held = sum(t.nbytes for t in list(model.parameters()) + list(model.buffers())) + _state_bytes(
-        opt
-    )
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model(batch).float().mean().backward()
-        opt.step()
-    current = peak = 0
-    for event in sorted(
-        (e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start
-    ):
-        current += event.cpu_memory_usage
-        peak = max(peak, current)
-    return held + peak
-
-
 @pytest.mark.parametrize("model_name", MODELS)
 def test_total_is_within_15_percent_of_a_measured_training_step(model_name):
     model, batch = MODELS[model_name]()
     found = estimate(model, optimizer="adam", batch=batch)
-    measured = _measured_peak(model, batch)
+    measured = measure_step_peak(model, batch, optimizer="adam")
     assert abs(found.total - measured) <= 0.15 * measured, (found.total, measured)
     assert found.activation_bytes > 0
 
