@@ -332,8 +332,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
         _current = None
         events = output.close()
         os.chdir(previous_cwd)
-        os.environ.clear()
-        os.environ.update(previous_env)
+        _restore_environment(previous_env)
 
     result: dict[str, Any] = {"error": error, "events": events, "seconds": time.time() - started}
     status = {
@@ -385,9 +384,29 @@ def _torch_device() -> str:
     return "cuda:0" if os.environ.get("JUPYTER_BURST_DEVICE", "cpu").startswith("cuda") else "cpu"
 
 
-def _set_rank_environment(spec: dict) -> dict[str, str]:
+_RANK_VARIABLES = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "JUPYTER_BURST_TORCH_DEVICE",
+)
+
+
+def _restore_environment(previous: dict[str, str | None]) -> None:
+    """Put back the rank variables only: what the cell itself set stays, as in a notebook."""
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _set_rank_environment(spec: dict) -> dict[str, str | None]:
     """torchrun's variables for this rank, so a torchrun-style script runs unchanged."""
-    previous = dict(os.environ)
+    previous = {name: os.environ.get(name) for name in _RANK_VARIABLES}
     world_size = int(spec.get("world_size", 1))
     os.environ.update(
         {

@@ -164,3 +164,18 @@ def test_a_rank_that_crashes_ends_the_job_within_10s(kernel):
         "burst: rank 1 of 2: the worker running the cell was lost"
     )
     assert kernel.ok("%%burst gpus=2\nok = True\n", timeout=60).status == "ok"
+
+
+def test_large_values_reach_every_rank_and_environment_set_by_a_cell_stays(kernel):
+    kernel.ok("import numpy as np\nbig = np.arange(500_000, dtype=np.float64)")  # 4 MB: scattered
+    kernel.ok(
+        "%%burst gpus=2 return=gather\nimport os\ntotal = float(big.sum())\nos.environ['MY_FLAG'] = 'on'\n",
+        timeout=180,
+    )
+    kernel.ok(
+        "%%burst gpus=2 return=gather\nimport os\nflag = os.environ.get('MY_FLAG')\n", timeout=60
+    )
+    assert (
+        kernel.ok("print(total, flag)").stdout.strip()
+        == "[124999750000.0, 124999750000.0] ['on', 'on']"
+    )
