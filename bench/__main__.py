@@ -20,7 +20,8 @@ import time
 
 from bench.common import Report, Session
 
-MEASUREMENTS = ("roundtrip", "throughput", "coldstart", "estimate")  # the order they run in
+# The order they run in.
+MEASUREMENTS = ("roundtrip", "throughput", "coldstart", "estimate", "resume")
 README = pathlib.Path(__file__).with_name("README.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 

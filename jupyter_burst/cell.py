@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from jupyter_burst import clusters, config, jobs, namespace, output, tracebacks
+from jupyter_burst import checkpoints, clusters, config, jobs, namespace, output, tracebacks
 from jupyter_burst import payload as wire
 from jupyter_burst.errors import BurstError, SendError
-from jupyter_burst.ledger import LineSplitter, shared_ledger
+from jupyter_burst.ledger import JobRecorder, shared_ledger
 from jupyter_burst.merge import merge_in_place
 from jupyter_burst.options import CellOptions
 
@@ -33,20 +33,25 @@ class CellResult:
     seconds: float
 
 
-def run_cell(
+@dataclasses.dataclass
+class PreparedCell:
+    """A cell read and packed, before any cluster is contacted."""
+
+    job_id: str
+    source: str
+    spec: dict[str, Any]
+    message: wire.Payload
+    snapshot: dict[str, Any]
+
+
+def prepare(
     source: str,
     options: CellOptions,
     user_ns: MutableMapping[str, Any],
     filename: str | None = None,
     line_offset: int = 0,
-    render: Callable[[int, list], None] | None = None,
-    kernel: str = "",
-) -> CellResult:
-    """Run ``source`` on the cluster ``options`` name and merge its results into ``user_ns``.
-
-    ``filename``/``line_offset`` make tracebacks point at the notebook cell's own lines.
-    """
-    started = time.monotonic()
+) -> PreparedCell:
+    """Read the cell and pack what it reads; a mistake here costs nothing ($0, no cluster)."""
     job_id = jobs.new_job_id()
     filename = filename or f"<burst-cell-{job_id}>"
     try:
@@ -66,55 +71,87 @@ def run_cell(
         "exclude": list(options.exclude),
         # On this machine the cell runs where the notebook runs, so relative paths agree.
         "cwd": os.getcwd() if options.provider == "local" else None,
+        "background": options.background,
     }
     snapshot = dict(user_ns)
     if not isinstance(user_ns, dict):
         raise SendError("the namespace must be a dict")
     message = wire.pack_namespace(values, user_ns, spec, imports=analysis.modules)
+    return PreparedCell(job_id, source, spec, message, snapshot)
 
-    handle = clusters.connect(
+
+def connect(options: CellOptions) -> clusters.ClusterHandle:
+    """The cluster the options name: attached if it runs, started if not."""
+    return clusters.connect(
         options.cluster,
         options.provider,
         options.gpus,
         options.idle,
         idle_given="idle" in options.given,
     )
+
+
+def checkpoint_settings(state_dir, job_id: str, source: str) -> dict[str, Any]:
+    """Where ``burst.checkpoint`` of this job writes; the same for every attempt of it."""
+    return {
+        "root": checkpoints.default_root(state_dir),
+        "job": job_id,
+        "keep": int(config.get("checkpoints.keep", 3)),
+        "cell": source,
+    }
+
+
+def run_cell(
+    source: str,
+    options: CellOptions,
+    user_ns: MutableMapping[str, Any],
+    filename: str | None = None,
+    line_offset: int = 0,
+    render: Callable[[int, list], None] | None = None,
+    kernel: str = "",
+) -> CellResult:
+    """Run ``source`` on the cluster ``options`` name and merge its results into ``user_ns``.
+
+    ``filename``/``line_offset`` make tracebacks point at the notebook cell's own lines.
+    """
+    started = time.monotonic()
+    cell = prepare(source, options, user_ns, filename, line_offset)
+    job_id = cell.job_id
+    handle = connect(options)
+    cell.spec["checkpoints"] = checkpoint_settings(handle.state_dir, job_id, source)
     ledger = shared_ledger(handle.state_dir)
-    splitter = LineSplitter()
+    recorder = JobRecorder(ledger, job_id)
     show = render or output.renderer(options.gpus)
 
     def on_events(rank: int, events: list) -> None:
         show(rank, events)
-        now = time.time()
-        lines = []
-        for event in events:
-            if event[0] in ("stdout", "stderr"):
-                lines.extend(splitter.feed(rank, event[0], event[1]))
-            elif event[0] == "metrics":
-                ledger.add_metrics(job_id, now, rank, event[1], event[2])
-        ledger.add_lines(job_id, [(now, r, stream, text) for r, stream, text in lines])
+        recorder.events(rank, events)
 
-    ledger.job_started(job_id, handle.id, kernel, source, _options_record(options))
+    def on_note(rank: int, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+        recorder.note(rank, text)
+
+    def attempt_cluster(attempt: int) -> clusters.ClusterHandle:
+        # After a lost scheduler this starts a new cluster; the checkpoint store outlives it.
+        return handle if attempt == 1 else connect(options)
+
+    ledger.job_started(job_id, handle.id, kernel, source, options_record(options))
     status, error_text = "failed", None
     try:
-        job = jobs.submit(handle, job_id, message, spec, ranks=options.gpus)
-        payloads, failure = jobs.follow(job, on_events, options.timeout)
-        if failure is not None:
-            raise _failed_rank(job, failure, options.gpus, user_ns, snapshot, on_events)
-        results = [
-            wire.unpack_result(p, user_ns, snapshot) if (rank == 0 or options.gather) else None
-            for rank, p in enumerate(payloads)
-        ]
-        jobs.drain(job, sum(wire.event_count(p) for p in payloads), on_events)
-        main = results[0]
-        for warning in main.get("warnings", ()):
-            print(warning, file=sys.stderr)
-        if options.gather:
-            names = sorted({name for r in results for name in r["values"]})
-            for name in names:
-                user_ns[name] = [r["values"].get(name) for r in results]
-        else:
-            _merge(main, user_ns, snapshot)
+        outcome = jobs.run_attempts(
+            attempt_cluster,
+            job_id,
+            cell.message,
+            cell.spec,
+            ranks=options.gpus,
+            retries=options.retries,
+            timeout_minutes=options.timeout,
+            on_events=on_events,
+            on_note=on_note,
+        )
+        main = apply_outcome(
+            outcome.payloads, outcome.failure, options.gpus, options.gather, user_ns, cell.snapshot
+        )
         status = "done"
         return CellResult(
             job_id=job_id,
@@ -135,10 +172,35 @@ def run_cell(
         error_text = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        rest = splitter.rest()
-        now = time.time()
-        ledger.add_lines(job_id, [(now, rank, stream, text) for rank, stream, text in rest])
+        recorder.close()
         ledger.job_ended(job_id, status, error_text)
+
+
+def apply_outcome(
+    payloads: list,
+    failure: jobs.RankFailure | None,
+    world_size: int,
+    gather: bool,
+    user_ns: MutableMapping[str, Any],
+    snapshot: dict[str, Any],
+) -> dict[str, Any]:
+    """Merge what the ranks sent back into ``user_ns``, or raise the error of the rank that failed."""
+    if failure is not None:
+        raise _failed_rank(failure, world_size, user_ns, snapshot)
+    results = [
+        wire.unpack_result(p, user_ns, snapshot) if (rank == 0 or gather) else None
+        for rank, p in enumerate(payloads)
+    ]
+    main = results[0]
+    for warning in main.get("warnings", ()):
+        print(warning, file=sys.stderr)
+    if gather:
+        names = sorted({name for r in results for name in r["values"]})
+        for name in names:
+            user_ns[name] = [r["values"].get(name) for r in results]
+    else:
+        _merge(main, user_ns, snapshot)
+    return main
 
 
 def _merge(result: dict, user_ns: MutableMapping[str, Any], snapshot: dict) -> None:
@@ -153,17 +215,11 @@ def _merge(result: dict, user_ns: MutableMapping[str, Any], snapshot: dict) -> N
         user_ns.pop(name, None)
 
 
-def _failed_rank(job, failure, world_size: int, user_ns, snapshot, on_events) -> BaseException:
+def _failed_rank(failure, world_size: int, user_ns, snapshot) -> BaseException:
     """The exception to raise for the rank that failed first; the others were stopped."""
     if failure.lost is not None:
-        if world_size > 1:
-            reason = str(failure.lost.args[0]).removeprefix("burst: ")
-            return type(failure.lost)(
-                f"rank {failure.rank} of {world_size}: {reason}; the other ranks were stopped"
-            )
         return failure.lost
     result = wire.unpack_result(failure.payload, user_ns, snapshot)
-    jobs.drain(job, result["events"], on_events)
     if world_size > 1:
         print(
             f"burst: rank {failure.rank} of {world_size} raised {result['error'].get('type', 'an error')}; "
@@ -179,7 +235,7 @@ def _raise_remote(error: dict) -> BaseException:
     return tracebacks.rebuild(error)
 
 
-def _options_record(options: CellOptions) -> dict[str, Any]:
+def options_record(options: CellOptions) -> dict[str, Any]:
     record = dataclasses.asdict(options)
     record["given"] = sorted(options.given)
     return record
@@ -197,6 +253,7 @@ def run(
     send: tuple[str, ...] | list[str] = (),
     exclude: tuple[str, ...] | list[str] = (),
     returns: tuple[str, ...] | list[str] | None = None,
+    retries: int | None = None,
 ) -> CellResult:
     """Run ``source`` as a burst cell; ``namespace`` (default: the caller's globals) gets the results.
 
@@ -211,6 +268,7 @@ def run(
         ("cluster", cluster),
         ("idle", idle),
         ("timeout", timeout),
+        ("retries", retries),
     ):
         if value is not None:
             words.append(f"{key}={value}")

@@ -42,3 +42,15 @@ class JobTimeout(BurstError):
 
 class WorkerLost(BurstError):
     """The process running the cell died."""
+
+
+class JobCancelled(JobInterrupted):
+    """A background job was cancelled (``%burst cancel``); the remote work was stopped."""
+
+
+class JobNotFound(BurstError):
+    """No background job of that name on the clusters this state folder knows."""
+
+
+class CheckpointError(BurstError):
+    """A checkpoint could not be written or read, or its store cannot be reached."""

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import traceback
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jupyter_burst.node.preemption import Notice
+
+# One lock for every helper: it is taken rarely, and a helper must stay picklable (the
+# notebook's own `burst` travels when a cell reads it).
+_preempt_lock = threading.Lock()
 
 
 class Burst:
@@ -23,13 +32,21 @@ class Burst:
         local_rank: int = 0,
         device: str | None = None,
         publish: Callable[..., None] | None = None,
+        checkpoints: dict | None = None,
     ):
         self.rank = rank
         self.world_size = world_size
         self.local_rank = local_rank
         self._device = device
         self._publish = publish
+        self._checkpoints = checkpoints
         self.preempting = False
+        self._on_preempt: list[Callable[[], Any]] = []
+        self._notified = False  # apart from `preempting`, which a user may set to try a cell
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Callbacks belong to the process that registered them; a copy starts with none.
+        return {**self.__dict__, "_on_preempt": []}
 
     def __repr__(self) -> str:
         return f"<burst rank {self.rank} of {self.world_size} on {self.device}>"
@@ -127,6 +144,90 @@ class Burst:
         print(f"step {step}  {shown}" if step is not None else shown, flush=True)
         if self._publish is not None:
             self._publish("metrics", step, values)
+
+    # pre-emption --------------------------------------------------------------------
+
+    def on_preempt(self, callback: Callable[[], Any]) -> Callable[[], Any]:
+        """Run ``callback()`` once when this node is about to be reclaimed (a spot notice).
+
+        Typically an immediate checkpoint:
+        ``burst.on_preempt(lambda: burst.checkpoint(state, step))``. On a worker it runs in
+        the notice watcher's thread, concurrently with the cell, so read what it saves with
+        that in mind; the cell sees ``burst.preempting`` become True just before, and does
+        not end until the callback has returned. If the notice came before this call, the
+        callback runs at once, here. Outside a burst cell there is no watcher: it is only
+        registered. Returns ``callback``, so it also works as a decorator.
+        """
+        with _preempt_lock:
+            self._on_preempt.append(callback)
+            now = self._notified
+        if now:
+            self._run_preempt_callback(callback)
+        return callback
+
+    def _preempted(self, notice: Notice | None = None) -> None:
+        """The worker's notice watcher says this node is going: flag it, tell the cell, run callbacks."""
+        with _preempt_lock:
+            if self._notified:
+                return
+            self._notified = self.preempting = True
+            callbacks = list(self._on_preempt)
+        if notice is not None and self.local_rank == 0:  # one line per node, not per rank
+            print(notice.message, file=sys.stderr, flush=True)
+        for callback in callbacks:
+            self._run_preempt_callback(callback)
+
+    @staticmethod
+    def _run_preempt_callback(callback: Callable[[], Any]) -> None:
+        try:
+            callback()
+        except Exception:
+            # The cell goes on (it may still save its work itself); show what went wrong.
+            print("burst: an on_preempt callback raised; the cell goes on:", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+
+    # checkpoints --------------------------------------------------------------------
+
+    def _store(self):
+        from jupyter_burst.checkpoints import CheckpointStore
+
+        settings = self._checkpoints
+        if settings is None:  # a plain notebook cell: this machine's state folder
+            from jupyter_burst import config
+            from jupyter_burst.checkpoints import default_root
+
+            settings = {"root": default_root(config.state_dir()), "job": "notebook", "keep": 3}
+        return CheckpointStore(
+            settings["root"], settings["job"], settings.get("keep", 3), settings.get("cell", "")
+        )
+
+    def checkpoint(self, state: Any, step: int | None = None):
+        """Save ``state`` (state_dicts, any picklable object) from the main rank, atomically.
+
+        A later attempt of the same cell (after a lost worker) gets it from ``burst.restore()``.
+        """
+        if not self.is_main:
+            return None
+        saved = self._store().save(state, step)
+        if self._publish is not None:
+            from dataclasses import asdict
+
+            self._publish("checkpoint", asdict(saved))
+        return saved
+
+    def restore(self, step: int | None = None) -> Any:
+        """The newest valid checkpoint of this job (or the one at ``step``); None if there is none."""
+        found = self._store().restore(step)
+        if found is None:
+            return None
+        state, checkpoint = found
+        if self.is_main:
+            print(
+                f"burst: resumed from the checkpoint of step {checkpoint.step}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return state
 
     def estimate(self, model, **kwargs):
         """Memory needed to train ``model``; see :func:`jupyter_burst.estimate.estimate`."""

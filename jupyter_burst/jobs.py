@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 
 from jupyter_burst import config, runtime
 from jupyter_burst.clusters import ClusterHandle, wait_for_workers
-from jupyter_burst.errors import ClusterError, JobInterrupted, JobTimeout, WorkerLost
-from jupyter_burst.payload import Payload
+from jupyter_burst.errors import ClusterError, JobCancelled, JobInterrupted, JobTimeout, WorkerLost
+from jupyter_burst.payload import Payload, event_count
 
 # Below this a payload rides inside the task message; above it, it goes straight to the
 # workers first (scatter), never through the scheduler.
@@ -93,7 +93,12 @@ def _choose_workers(handle: ClusterHandle, n: int) -> list[str]:
 
 
 def submit(
-    handle: ClusterHandle, job_id: str, message: Payload, spec: dict[str, Any], ranks: int = 1
+    handle: ClusterHandle,
+    job_id: str,
+    message: Payload,
+    spec: dict[str, Any],
+    ranks: int = 1,
+    attempt: int = 1,
 ) -> Job:
     topic = _topic(handle)
     events: queue.Queue = queue.Queue()
@@ -128,7 +133,7 @@ def submit(
             runtime.run_cell,
             argument,
             dict(spec, rank=rank, local_rank=local_rank),
-            key=f"burst-cell-{job_id}-r{rank}",
+            key=f"burst-cell-{job_id}-a{attempt}-r{rank}",
             workers=[worker] if worker else None,
             allow_other_workers=False,
             pure=False,
@@ -166,6 +171,9 @@ def follow(
             if kind == "events":
                 _deliver(job, item, on_events)
                 continue
+            if kind == "cancel":
+                stop(job, on_events)
+                raise JobCancelled(f"cancelled{item}: the remote work was stopped")
             rank = item
             pending.discard(rank)
             try:
@@ -176,16 +184,22 @@ def follow(
                 if not _failed(results[rank]):
                     continue
                 failure = RankFailure(rank, payload=results[rank])
+            lost = failure if failure.lost is not None else None
             if pending:
                 stop(job, on_events, ranks=sorted(pending))
                 # A peer fails moments after the rank that caused it (its collective breaks);
-                # read every rank that finished, so the earliest failure is the one reported.
+                # read every rank that ended, so the earliest failure is the one reported.
                 for other in sorted(pending):
-                    if job.futures[other].status == "finished":
-                        try:
-                            results[other] = _result(job.futures[other])
-                        except WorkerLost:
-                            pass
+                    if job.futures[other].status not in ("finished", "error"):
+                        continue
+                    try:
+                        results[other] = _result(job.futures[other])
+                    except WorkerLost as exc:
+                        lost = lost or RankFailure(other, lost=exc)
+            # A lost worker explains its peers' errors (a broken collective, our own stop):
+            # it is the failure, and one that a rerun from the checkpoint may get past.
+            if lost is not None:
+                return [results.get(r) for r in range(job.world_size)], lost
             return [results.get(r) for r in range(job.world_size)], _earliest(failure, results)
         return [results[r] for r in range(job.world_size)], None
     except KeyboardInterrupt:
@@ -193,6 +207,73 @@ def follow(
         raise JobInterrupted("interrupted: the remote work was stopped") from None
     finally:
         job.handle.topic_handlers.get(f"burst-output-{job.handle.client.id}", {}).pop(job.id, None)
+
+
+@dataclass
+class Outcome:
+    """How a job ended: each rank's result (None where a rank was stopped) and the failure."""
+
+    job: Job
+    payloads: list[Payload | None]
+    failure: RankFailure | None
+    attempts: int
+
+
+def run_attempts(
+    connect: Callable[[int], ClusterHandle],
+    job_id: str,
+    message: Payload,
+    spec: dict[str, Any],
+    *,
+    ranks: int,
+    retries: int,
+    timeout_minutes: float | None,
+    on_events: OnEvents,
+    on_note: Callable[[int, str], None],
+    on_job: Callable[[Job], None] | None = None,
+) -> Outcome:
+    """Run the job, and run it again (up to ``retries`` times) when a worker of it is lost.
+
+    A lost worker is not the cell's fault: every rank starts again (the survivors would
+    wait forever in a collective for the rank that is gone) and ``burst.restore()`` hands
+    the cell its latest checkpoint. An error the cell raises is never retried.
+    ``connect(attempt)`` gives the cluster for each attempt: a new one if the last is gone.
+    """
+    attempts = retries + 1
+    started = time.monotonic()
+    for attempt in range(1, attempts + 1):
+        job = submit(connect(attempt), job_id, message, spec, ranks=ranks, attempt=attempt)
+        job.started = started  # timeout= counts from the first attempt
+        if on_job is not None:
+            on_job(job)
+        payloads, failure = follow(job, on_events, timeout_minutes)
+        if failure is None or failure.lost is None or attempt == attempts:
+            break
+        on_note(
+            failure.rank,
+            f"burst: {lost_rank(failure, ranks)}; running the cell again from its latest "
+            f"checkpoint (attempt {attempt + 1} of {attempts})",
+        )
+    drain(job, sum(event_count(p) for p in payloads if p is not None), on_events)
+    if failure is not None and failure.lost is not None:
+        if attempts > 1:
+            text = (
+                f"{lost_rank(failure, ranks)}, on each of {attempts} attempts; stopped after "
+                f"retries={retries}. A cell that kills its worker every time (os._exit, a crash, "
+                "running out of memory) needs a fix, not more retries"
+            )
+        else:
+            text = lost_rank(failure, ranks) + (
+                "; the other ranks were stopped" if ranks > 1 else ""
+            )
+        failure = RankFailure(failure.rank, lost=WorkerLost(text))
+    return Outcome(job=job, payloads=payloads, failure=failure, attempts=attempt)
+
+
+def lost_rank(failure: RankFailure, world_size: int) -> str:
+    """What was lost, without the ``burst:`` prefix; with the rank when there are several."""
+    reason = str(failure.lost.args[0] if failure.lost else "").removeprefix("burst: ")
+    return f"rank {failure.rank} of {world_size}: {reason}" if world_size > 1 else reason
 
 
 def _failed(payload: Payload) -> bool:
@@ -244,7 +325,7 @@ def _result(future) -> Payload:
             raise exc  # a bug in jupyter-burst's own worker code: keep its traceback
         raise WorkerLost(
             f"the worker running the cell was lost ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            "the cell did not finish (automatic resume arrives with issue #4)"
+            "the cell did not finish"
         )
     if future.status == "cancelled":
         raise WorkerLost(

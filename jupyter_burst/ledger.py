@@ -74,6 +74,15 @@ CREATE TABLE IF NOT EXISTS metrics (
     name TEXT NOT NULL,
     value REAL
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    step INTEGER,
+    ts REAL NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    url TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS log_lines_job ON log_lines(job_id, id);
 CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, id);
 CREATE INDEX IF NOT EXISTS jobs_started ON jobs(started);
@@ -260,6 +269,26 @@ class Ledger:
                 rows,
             )
 
+    def add_checkpoint(self, info: dict) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO checkpoints(name, job_id, step, ts, bytes, sha256, url)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    info["name"],
+                    info["job"],
+                    info["step"],
+                    info["time"],
+                    info["bytes"],
+                    info["sha256"],
+                    info["url"],
+                ),
+            )
+
+    def checkpoints(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE job_id = ?", (job_id,)) if job_id else ("", ())
+        return self.query(f"SELECT * FROM checkpoints {where} ORDER BY ts", params)
+
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
         return self.query(
             "SELECT rank, step, name, value FROM metrics WHERE job_id = ? ORDER BY id", (job_id,)
@@ -295,6 +324,39 @@ class LineSplitter:
         ]
         self._partial.clear()
         return out
+
+
+class JobRecorder:
+    """Writes one job's output events into the ledger: whole lines, metrics, checkpoints."""
+
+    def __init__(self, ledger: Ledger, job_id: str):
+        self.ledger = ledger
+        self.job_id = job_id
+        self._splitter = LineSplitter()
+
+    def events(self, rank: int, events: list) -> None:
+        now = time.time()
+        lines = []
+        for event in events:
+            if event[0] in ("stdout", "stderr"):
+                lines.extend(self._splitter.feed(rank, event[0], event[1]))
+            elif event[0] == "metrics":
+                self.ledger.add_metrics(self.job_id, now, rank, event[1], event[2])
+            elif event[0] == "checkpoint":
+                self.ledger.add_checkpoint(event[1])
+        self.ledger.add_lines(self.job_id, [(now, r, stream, text) for r, stream, text in lines])
+
+    def note(self, rank: int, text: str) -> None:
+        """A line of jupyter-burst's own about the job (a lost node, a resume)."""
+        self.ledger.add_lines(self.job_id, [(time.time(), rank, "burst", text)])
+
+    def close(self) -> None:
+        """Keep the last, unterminated line of each stream."""
+        now = time.time()
+        rest = self._splitter.rest()
+        self.ledger.add_lines(
+            self.job_id, [(now, rank, stream, text) for rank, stream, text in rest]
+        )
 
 
 def _number(value: Any) -> float | None:

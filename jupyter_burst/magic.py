@@ -8,19 +8,23 @@ import time
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from jupyter_burst import clusters, config, options
+from jupyter_burst import background, clusters, config, options
 from jupyter_burst.cell import run_cell
 from jupyter_burst.errors import NotYetAvailable, OptionError
 
-_VERBS = {"status": "status", "down": "down", "estimate": "estimate"}
+_VERBS = {
+    "status": "status",
+    "down": "down",
+    "estimate": "estimate",
+    "checkpoints": "checkpoints",
+    "restore": "restore",
+    "jobs": "jobs",
+    "logs": "logs",
+    "wait": "wait",
+    "cancel": "cancel",
+    "attach": "attach",
+}
 _LATER_VERBS = {
-    "jobs": 4,
-    "logs": 4,
-    "wait": 4,
-    "cancel": 4,
-    "attach": 4,
-    "checkpoints": 4,
-    "restore": 4,
     "offers": 5,
     "gc": 5,
     "cost": 5,
@@ -35,13 +39,26 @@ class BurstMagics(Magics):
         """%%burst [gpus=1] [provider=local] [cluster=NAME] [idle=MIN] [timeout=MIN] [send=a,b] [exclude=a,b] [return=a,b]
 
         Run this cell on a Dask cluster; its output streams back and its results land here.
+        %%burst async name=NAME ...  -- run it in the background; the notebook stays free
         %burst status  -- the clusters and their state
         %burst down [NAME]  -- stop a cluster (all, without a name)
+        %burst jobs | logs NAME [-f] | wait NAME | cancel NAME | attach NAME  -- background jobs
+        %burst checkpoints [JOB] | restore JOB [step=K] as NAME  -- checkpoints
         """
         __tracebackhide__ = True
         config.refresh()
-        if cell is None:
-            return self._verb(line)
+        try:
+            if cell is None:
+                return self._verb(line)
+            return self._cell(line, cell)
+        except Exception as exc:
+            remote = getattr(exc, "__burst_traceback__", None)
+            if remote is not None:
+                exc._render_traceback_ = _remote_renderer(self.shell, exc, remote)
+                raise exc.with_traceback(remote) from None
+            raise
+
+    def _cell(self, line: str, cell: str) -> None:
         parsed = options.parse(line)
         shell = self.shell
         if parsed.gpus_auto:
@@ -49,14 +66,16 @@ class BurstMagics(Magics):
         raw = f"%%burst {line}\n{cell}" if line else f"%%burst\n{cell}"
         filename = shell.compile.cache(raw, number=shell.execution_count)
         kernel = getattr(getattr(shell, "kernel", None), "ident", "") or ""
-        try:
-            run_cell(cell, parsed, shell.user_ns, filename=filename, line_offset=1, kernel=kernel)
-        except Exception as exc:
-            remote = getattr(exc, "__burst_traceback__", None)
-            if remote is not None:
-                exc._render_traceback_ = _remote_renderer(shell, exc, remote)
-                raise exc.with_traceback(remote) from None
-            raise
+        if parsed.background:
+            name = background.start(
+                cell, parsed, shell.user_ns, filename=filename, line_offset=1, kernel=kernel
+            )
+            print(
+                f"burst: {name} runs in the background on cluster '{parsed.cluster}'; "
+                f"%burst logs {name} -f follows it, %burst wait {name} brings its results back"
+            )
+            return
+        run_cell(cell, parsed, shell.user_ns, filename=filename, line_offset=1, kernel=kernel)
 
     def _verb(self, line: str):
         words = shlex.split(line)
@@ -101,6 +120,87 @@ class BurstMagics(Magics):
         _estimates[id(model)] = result
         print(result.table())
 
+    def _checkpoints(self, args: list[str]) -> None:
+        """%burst checkpoints [JOB]: the checkpoints kept, newest last."""
+        if len(args) > 1:
+            raise OptionError("%burst checkpoints takes at most one job id")
+        from jupyter_burst.checkpoints import default_root, listing
+
+        rows = listing(default_root(config.state_dir()), args[0] if args else None)
+        if not rows:
+            print("burst: no checkpoints" + (f" for job {args[0]}" if args else ""))
+            return
+        print(f"{'job':<12}  {'step':>6}  {'saved':<19}  {'size':>10}  cell")
+        for job, checkpoint in rows:
+            saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(checkpoint.time))
+            first = checkpoint.cell.strip().splitlines()[0][:40] if checkpoint.cell.strip() else ""
+            print(
+                f"{job:<12}  {str(checkpoint.step):>6}  {saved}  {checkpoint.bytes:>10,}  {first}"
+            )
+
+    def _restore(self, args: list[str]) -> None:
+        """%burst restore JOB [step=K] as NAME: a checkpoint's state into the notebook."""
+        usage = "write %burst restore JOB [step=K] as NAME (JOB from %burst checkpoints, or last)"
+        if len(args) not in (3, 4) or args[-2] != "as" or not args[-1].isidentifier():
+            raise OptionError(usage)
+        step = None
+        if len(args) == 4:
+            key, _, value = args[1].partition("=")
+            if key != "step" or not value.lstrip("-").isdigit():
+                raise OptionError(usage)
+            step = int(value)
+        from jupyter_burst.checkpoints import CheckpointStore, default_root, find_job
+
+        root = default_root(config.state_dir())
+        job = find_job(root, args[0])
+        store = CheckpointStore(root, job)
+        found = store.restore(step)
+        if found is None:
+            where = f" at step {step}" if step is not None else ""
+            raise OptionError(
+                f"job {job} has no valid checkpoint{where}; see %burst checkpoints {job}"
+            )
+        state, checkpoint = found
+        self.shell.user_ns[args[-1]] = state
+        print(f"burst: {args[-1]} = the checkpoint of job {job}, step {checkpoint.step}")
+
+    # background jobs ----------------------------------------------------------------
+
+    def _jobs(self, args: list[str]) -> None:
+        if args:
+            raise OptionError("%burst jobs takes no arguments")
+        print(background.format_jobs(background.list_jobs()))
+
+    def _logs(self, args: list[str]) -> None:
+        follow = "-f" in args
+        names = [a for a in args if a != "-f"]
+        if len(names) != 1:
+            raise OptionError("write %burst logs NAME, or %burst logs NAME -f to follow it")
+        background.logs(names[0], follow=follow)
+
+    def _wait(self, args: list[str]) -> None:
+        name = _one_name("wait", args)
+        summary = background.wait(name, self.shell.user_ns)
+        if summary["status"] != "running":
+            print(f"burst: {name} {summary['status']}; its results are in the notebook")
+
+    def _cancel(self, args: list[str]) -> None:
+        name = _one_name("cancel", args)
+        started = time.monotonic()
+        background.cancel(name)
+        print(f"burst: cancelled {name}; its work stopped in {time.monotonic() - started:.1f} s")
+
+    def _attach(self, args: list[str]) -> None:
+        name = _one_name("attach", args)
+        summary = background.attach(name, self.shell.user_ns)
+        if summary["status"] == "running":
+            print(
+                f"burst: {name} is still running (attempt {summary.get('attempts', 1)}); "
+                f"%burst wait {name} follows it and brings its results back"
+            )
+        else:
+            print(f"burst: {name} {summary['status']}; its results are in the notebook")
+
     def _status(self, args: list[str]) -> None:
         if args:
             raise OptionError("%burst status takes no arguments")
@@ -116,6 +216,12 @@ class BurstMagics(Magics):
 
 
 _estimates: dict[int, object] = {}
+
+
+def _one_name(verb: str, args: list[str]) -> str:
+    if len(args) != 1:
+        raise OptionError(f"write %burst {verb} NAME (the name= of a %%burst async cell)")
+    return args[0]
 
 
 def choose_gpus(parsed, user_ns, cell: str):

@@ -35,6 +35,9 @@ class CellOptions:
     returns: tuple[str, ...] | None = None
     gather: bool = False
     gpus_auto: bool = False
+    retries: int = 2
+    background: bool = False
+    name: str | None = None
     given: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -88,6 +91,15 @@ def _identifiers(key: str, text: str) -> tuple[str, ...]:
     return names
 
 
+def _yes_no(key: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("yes", "true", "1", "on"):
+        return True
+    if value in ("no", "false", "0", "off"):
+        return False
+    raise OptionError(f"{key}={text} is not yes or no; write {key} alone, or {key}=no")
+
+
 def _provider(key: str, text: str) -> str:
     from jupyter_burst.clusters.registry import known_providers
 
@@ -132,14 +144,17 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "send": (_identifiers, "send"),
     "exclude": (_identifiers, "exclude"),
     "return": (_returns, "returns"),
+    "retries": (_int_at_least(0), "retries"),
+    "async": (_yes_no, "background"),
+    "name": (_name, "name"),
 }
+
+# Options that may stand alone as a bare word, meaning yes: `%%burst async name=train1`.
+_FLAGS = frozenset({"async"})
 
 # Options and providers that later issues implement: named here so they are refused
 # with a pointer instead of being mistaken for typos or silently ignored.
 _LATER_OPTIONS = {
-    "retries": 4,
-    "name": 4,
-    "async": 4,
     "spot": 5,
     "gpu_mem": 5,
     "budget": 5,
@@ -164,6 +179,8 @@ def parse(line: str) -> CellOptions:
     for word in words:
         key, sep, text = word.partition("=")
         key = key.strip()
+        if key in _FLAGS and not sep:
+            sep, text = "=", "yes"
         if key in _LATER_OPTIONS:
             raise NotYetAvailable(f"option '{key}' arrives with issue #{_LATER_OPTIONS[key]}")
         if key not in _PARSERS:
@@ -186,6 +203,10 @@ def parse(line: str) -> CellOptions:
         parser, attr = _PARSERS[key]
         values[attr] = parser(key, text)
 
+    if "name" in values and not values.get("background"):
+        raise OptionError(
+            f"name={values['name']} names a background job; add async: %%burst async name={values['name']}"
+        )
     overlap = set(values.get("send", ())) & set(values.get("exclude", ()))
     if overlap:
         raise OptionError(f"'{sorted(overlap)[0]}' is both in send= and exclude=; keep one")
@@ -198,6 +219,7 @@ def _with_defaults(values: dict[str, Any], given: frozenset[str]) -> CellOptions
         "cluster": config.get("cluster", "default"),
         "idle": float(config.get("idle", 20)),
         "timeout": config.get("timeout"),
+        "retries": int(config.get("retries", 2)),
     }
     if defaults["timeout"] is not None:
         defaults["timeout"] = parse_minutes("burst.timeout", str(defaults["timeout"]))

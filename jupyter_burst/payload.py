@@ -82,7 +82,9 @@ class Payload:
 
     def __reduce_ex__(self, protocol):
         # Plain pickling (a small payload inside a task) keeps the buffers out of band too.
-        return (Payload, (self.meta, self.data, [pickle.PickleBuffer(b) for b in self.buffers]))
+        # After a trip through Dask, ``data`` may be a memoryview of a received frame.
+        data = self.data if isinstance(self.data, bytes) else pickle.PickleBuffer(self.data)
+        return (Payload, (self.meta, data, [pickle.PickleBuffer(b) for b in self.buffers]))
 
 
 @dask_serialize.register(Payload)

@@ -23,6 +23,7 @@ import cloudpickle
 
 from jupyter_burst import helper
 from jupyter_burst import payload as wire
+from jupyter_burst.node import preemption
 
 _FLUSH_SECONDS = 0.05
 _MAX_BATCH_CHARS = 256 * 1024
@@ -147,6 +148,7 @@ def _setup_process() -> None:
             sys.stderr = _StreamRouter("stderr", sys.stderr)
         os.environ.setdefault("MPLBACKEND", "module://jupyter_burst.mpl_backend")
         _patch_ipython_display()
+        preemption.start_from_config()  # only when burst.preemption.url is set
         _setup_done = True
 
 
@@ -302,9 +304,12 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
         local_rank=int(spec.get("local_rank", 0)),
         device=_torch_device(),
         publish=lambda *event: output.event(*event),
+        checkpoints=spec.get("checkpoints"),
     )
     _current = output
     _running[job] = threading.get_ident()
+    # After `_current` is set: a notice that came earlier is told to this cell at once.
+    unfollow = preemption.follow(namespace["burst"]._preempted)
     error = None
     previous_cwd = os.getcwd()
     previous_env = _set_rank_environment(spec)
@@ -326,6 +331,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     except BaseException as exc:  # noqa: B036 - the cell's own exception, KeyboardInterrupt too
         error = _describe_error(exc, spec["filename"])
     finally:
+        unfollow()  # waits for an on_preempt callback under way
         if distributed is not None:
             distributed.close()
         _running.pop(job, None)
@@ -366,7 +372,11 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     result["values"] = {k: helper.unwrap(namespace[k]) for k in sorted(names)}
     result["deleted"] = sorted(k for k in assigned if k not in namespace)
     result["changed"] = sorted(changed)
-    unchanged = {id(v): k for k, v in watched.items() if k not in changed}
+    # A background job's results may be fetched by a restarted kernel that no longer holds
+    # the objects a reference would name: send everything by value then.
+    unchanged = (
+        {} if spec.get("background") else {id(v): k for k, v in watched.items() if k not in changed}
+    )
     try:
         return wire.pack_result(result, namespace, unchanged, status)
     except Exception:

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from tests.harness import Kernel, burst_processes, stop_clusters, wait_for
+from tests.harness import burst_kernel, burst_processes, stop_clusters
 
 
 @pytest.fixture
@@ -34,15 +34,5 @@ def no_leaks(state_dir: pathlib.Path):
 
 @pytest.fixture
 def kernel(state_dir: pathlib.Path, workdir: pathlib.Path):
-    k = Kernel(state_dir, workdir)
-    try:
-        k.ok("%load_ext jupyter_burst")
+    with burst_kernel(state_dir, workdir) as k:
         yield k
-    finally:
-        try:
-            if k.km.is_alive():
-                k.execute("%burst down", timeout=60)
-        finally:
-            k.shutdown()
-            stop_clusters(state_dir)
-            wait_for(lambda: not burst_processes(state_dir), 30, "the cluster processes to exit")

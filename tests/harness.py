@@ -5,6 +5,7 @@ No sleeping: every wait is on a condition with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -206,3 +207,22 @@ def stop_clusters(state_dir: pathlib.Path, timeout: float = 30) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=10)
+
+
+@contextlib.contextmanager
+def burst_kernel(
+    state_dir: pathlib.Path, cwd: pathlib.Path, env: dict[str, str] | None = None
+) -> Iterator[Kernel]:
+    """A kernel with ``%load_ext jupyter_burst``; stopped afterwards with every cluster it started."""
+    k = Kernel(state_dir, cwd, env)
+    try:
+        k.ok("%load_ext jupyter_burst")
+        yield k
+    finally:
+        try:
+            if k.km.is_alive():
+                k.execute("%burst down", timeout=60)
+        finally:
+            k.shutdown()
+            stop_clusters(state_dir)
+            wait_for(lambda: not burst_processes(state_dir), 30, "the cluster processes to exit")

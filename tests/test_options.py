@@ -88,9 +88,6 @@ def test_mistakes_are_one_clear_line(line, message):
 @pytest.mark.parametrize(
     "line, issue",
     [
-        ("retries=3", "#4"),
-        ("async", "#4"),
-        ("name=train1", "#4"),
         ("spot=yes", "#5"),
         ("budget=10", "#5"),
         ("provider=aws", "#5"),
@@ -100,3 +97,21 @@ def test_options_of_later_issues_are_refused_with_a_pointer(line, issue):
     with pytest.raises(NotYetAvailable) as info:
         parse(line)
     assert issue in str(info.value) and isinstance(info.value, BurstError)
+
+
+def test_async_is_a_bare_word_or_yes_no_and_name_needs_it():
+    assert parse("async name=train1 gpus=2").background is True
+    assert parse("async=no").background is False
+    assert parse("async").name is None
+    parsed = parse("retries=0 async name=run-1")
+    assert (parsed.retries, parsed.name) == (0, "run-1")
+    for line, message in [
+        ("name=train1", "burst: name=train1 names a background job; add async"),
+        ("async=maybe", "burst: async=maybe is not yes or no"),
+        ("async name=1x", "burst: name=1x is not a valid name"),
+        ("retries=-1", "burst: retries=-1 is out of range"),
+        ("async async", "burst: option 'async' is given twice"),
+    ]:
+        with pytest.raises(OptionError) as info:
+            parse(line)
+        assert str(info.value).startswith(message), str(info.value)

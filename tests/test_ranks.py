@@ -150,10 +150,11 @@ def test_the_same_cell_runs_without_the_magic_as_one_rank(kernel):
 
 
 def test_a_rank_that_crashes_ends_the_job_within_10s(kernel):
+    """Without retries (with them, test_resume.py: the cell runs again from its checkpoint)."""
     kernel.ok("%%burst gpus=2\nimport torch\n", timeout=180)
     started = time.monotonic()
     run = kernel.execute(
-        "%%burst gpus=2\n"
+        "%%burst gpus=2 retries=0\n"
         "import os, torch.distributed as dist\n"
         "if burst.rank == 1:\n"
         "    os._exit(9)\n"

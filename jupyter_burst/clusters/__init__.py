@@ -66,7 +66,7 @@ def _connect(address: str, timeout: float):
     )
 
 
-def _usable(handle: ClusterHandle) -> bool:
+def usable(handle: ClusterHandle) -> bool:
     client = handle.client
     return (
         client.status == "running"
@@ -85,7 +85,7 @@ def connect(
         handle = _handles.get(key)
         if (
             handle is not None
-            and _usable(handle)
+            and usable(handle)
             and handle.record.get("state_dir", str(state_dir)) == str(state_dir)
         ):
             if idle_given and handle.record.get("idle") != idle:
@@ -126,6 +126,34 @@ def connect(
         return handle
 
 
+def attach(name: str, provider_name: str) -> ClusterHandle | None:
+    """The running cluster ``name``, connected; None if it does not run (nothing is started)."""
+    state_dir = config.state_dir()
+    key = (provider_name, name)
+    with _handles_lock:
+        handle = _handles.get(key)
+        if handle is not None and usable(handle):
+            return handle
+        record = records.read_record(state_dir, name)
+        if record is None or record.get("provider", "local") != provider_name:
+            return None
+        if not get_provider(provider_name).is_alive(record):
+            return None
+        try:
+            client = _connect(record["scheduler"], float(config.get("connect-timeout", 5)))
+        except OSError:
+            return None
+        handle = ClusterHandle(
+            name=name,
+            provider=provider_name,
+            record=dict(record, state_dir=str(state_dir)),
+            client=client,
+            state_dir=state_dir,
+        )
+        _handles[key] = handle
+        return handle
+
+
 def set_idle(handle: ClusterHandle, minutes: float) -> None:
     info = handle.client.sync(handle.client.scheduler.burst_set_idle, minutes=minutes)
     handle.record["idle"] = info["idle"]
@@ -156,7 +184,7 @@ def status() -> list[dict[str, Any]]:
         if entry["alive"]:
             try:
                 handle = _handles.get((record.get("provider", "local"), record["name"]))
-                if handle is not None and _usable(handle):
+                if handle is not None and usable(handle):
                     entry.update(handle.info())
                 else:
                     entry.update(_query_info(record["scheduler"]))

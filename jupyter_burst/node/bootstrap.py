@@ -22,6 +22,7 @@ import dask.config
 
 from jupyter_burst.clusters import records
 from jupyter_burst.ledger import open_ledger
+from jupyter_burst.node.background import BackgroundJobs
 from jupyter_burst.node.idle import IdlePolicy
 
 log = logging.getLogger("jupyter_burst.node")
@@ -38,6 +39,9 @@ NODE_DASK_CONFIG: dict[str, Any] = {
     "distributed.comm.compression": None,
     "distributed.worker.daemon": False,
     "distributed.admin.tick.limit": "30s",
+    # A machine that vanishes without closing its connections is noticed by its missed
+    # heartbeats: within 30 s, and the cell is rerun from its checkpoint.
+    "distributed.scheduler.worker-ttl": "30s",
 }
 
 
@@ -68,6 +72,7 @@ class HeadNode:
         self.scheduler = None
         self.nannies: list = []
         self.ledger = open_ledger(self.state_dir)
+        self.background: BackgroundJobs | None = None
 
     async def start(self) -> None:
         from distributed import Nanny, Scheduler
@@ -144,6 +149,10 @@ class HeadNode:
             os.getpid(),
             price_per_hour=self.args.price_per_hour,
         )
+        self.background = BackgroundJobs(
+            self.scheduler.address, self.record, self.state_dir, self.ledger
+        )
+        self.scheduler.handlers.update(self.background.handlers())
         records.write_record(self.state_dir, self.args.cluster, self.record)
         log.info(
             "cluster %s ready at %s with %s", self.args.cluster, self.scheduler.address, devices
@@ -174,6 +183,8 @@ class HeadNode:
     # the watchdog -----------------------------------------------------------------------
 
     def busy(self) -> bool:
+        if self.background is not None and self.background.busy():
+            return True
         return any(ts.state in _BUSY_STATES for ts in self.scheduler.tasks.values())
 
     async def watch(self) -> None:
@@ -193,6 +204,8 @@ class HeadNode:
     async def close(self) -> None:
         log.info("stopping cluster %s: %s", self.args.cluster, self.stop_reason)
         records.remove_record(self.state_dir, self.args.cluster, self.cluster_id)
+        if self.background is not None:
+            await asyncio.to_thread(self.background.close)
         await asyncio.gather(*(n.close(timeout=10) for n in self.nannies), return_exceptions=True)
         if self.scheduler is not None:
             await self.scheduler.close()

@@ -1,0 +1,306 @@
+"""Background bursts, the kernel's side: ``%%burst async name=...`` and the verbs that follow it.
+
+The job itself runs on the cluster's head node (:mod:`jupyter_burst.node.background`), so a
+kernel restart loses nothing: ``attach`` finds the job by name on the running clusters, and
+``wait`` brings back its results (also after its cluster stopped: they were kept beside its
+checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import time
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_burst import cell as cells
+from jupyter_burst import checkpoints, clusters, config, output, results
+from jupyter_burst.clusters import records
+from jupyter_burst.errors import BurstError, JobCancelled, JobNotFound
+from jupyter_burst.ledger import shared_ledger
+from jupyter_burst.options import CellOptions
+
+_POLL_SECONDS = 0.1
+
+
+@dataclass
+class _Submitted:
+    """What this kernel remembers of a job it started: where, and the namespace it left from."""
+
+    job_id: str
+    cluster: str
+    provider: str
+    snapshot: dict[str, Any]
+    cursor: int = 0  # output batches shown so far
+
+
+@dataclass
+class Found:
+    """A background job, located: on a running cluster, or only as results kept on disk."""
+
+    name: str
+    job_id: str
+    summary: dict[str, Any]
+    handle: clusters.ClusterHandle | None = None
+    saved: Any = None  # (payloads, failure, error) kept after the cluster stopped
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_submitted: dict[str, _Submitted] = {}
+
+
+def start(
+    source: str,
+    options: CellOptions,
+    user_ns: MutableMapping[str, Any],
+    filename: str | None = None,
+    line_offset: int = 0,
+    kernel: str = "",
+) -> str:
+    """Hand the cell to its cluster's head node and return its name at once."""
+    prepared = cells.prepare(source, options, user_ns, filename, line_offset)
+    handle = cells.connect(options)
+    root = cells.checkpoint_settings(handle.state_dir, prepared.job_id, source)
+    prepared.spec["checkpoints"] = root
+    name = options.name or f"job-{prepared.job_id[:6]}"
+    request = pickle.dumps(
+        {
+            "message": prepared.message,
+            "spec": prepared.spec,
+            "ranks": options.gpus,
+            "retries": options.retries,
+            "timeout": options.timeout,
+        },
+        protocol=5,
+    )
+    ledger = shared_ledger(handle.state_dir)
+    record = dict(cells.options_record(options), name=name)
+    ledger.job_started(prepared.job_id, handle.id, kernel, source, record)
+    reply = _call(
+        handle,
+        "burst_job_submit",
+        name=name,
+        job_id=prepared.job_id,
+        ranks=options.gpus,
+        root=root["root"],
+        request=request,
+    )
+    if "error" in reply:
+        ledger.job_ended(prepared.job_id, "failed", reply["error"])
+        raise BurstError(reply["error"])
+    _submitted[name] = _Submitted(prepared.job_id, handle.name, handle.provider, prepared.snapshot)
+    return name
+
+
+def _call(handle: clusters.ClusterHandle, method: str, **kwargs: Any) -> dict[str, Any]:
+    client = handle.client
+    return pickle.loads(client.sync(getattr(client.scheduler, method), **kwargs))
+
+
+def find(name: str) -> Found:
+    """The job ``name``: asked of every running cluster, then looked up in the ledger."""
+    mine = _submitted.get(name)
+    candidates = [(mine.cluster, mine.provider)] if mine else []
+    candidates += [
+        (r["name"], r.get("provider", "local"))
+        for r in records.all_records(config.state_dir())
+        if (r["name"], r.get("provider", "local")) not in candidates
+    ]
+    for cluster, provider in candidates:
+        handle = clusters.attach(cluster, provider)
+        if handle is None:
+            continue
+        for summary in _call(handle, "burst_job_list")["jobs"]:
+            if summary["name"] == name:
+                return Found(name, summary["job"], summary, handle, options=_options(summary))
+    row = _ledger_job(name)
+    if row is None:
+        raise JobNotFound(f"no background job named '{name}'; %burst jobs lists them")
+    saved = results.load(checkpoints.default_root(config.state_dir()), row["id"])
+    summary = {"name": name, "job": row["id"], "status": row["status"], "error": row["error"]}
+    if saved is None:
+        reason = (
+            "its results were fetched already"
+            if row["status"] == "done"
+            else (f"it ended as {row['status']}" + (f" ({row['error']})" if row["error"] else ""))
+        )
+        raise JobNotFound(
+            f"job '{name}' ({row['id']}) is on no running cluster and {reason}; "
+            f"its checkpoints: %burst checkpoints {row['id']}"
+        )
+    return Found(name, row["id"], summary, saved=saved, options=json.loads(row["options"]))
+
+
+def _ledger_job(name: str) -> dict[str, Any] | None:
+    ledger = shared_ledger(config.state_dir())
+    rows = ledger.query(
+        "SELECT * FROM jobs WHERE options LIKE ? ORDER BY started DESC",
+        (f'%"name": {json.dumps(name)}%',),
+    )
+    return next((r for r in rows if json.loads(r["options"]).get("name") == name), None)
+
+
+def _options(summary: dict[str, Any]) -> dict[str, Any]:
+    row = shared_ledger(config.state_dir()).job(summary["job"])
+    return json.loads(row["options"]) if row else {}
+
+
+def list_jobs() -> list[dict[str, Any]]:
+    """Every background job the running clusters know, with the cluster it runs on."""
+    out = []
+    for record in records.all_records(config.state_dir()):
+        handle = clusters.attach(record["name"], record.get("provider", "local"))
+        if handle is None:
+            continue
+        for summary in _call(handle, "burst_job_list")["jobs"]:
+            out.append(dict(summary, cluster=record["name"]))
+    return sorted(out, key=lambda s: s["started"])
+
+
+def format_jobs(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "burst: no background jobs (%%burst async name=NAME starts one)"
+    now = time.time()
+    table = [("name", "job", "cluster", "status", "ranks", "attempts", "time", "results")]
+    for r in rows:
+        seconds = (r["ended"] or now) - r["started"]
+        table.append(
+            (
+                r["name"],
+                r["job"],
+                r["cluster"],
+                r["status"],
+                str(r["ranks"]),
+                str(r["attempts"]),
+                f"{seconds:.0f} s",
+                r["results"],
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table
+    )
+
+
+def logs(name: str, follow: bool = False, since: int = 0) -> int:
+    """Show the job's output from batch ``since``; with ``follow``, until the job ends.
+
+    Ctrl-C stops the following, never the job. Returns the next batch to show.
+    """
+    found = find(name)
+    if found.handle is None:
+        raise JobNotFound(
+            f"job '{name}' is on no running cluster; its output is in the ledger "
+            f"(job {found.job_id}), its results: %burst wait {name}"
+        )
+    try:
+        return _show(found, since, follow)
+    except KeyboardInterrupt:
+        _stopped_following(name)
+        return since
+
+
+def _stopped_following(name: str) -> None:
+    print(
+        f"burst: stopped following; {name} keeps running "
+        f"(%burst wait {name} picks it up, %burst cancel {name} stops it)",
+        file=sys.stderr,
+    )
+
+
+def _show(found: Found, cursor: int, follow: bool) -> int:
+    render = output.renderer(int(found.summary.get("ranks", 1)))
+    while True:
+        reply = _call(found.handle, "burst_job_events", name=found.name, since=cursor)
+        if "error" in reply:
+            raise JobNotFound(reply["error"])
+        if reply["missed"]:
+            print(
+                f"burst: {reply['missed']} earlier output batches were dropped from the "
+                "cluster's buffer (the ledger keeps every line)",
+                file=sys.stderr,
+            )
+        for rank, events in reply["batches"]:
+            render(rank, events)
+        cursor = reply["next"]
+        if reply["more"]:
+            continue
+        if not follow or reply["job"]["status"] != "running":
+            return cursor
+        time.sleep(_POLL_SECONDS)
+
+
+def wait(name: str, user_ns: MutableMapping[str, Any]) -> dict[str, Any]:
+    """Show the job's output until it ends, then put its results into ``user_ns``."""
+    found = find(name)
+    mine = _submitted.get(name)
+    if mine is not None and mine.job_id != found.job_id:
+        mine = None
+    if found.handle is not None:
+        try:
+            cursor = _show(found, mine.cursor if mine else 0, follow=True)
+        except KeyboardInterrupt:
+            _stopped_following(name)
+            return found.summary
+        if mine is not None:
+            mine.cursor = cursor
+        reply = _call(found.handle, "burst_job_result", name=name)
+        if "error" in reply:
+            raise JobNotFound(reply["error"])
+        summary = reply["job"]
+        if summary["status"] == "cancelled":
+            raise JobCancelled(
+                f"job '{name}' was cancelled; its checkpoints: %burst checkpoints {found.job_id}"
+            )
+        outcome = pickle.loads(reply["outcome"]) if reply.get("outcome") else None
+    else:
+        summary, outcome = found.summary, found.saved
+    if outcome is None:
+        raise JobNotFound(f"job '{name}' ended as {summary['status']} without results")
+    payloads, failure, error = outcome
+    if error is not None:
+        raise error
+    cells.apply_outcome(
+        payloads,
+        failure,
+        int(found.options.get("gpus", summary.get("ranks", 1))),
+        bool(found.options.get("gather", False)),
+        user_ns,
+        mine.snapshot if mine is not None else {},
+    )
+    if found.handle is None:
+        results.remove(checkpoints.default_root(config.state_dir()), found.job_id)
+    _submitted.pop(name, None)
+    return summary
+
+
+def cancel(name: str, timeout: float = 10.0) -> dict[str, Any]:
+    """Stop the job's remote work; returns once it has stopped (or raises after ``timeout``)."""
+    found = find(name)
+    if found.handle is None or found.summary["status"] != "running":
+        raise JobNotFound(f"job '{name}' is not running (it ended as {found.summary['status']})")
+    _call(found.handle, "burst_job_cancel", name=name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = _call(found.handle, "burst_job_events", name=name, since=1 << 62)
+        if reply["job"]["status"] != "running":
+            return reply["job"]
+        time.sleep(_POLL_SECONDS)
+    raise BurstError(
+        f"job '{name}' did not stop within {timeout:g} s; %burst down stops its cluster"
+    )
+
+
+def attach(name: str, user_ns: MutableMapping[str, Any]) -> dict[str, Any]:
+    """After a kernel restart: the job's output so far, and its results if it has ended."""
+    found = find(name)
+    if found.handle is None or found.summary["status"] != "running":
+        return wait(name, user_ns)
+    cursor = _show(found, 0, follow=False)
+    _submitted[name] = _Submitted(
+        found.job_id, found.handle.name, found.handle.provider, {}, cursor
+    )
+    return found.summary
