@@ -5,6 +5,9 @@ The job runs on the cluster's head node, so a kernel restart loses nothing.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import time
 
 import pytest
@@ -46,6 +49,8 @@ def test_an_async_cell_returns_at_once_the_notebook_stays_usable_and_wait_brings
     assert "y" not in kernel.ok("print(sorted(globals()))").stdout.split("'")
 
     flag.touch()
+    followed = kernel.ok("%burst logs train1 -f", timeout=60)  # returns when the job ends
+    assert followed.stdout.splitlines() == ["started", "finished"], followed.stdout
     done = kernel.ok("%burst wait train1", timeout=60)
     assert "finished" in done.stdout and "burst: train1 done" in done.stdout, done.stdout
     assert kernel.ok("print(y)").stdout.strip() == "42"
@@ -141,3 +146,33 @@ def test_background_job_mistakes_are_one_line(kernel, workdir):
     flag.touch()
     kernel.ok("%burst wait dup")
     assert kernel.execute("%burst logs").evalue.startswith("burst: write %burst logs NAME")
+
+
+def test_a_background_job_whose_worker_is_killed_resumes_from_its_checkpoint(kernel):
+    kernel.ok(
+        "%%burst async name=bg\n"
+        "import os, time\n"
+        "state = burst.restore() or {'step': 0}\n"
+        "print('pid', os.getpid(), 'from', state['step'], flush=True)\n"
+        "for step in range(state['step'], 10):\n"
+        "    burst.checkpoint({'step': step + 1}, step=step + 1)\n"
+        "    if step + 1 == 4 and state['step'] == 0:\n"
+        "        print('waiting', flush=True)\n"
+        "        time.sleep(60)  # its worker is killed here\n"
+        "last = step + 1\n"
+    )
+
+    def logs_once_waiting() -> str | None:
+        out = kernel.ok("%burst logs bg").stdout
+        return out if "waiting" in out else None
+
+    shown = wait_for(logs_once_waiting, 30, "the job to reach its fourth checkpoint")
+    os.kill(int(re.search(r"pid (\d+) from 0", shown).group(1)), signal.SIGKILL)
+    done = kernel.ok("%burst wait bg", timeout=60)
+    assert "running the cell again from its latest checkpoint (attempt 2 of 3)" in done.stderr
+    assert "from 4" in done.stdout and "bg done" in done.stdout, done.stdout
+    assert kernel.ok("print(last)").stdout.strip() == "10"
+    row = next(
+        line for line in kernel.ok("%burst jobs").stdout.splitlines() if line.startswith("bg ")
+    )
+    assert row.split()[5] == "2", row  # attempts
