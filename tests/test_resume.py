@@ -143,3 +143,34 @@ def test_a_lost_cluster_is_started_again_and_the_cell_resumes_from_its_checkpoin
     second = cluster_record(state_dir)
     assert second is not None and second["id"] != first["id"]
     assert kernel.ok("print(last)").stdout.strip() == "6"
+
+
+def test_a_hung_worker_is_noticed_within_30s_and_the_cell_resumes(kernel, workdir):
+    """A worker that stops answering (SIGSTOP: a frozen machine) is replaced, never waited on."""
+    marker = workdir / "pid"
+    run_id = kernel.kc.execute(
+        "%%burst\n"
+        "import os, time\n"
+        "state = burst.restore() or {'step': 0}\n"
+        "print('from', state['step'], flush=True)\n"
+        "for step in range(state['step'], 5):\n"
+        "    burst.checkpoint({'step': step + 1}, step=step + 1)\n"
+        "    if step + 1 == 2 and state['step'] == 0:\n"
+        f"        open({str(marker)!r}, 'w').write(str(os.getpid()))\n"
+        "        time.sleep(120)\n"
+        "last = step + 1\n"
+    )
+    wait_for(lambda: marker.exists() and marker.read_text(), 60, "the second checkpoint")
+    os.kill(int(marker.read_text()), signal.SIGSTOP)
+    stopped = time.monotonic()
+    noticed: list[float] = []
+
+    def note_the_rerun(msg):
+        if "running the cell again" in msg["content"].get("text", "") and not noticed:
+            noticed.append(time.monotonic() - stopped)
+
+    run = kernel.collect(run_id, timeout=120, on_message=note_the_rerun)
+    assert run.status == "ok", (run.evalue, run.stderr)
+    assert noticed and noticed[0] < 30, noticed
+    assert "from 0" in run.stdout and "from 2" in run.stdout, run.stdout
+    assert kernel.ok("print(last)").stdout.strip() == "5"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import pathlib
@@ -28,6 +29,8 @@ from jupyter_burst.node.idle import IdlePolicy
 log = logging.getLogger("jupyter_burst.node")
 
 _CHECK_SECONDS = 1.0
+# A worker of this node silent for this long is hung (a heartbeat is due every 0.5 s).
+_SILENT_SECONDS = 15.0
 _BUSY_STATES = frozenset({"processing", "queued", "no-worker", "waiting"})
 
 # Dask settings for our clusters: a lost worker fails the cell at once (a retry would run the
@@ -39,9 +42,10 @@ NODE_DASK_CONFIG: dict[str, Any] = {
     "distributed.comm.compression": None,
     "distributed.worker.daemon": False,
     "distributed.admin.tick.limit": "30s",
-    # A machine that vanishes without closing its connections is noticed by its missed
-    # heartbeats: within 30 s, and the cell is rerun from its checkpoint.
-    "distributed.scheduler.worker-ttl": "30s",
+    # A machine that vanishes without closing its connections, or a worker process that
+    # hangs, is noticed by its missed heartbeats (checked every 15 s: within 30 s); its nanny
+    # restarts a hung process, and the cell is rerun from its checkpoint.
+    "distributed.scheduler.worker-ttl": "15s",
 }
 
 
@@ -73,6 +77,7 @@ class HeadNode:
         self.nannies: list = []
         self.ledger = open_ledger(self.state_dir)
         self.background: BackgroundJobs | None = None
+        self._last_look = time.time()
 
     async def start(self) -> None:
         from distributed import Nanny, Scheduler
@@ -187,8 +192,29 @@ class HeadNode:
             return True
         return any(ts.state in _BUSY_STATES for ts in self.scheduler.tasks.values())
 
+    def replace_silent_workers(self) -> None:
+        """End this node's worker processes that stopped answering; their nannies start new ones.
+
+        Dask's own worker-ttl does the same for any node, but only at its next check (up to
+        twice the ttl) and after asking the hung process to close first.
+        """
+        now = time.time()
+        late, self._last_look = now - self._last_look, now
+        if late > 5 * _CHECK_SECONDS:
+            return  # this process itself was stalled: the heartbeats wait unread, not missing
+        for nanny in self.nannies:
+            ws = self.scheduler.workers.get(nanny.worker_address or "")
+            if ws is None or now - ws.last_seen < _SILENT_SECONDS or not nanny.pid:
+                continue
+            log.warning(
+                "worker %s has not answered for %.0f s: replacing it", ws.name, now - ws.last_seen
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(nanny.pid, signal.SIGKILL)
+
     async def watch(self) -> None:
         while not self.stop_requested.is_set():
+            self.replace_silent_workers()
             if self.policy.observe(self.busy(), time.monotonic()):
                 self.stop_reason = f"idle for {self.args.idle:g} min"
                 self._stop(f"idle for {self.policy.idle_seconds / 60:g} min")
