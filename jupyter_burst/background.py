@@ -24,6 +24,7 @@ from jupyter_burst.ledger import shared_ledger
 from jupyter_burst.options import CellOptions
 
 _POLL_SECONDS = 0.1
+_LISTED_DAYS = 7  # how far back %burst jobs looks for jobs whose cluster has stopped
 
 
 @dataclass
@@ -35,6 +36,10 @@ class _Submitted:
     provider: str
     snapshot: dict[str, Any]
     cursor: int = 0  # output batches shown so far
+    # The packed cell, to start it again should its cluster be lost (None after a restart).
+    options: CellOptions | None = None
+    root: str = ""
+    request: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -79,20 +84,62 @@ def start(
     ledger = shared_ledger(handle.state_dir)
     record = dict(cells.options_record(options), name=name)
     ledger.job_started(prepared.job_id, handle.id, kernel, source, record)
+    try:
+        _hand_over(handle, name, prepared.job_id, options.gpus, root["root"], request)
+    except BurstError as exc:
+        ledger.job_ended(prepared.job_id, "failed", str(exc))
+        raise
+    _submitted[name] = _Submitted(
+        prepared.job_id,
+        handle.name,
+        handle.provider,
+        prepared.snapshot,
+        options=options,
+        root=root["root"],
+        request=request,
+    )
+    return name
+
+
+def _hand_over(
+    handle: clusters.ClusterHandle, name: str, job_id: str, ranks: int, root: str, request: bytes
+) -> None:
     reply = _call(
         handle,
         "burst_job_submit",
         name=name,
-        job_id=prepared.job_id,
-        ranks=options.gpus,
-        root=root["root"],
+        job_id=job_id,
+        ranks=ranks,
+        root=root,
         request=request,
     )
     if "error" in reply:
-        ledger.job_ended(prepared.job_id, "failed", reply["error"])
         raise BurstError(reply["error"])
-    _submitted[name] = _Submitted(prepared.job_id, handle.name, handle.provider, prepared.snapshot)
-    return name
+
+
+def _start_again(name: str, mine: _Submitted) -> Found | None:
+    """The job's cluster was lost while it ran: run it on a new one, from its latest checkpoint.
+
+    Only a kernel that still holds the packed cell can; a job stopped on purpose
+    (``%burst down``) or that ended is left alone.
+    """
+    ledger = shared_ledger(config.state_dir())
+    row = ledger.job(mine.job_id)
+    if mine.request is None or mine.options is None or row is None or row["status"] != "running":
+        return None
+    note = (
+        f"burst: the cluster running {name} was lost; starting {name} again on cluster "
+        f"'{mine.options.cluster}' from its latest checkpoint"
+    )
+    print(note, file=sys.stderr, flush=True)
+    handle = cells.connect(mine.options)
+    ledger.add_lines(mine.job_id, [(time.time(), 0, "burst", note)])
+    _hand_over(handle, name, mine.job_id, mine.options.gpus, mine.root, mine.request)
+    mine.cluster, mine.provider, mine.cursor = handle.name, handle.provider, 0
+    for summary in _call(handle, "burst_job_list")["jobs"]:
+        if summary["name"] == name:
+            return Found(name, summary["job"], summary, handle, options=_options(summary))
+    return None
 
 
 def _call(handle: clusters.ClusterHandle, method: str, **kwargs: Any) -> dict[str, Any]:
@@ -100,8 +147,11 @@ def _call(handle: clusters.ClusterHandle, method: str, **kwargs: Any) -> dict[st
     return pickle.loads(client.sync(getattr(client.scheduler, method), **kwargs))
 
 
-def find(name: str) -> Found:
-    """The job ``name``: asked of every running cluster, then looked up in the ledger."""
+def find(name: str, start_lost: bool = False) -> Found:
+    """The job ``name``: asked of every running cluster, then looked up in the ledger.
+
+    With ``start_lost``, a job of this kernel whose cluster was lost is started again.
+    """
     mine = _submitted.get(name)
     candidates = [(mine.cluster, mine.provider)] if mine else []
     candidates += [
@@ -116,20 +166,25 @@ def find(name: str) -> Found:
         for summary in _call(handle, "burst_job_list")["jobs"]:
             if summary["name"] == name:
                 return Found(name, summary["job"], summary, handle, options=_options(summary))
+    if start_lost and mine is not None:
+        again = _start_again(name, mine)
+        if again is not None:
+            return again
     row = _ledger_job(name)
     if row is None:
         raise JobNotFound(f"no background job named '{name}'; %burst jobs lists them")
     saved = results.load(checkpoints.default_root(config.state_dir()), row["id"])
     summary = {"name": name, "job": row["id"], "status": row["status"], "error": row["error"]}
     if saved is None:
-        reason = (
-            "its results were fetched already"
-            if row["status"] == "done"
-            else (f"it ended as {row['status']}" + (f" ({row['error']})" if row["error"] else ""))
-        )
+        if row["status"] == "running":
+            reason = "was lost with its cluster while it ran; run its cell again"
+        elif row["status"] == "done":
+            reason = "is on no running cluster and its results were fetched already"
+        else:
+            error = f" ({row['error']})" if row["error"] else ""
+            reason = f"is on no running cluster and it ended as {row['status']}{error}"
         raise JobNotFound(
-            f"job '{name}' ({row['id']}) is on no running cluster and {reason}; "
-            f"its checkpoints: %burst checkpoints {row['id']}"
+            f"job '{name}' ({row['id']}) {reason}; its checkpoints: %burst checkpoints {row['id']}"
         )
     return Found(name, row["id"], summary, saved=saved, options=json.loads(row["options"]))
 
@@ -149,7 +204,8 @@ def _options(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_jobs() -> list[dict[str, Any]]:
-    """Every background job the running clusters know, with the cluster it runs on."""
+    """The background jobs of the running clusters, and those whose cluster has stopped:
+    with their results kept on disk, or lost with it while they ran."""
     out = []
     for record in records.all_records(config.state_dir()):
         handle = clusters.attach(record["name"], record.get("provider", "local"))
@@ -157,6 +213,31 @@ def list_jobs() -> list[dict[str, Any]]:
             continue
         for summary in _call(handle, "burst_job_list")["jobs"]:
             out.append(dict(summary, cluster=record["name"]))
+    live = {row["job"] for row in out}
+    root = checkpoints.default_root(config.state_dir())
+    ledger = shared_ledger(config.state_dir())
+    since = time.time() - _LISTED_DAYS * 86400
+    for row in ledger.query(
+        "SELECT * FROM jobs WHERE options LIKE '%\"background\": true%' AND started > ?", (since,)
+    ):
+        if row["id"] in live or (
+            row["status"] != "running" and not results.exists(root, row["id"])
+        ):
+            continue
+        options = json.loads(row["options"])
+        out.append(
+            {
+                "name": options.get("name", row["id"]),
+                "job": row["id"],
+                "cluster": f"{options.get('cluster', '?')} (stopped)",
+                "status": "lost" if row["status"] == "running" else row["status"],
+                "ranks": options.get("gpus", 1),
+                "attempts": "-",
+                "started": row["started"],
+                "ended": row["ended"] or row["started"],
+                "results": "kept" if row["status"] != "running" else "none",
+            }
+        )
     return sorted(out, key=lambda s: s["started"])
 
 
@@ -235,7 +316,7 @@ def _show(found: Found, cursor: int, follow: bool) -> int:
 
 def wait(name: str, user_ns: MutableMapping[str, Any]) -> dict[str, Any]:
     """Show the job's output until it ends, then put its results into ``user_ns``."""
-    found = find(name)
+    found = find(name, start_lost=True)
     mine = _submitted.get(name)
     if mine is not None and mine.job_id != found.job_id:
         mine = None
@@ -296,7 +377,7 @@ def cancel(name: str, timeout: float = 10.0) -> dict[str, Any]:
 
 def attach(name: str, user_ns: MutableMapping[str, Any]) -> dict[str, Any]:
     """After a kernel restart: the job's output so far, and its results if it has ended."""
-    found = find(name)
+    found = find(name, start_lost=True)
     if found.handle is None or found.summary["status"] != "running":
         return wait(name, user_ns)
     cursor = _show(found, 0, follow=False)

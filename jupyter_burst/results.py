@@ -40,6 +40,11 @@ def load(root: str, job_id: str) -> Any | None:
         return None
 
 
+def exists(root: str, job_id: str) -> bool:
+    fs, _, final = _path(root, job_id)
+    return fs.exists(final)
+
+
 def remove(root: str, job_id: str) -> None:
     fs, _, final = _path(root, job_id)
     try:

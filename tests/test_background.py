@@ -10,10 +10,11 @@ import re
 import signal
 import time
 
+import psutil
 import pytest
 
 from jupyter_burst.ledger import Ledger
-from tests.harness import burst_processes, wait_for
+from tests.harness import burst_processes, cluster_record, wait_for
 
 # The job runs until the test creates the flag file, so "still running" is a fact, not a race;
 # its own deadline keeps it from ever hanging a test.
@@ -121,9 +122,12 @@ def test_results_not_fetched_survive_the_cluster_switching_itself_off(kernel, st
     # Nobody fetches the results: the cluster still stops when idle (no bill for waiting) ...
     wait_for(lambda: not burst_processes(state_dir), 60, "the idle cluster to stop")
     # ... and the results were kept beside the job's checkpoints.
+    row = next(line for line in kernel.ok("%burst jobs").stdout.splitlines() if "short" in line)
+    assert "default (stopped)" in row and row.split()[-1] == "kept", row
     done = kernel.ok("%burst wait short")
     assert "short done" in done.stdout
     assert kernel.ok("print(y)").stdout.strip() == "21"
+    assert "short" not in kernel.ok("%burst jobs").stdout
     gone = kernel.execute("%burst wait short")
     assert gone.evalue.startswith("burst: job 'short'") and "fetched already" in gone.evalue
 
@@ -176,3 +180,28 @@ def test_a_background_job_whose_worker_is_killed_resumes_from_its_checkpoint(ker
         line for line in kernel.ok("%burst jobs").stdout.splitlines() if line.startswith("bg ")
     )
     assert row.split()[5] == "2", row  # attempts
+
+
+def test_a_background_job_whose_cluster_is_lost_is_started_again_by_wait(kernel, state_dir):
+    """The head node (scheduler and job runner) dies: wait starts the job on a new cluster."""
+    kernel.ok(
+        "%%burst async name=bg\n"
+        "import os, time\n"
+        "state = burst.restore() or {'step': 0}\n"
+        "print('from', state['step'], flush=True)\n"
+        "for step in range(state['step'], 6):\n"
+        "    burst.checkpoint({'step': step + 1}, step=step + 1)\n"
+        "    if step + 1 == 3 and state['step'] == 0:\n"
+        "        print('waiting', flush=True)\n"
+        "        time.sleep(60)  # the cluster is lost here\n"
+        "last = step + 1\n"
+    )
+    wait_for(lambda: _logs_show(kernel, "bg", "waiting"), 30, "the third checkpoint")
+    first = cluster_record(state_dir)
+    os.kill(first["pid"], signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(first["pid"]), 10, "the head node to die")
+    done = kernel.ok("%burst wait bg", timeout=120)
+    assert "the cluster running bg was lost; starting bg again" in done.stderr, done.stderr
+    assert "from 3" in done.stdout and "bg done" in done.stdout, done.stdout
+    assert kernel.ok("print(last)").stdout.strip() == "6"
+    assert cluster_record(state_dir)["id"] != first["id"]
