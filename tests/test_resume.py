@@ -139,7 +139,9 @@ def test_a_lost_cluster_is_started_again_and_the_cell_resumes_from_its_checkpoin
     run = kernel.collect(run_id, timeout=120)
     assert run.status == "ok", (run.evalue, run.stderr)
     assert time.monotonic() - started < 30
-    assert "from 0" in run.stdout and "from 3" in run.stdout, run.stdout
+    # (attempt 1's own lines may die with its cluster: output still in flight is lost)
+    assert "running the cell again from its latest checkpoint (attempt 2 of 3)" in run.stderr
+    assert "from 3" in run.stdout, run.stdout
     second = cluster_record(state_dir)
     assert second is not None and second["id"] != first["id"]
     assert kernel.ok("print(last)").stdout.strip() == "6"
@@ -172,5 +174,5 @@ def test_a_hung_worker_is_noticed_within_30s_and_the_cell_resumes(kernel, workdi
     run = kernel.collect(run_id, timeout=120, on_message=note_the_rerun)
     assert run.status == "ok", (run.evalue, run.stderr)
     assert noticed and noticed[0] < 30, noticed
-    assert "from 0" in run.stdout and "from 2" in run.stdout, run.stdout
+    assert "from 2" in run.stdout, run.stdout  # the frozen attempt's lines may never come
     assert kernel.ok("print(last)").stdout.strip() == "5"
