@@ -1,0 +1,107 @@
+"""A moto server process for the AWS API, and hooks that give it EC2's habits and faults.
+
+moto's known limits, and what stands in for them here:
+- ``run_instances`` starts ``MinCount`` instances, where EC2 starts up to ``MaxCount`` when it
+  has the capacity: :class:`Ec2Behaviour` asks moto for ``MaxCount`` (or fewer, to inject a
+  partial launch).
+- moto never runs out of capacity and never throttles: the same hooks raise the errors EC2
+  raises (``InsufficientInstanceCapacity``, ``RequestLimitExceeded``, ...).
+- moto ignores ``ClientToken``; the code under test must not rely on it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server on 127.0.0.1; its endpoint URL. Stopped (and waited for) afterwards."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **CREDENTIALS},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the moto server did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def aws_error(code: str, operation: str = "RunInstances", message: str = "") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message or code}}, operation)
+
+
+@dataclass
+class Ec2Behaviour:
+    """Hooks on one EC2 client: EC2's launch semantics, and faults chosen by the test.
+
+    ``fault(params) -> str | None`` names the error code to raise for a ``RunInstances``
+    call before it reaches moto (None: let it through); ``cap(params) -> int | None`` limits
+    how many instances a call that goes through gets (a partial launch); ``crash_after``
+    makes the client fail after moto launched the instances (the process "dies" between the
+    launch and the ledger write).
+    """
+
+    fault: Callable[[dict], str | None] = lambda params: None
+    cap: Callable[[dict], int | None] = lambda params: None
+    crash_after: Callable[[dict], bool] = lambda params: False
+    calls: list[dict] = field(default_factory=list)
+    throttled: int = 0
+
+    def attach(self, client: Any) -> Any:
+        events = client.meta.events
+        events.register("provide-client-params.ec2.RunInstances", self._params)
+        events.register("after-call.ec2.RunInstances", self._after)
+        return client
+
+    def _params(self, params: dict, **_: Any) -> None:
+        self.calls.append(dict(params))
+        code = self.fault(params)
+        if code is not None:
+            if code == "RequestLimitExceeded":
+                self.throttled += 1
+            raise aws_error(code)
+        most = params.get("MaxCount", 1)
+        limit = self.cap(params)
+        params["MinCount"] = params["MaxCount"] = most if limit is None else min(most, limit)
+
+    def _after(self, parsed: dict, **_: Any) -> None:
+        if self.crash_after(self.calls[-1]):
+            raise RuntimeError("the process died between the launch and the ledger write")
