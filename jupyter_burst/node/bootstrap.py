@@ -24,7 +24,8 @@ import dask.config
 from jupyter_burst.clusters import records
 from jupyter_burst.ledger import open_ledger
 from jupyter_burst.node.background import BackgroundJobs
-from jupyter_burst.node.idle import IdlePolicy
+from jupyter_burst.node.idle import IdlePolicy, LifetimePolicy
+from jupyter_burst.node.power import power_off
 
 log = logging.getLogger("jupyter_burst.node")
 
@@ -64,13 +65,35 @@ def slot_devices(slots: int, gpus: int) -> list[str]:
     return [f"cuda:{i}" if i < gpus else "cpu" for i in range(slots)]
 
 
+def slot_environment(args: argparse.Namespace, i: int, device: str, devices: list[str]) -> dict:
+    """The environment of slot ``i``'s worker process: its one GPU, or a share of the CPUs."""
+    cpu_slots = max(1, sum(1 for d in devices if not d.startswith("cuda")))
+    env = {
+        "MPLBACKEND": "module://jupyter_burst.mpl_backend",
+        "JUPYTER_BURST_SLOT": str(i),
+        "JUPYTER_BURST_DEVICE": device,
+        "JUPYTER_BURST_CLUSTER": args.cluster,
+        # lets tests (and `ps e`) tell which state folder a worker process belongs to
+        "JUPYTER_BURST_STATE_DIR": str(args.state_dir),
+    }
+    if device.startswith("cuda"):
+        env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
+    return env
+
+
 class HeadNode:
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, security=None):
         self.args = args
+        self.security = security
         self.state_dir = pathlib.Path(args.state_dir)
         self.cluster_id = args.cluster_id or f"{args.cluster}-{uuid.uuid4().hex[:8]}"
         self.node_id = f"{self.cluster_id}-head"
         self.policy = IdlePolicy(args.idle * 60, time.monotonic())
+        self.lifetime = LifetimePolicy(args.max_lifetime * 60, time.monotonic())
         self.stop_requested = asyncio.Event()
         self.stop_reason = "stopped"
         self.scheduler = None
@@ -83,43 +106,33 @@ class HeadNode:
         from distributed import Nanny, Scheduler
 
         self.scheduler = Scheduler(
-            host="127.0.0.1", port=0, dashboard=False, dashboard_address=None
+            host=self.args.host,
+            port=self.args.port,
+            dashboard=False,
+            dashboard_address=None,
+            security=self.security,
+            protocol="tls" if self.security is not None else None,
         )
         await self.scheduler
         self.scheduler.handlers["burst_set_idle"] = self._set_idle
         self.scheduler.handlers["burst_info"] = self._info
         self.scheduler.handlers["burst_stop"] = self._stop
 
-        gpus = cuda_device_count()
-        devices = slot_devices(self.args.slots, gpus)
-        threads_per_cpu_slot = max(1, (os.cpu_count() or 1) // max(1, self.args.slots - gpus))
+        devices = slot_devices(self.args.slots, cuda_device_count())
         self.devices = devices
         for i, device in enumerate(devices):
-            env = {
-                "MPLBACKEND": "module://jupyter_burst.mpl_backend",
-                "JUPYTER_BURST_SLOT": str(i),
-                "JUPYTER_BURST_DEVICE": device,
-                "JUPYTER_BURST_CLUSTER": self.args.cluster,
-                # lets tests (and `ps e`) tell which state folder a worker process belongs to
-                "JUPYTER_BURST_STATE_DIR": str(self.state_dir),
-            }
-            if device.startswith("cuda"):
-                env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
-            else:
-                env["CUDA_VISIBLE_DEVICES"] = ""
-                for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-                    env[var] = str(threads_per_cpu_slot)
             self.nannies.append(
                 Nanny(
                     self.scheduler.address,
                     nthreads=1,
-                    host="127.0.0.1",
+                    host=self.args.host,
                     name=f"slot-{i}",
-                    env=env,
+                    env=slot_environment(self.args, i, device, devices),
                     memory_limit=self.args.memory_limit,
                     dashboard=False,
                     dashboard_address=None,
                     resources={"slot": 1},
+                    security=self.security,
                 )
             )
         await asyncio.gather(*(nanny.start() for nanny in self.nannies))
@@ -214,6 +227,9 @@ class HeadNode:
 
     async def watch(self) -> None:
         while not self.stop_requested.is_set():
+            if self.lifetime.expired(time.monotonic()):
+                self._stop(f"reached its maximum lifetime of {self.args.max_lifetime:g} min")
+                break
             self.replace_silent_workers()
             if self.policy.observe(self.busy(), time.monotonic()):
                 self.stop_reason = f"idle for {self.args.idle:g} min"
@@ -232,6 +248,13 @@ class HeadNode:
         records.remove_record(self.state_dir, self.args.cluster, self.cluster_id)
         if self.background is not None:
             await asyncio.to_thread(self.background.close)
+        if self.scheduler is not None:
+            # Worker nodes switch themselves off at once rather than after missing us.
+            await self.scheduler.broadcast(
+                msg={"op": "burst_power_off", "reason": self.stop_reason},
+                nanny=True,
+                on_error="ignore",
+            )
         await asyncio.gather(*(n.close(timeout=10) for n in self.nannies), return_exceptions=True)
         if self.scheduler is not None:
             await self.scheduler.close()
@@ -239,16 +262,31 @@ class HeadNode:
         self.ledger.close()
 
 
-async def run(args: argparse.Namespace) -> None:
-    node = HeadNode(args)
+async def run(args: argparse.Namespace) -> str:
+    """Run the node until its watchdog or a signal stops it; why it stopped."""
+    security = None
+    if args.tls_dir:
+        from jupyter_burst.clusters.tls import node_security
+
+        security = node_security(pathlib.Path(args.tls_dir))
+    if args.role == "worker":
+        from jupyter_burst.node.worker_node import WorkerNode, node_name
+
+        args.node_name = node_name(args)
+        node = WorkerNode(args, security)
+        stop = node.stop
+    else:
+        node = HeadNode(args, security)
+        stop = node._stop
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, node._stop, f"signal {signal.Signals(sig).name}")
+        loop.add_signal_handler(sig, stop, f"signal {signal.Signals(sig).name}")
     try:
         await node.start()
         await node.watch()
     finally:
         await node.close()
+    return node.stop_reason
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -261,7 +299,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--memory-limit", default="auto")
     parser.add_argument("--price-per-hour", type=float, default=0.0)
-    return parser.parse_args(argv)
+    parser.add_argument("--role", choices=("head", "worker"), default="head")
+    parser.add_argument("--scheduler", help="the head's scheduler address (worker role)")
+    parser.add_argument("--node-name")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on and advertise")
+    parser.add_argument("--port", type=int, default=0, help="the scheduler's port (head role)")
+    parser.add_argument("--tls-dir", help="ca.pem, node.pem and node.key: TLS for every connection")
+    parser.add_argument("--max-lifetime", type=float, default=0.0, help="minutes; 0: no limit")
+    parser.add_argument(
+        "--unreachable", type=float, default=2.0, help="minutes without the scheduler (worker role)"
+    )
+    parser.add_argument(
+        "--power-off", default="", help="the command that switches the machine off at the end"
+    )
+    args = parser.parse_args(argv)
+    if args.role == "worker" and not args.scheduler:
+        parser.error("--role worker needs --scheduler ADDRESS")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -271,4 +325,6 @@ def main(argv: list[str] | None = None) -> None:
     # Workers inherit this through their environment, so they share the same settings.
     os.environ["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "0"
     os.environ["DASK_DISTRIBUTED__COMM__COMPRESSION"] = "None"
-    asyncio.run(run(args))
+    reason = asyncio.run(run(args))
+    if not reason.startswith("signal"):  # a signal means someone else is ending the machine
+        power_off(args.power_off, reason)

@@ -29,3 +29,29 @@ class IdlePolicy:
 
     def remaining(self, now: float) -> float:
         return max(0.0, self.idle_seconds - (now - self.last_busy))
+
+
+@dataclass
+class LifetimePolicy:
+    """A node never outlives ``limit_seconds`` (0: no limit), busy or not: a bound on any bill."""
+
+    limit_seconds: float
+    started: float
+
+    def expired(self, now: float) -> bool:
+        return self.limit_seconds > 0 and now - self.started >= self.limit_seconds
+
+
+@dataclass
+class ReachabilityPolicy:
+    """A worker node whose scheduler has not answered for ``limit_seconds`` in a row is orphaned."""
+
+    limit_seconds: float
+    last_ok: float
+
+    def observe(self, reachable: bool, now: float) -> bool:
+        """Record one look at ``now``; True when the node should stop."""
+        if reachable:
+            self.last_ok = now
+            return False
+        return now - self.last_ok >= self.limit_seconds

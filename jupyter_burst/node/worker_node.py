@@ -1,0 +1,102 @@
+"""A worker node: one Dask worker process per GPU, joined to the head node's scheduler.
+
+It needs neither the kernel nor the head to switch itself off: it stops when the head
+says so (the cluster went idle), when the scheduler has not answered for
+``--unreachable`` minutes (the head is gone), or at its maximum lifetime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import pathlib
+import time
+
+from jupyter_burst.node.idle import LifetimePolicy, ReachabilityPolicy
+
+log = logging.getLogger("jupyter_burst.node")
+
+_LOOK_SECONDS = 2.0
+
+
+class WorkerNode:
+    def __init__(self, args: argparse.Namespace, security=None):
+        self.args = args
+        self.security = security
+        self.state_dir = pathlib.Path(args.state_dir)
+        now = time.monotonic()
+        self.reach = ReachabilityPolicy(args.unreachable * 60, now)
+        self.lifetime = LifetimePolicy(args.max_lifetime * 60, now)
+        self.stop_requested = asyncio.Event()
+        self.stop_reason = "stopped"
+        self.nannies: list = []
+
+    async def start(self) -> None:
+        from distributed import Nanny
+
+        from jupyter_burst.node.bootstrap import cuda_device_count, slot_devices, slot_environment
+
+        devices = slot_devices(self.args.slots, cuda_device_count())
+        for i, device in enumerate(devices):
+            nanny = Nanny(
+                self.args.scheduler,
+                nthreads=1,
+                host=self.args.host,
+                name=f"{self.args.node_name}-slot-{i}",
+                env=slot_environment(self.args, i, device, devices),
+                memory_limit=self.args.memory_limit,
+                dashboard=False,
+                dashboard_address=None,
+                resources={"slot": 1},
+                security=self.security,
+            )
+            nanny.handlers["burst_power_off"] = self._told_to_stop
+            self.nannies.append(nanny)
+        await asyncio.gather(*(nanny.start() for nanny in self.nannies))
+        log.info(
+            "worker node %s joined %s with %s", self.args.node_name, self.args.scheduler, devices
+        )
+
+    def _told_to_stop(self, reason: str = "the cluster stopped") -> str:
+        self.stop(reason)
+        return "OK"
+
+    def stop(self, reason: str) -> None:
+        if not self.stop_requested.is_set():
+            self.stop_reason = reason
+            self.stop_requested.set()
+
+    async def reachable(self) -> bool:
+        from distributed.comm import connect
+
+        kwargs = self.security.get_connection_args("worker") if self.security else {}
+        try:
+            comm = await connect(self.args.scheduler, timeout=3, **kwargs)
+        except (OSError, TimeoutError):
+            return False
+        await comm.close()
+        return True
+
+    async def watch(self) -> None:
+        while not self.stop_requested.is_set():
+            now = time.monotonic()
+            if self.lifetime.expired(now):
+                self.stop(f"reached its maximum lifetime of {self.args.max_lifetime:g} min")
+                break
+            if self.reach.observe(await self.reachable(), time.monotonic()):
+                self.stop(f"its scheduler has not answered for {self.args.unreachable:g} min")
+                break
+            try:
+                await asyncio.wait_for(self.stop_requested.wait(), _LOOK_SECONDS)
+            except TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        log.info("stopping worker node %s: %s", self.args.node_name, self.stop_reason)
+        await asyncio.gather(*(n.close(timeout=10) for n in self.nannies), return_exceptions=True)
+
+
+def node_name(args: argparse.Namespace) -> str:
+    return args.node_name or f"{args.cluster}-{os.uname().nodename}"
