@@ -54,3 +54,7 @@ class JobNotFound(BurstError):
 
 class CheckpointError(BurstError):
     """A checkpoint could not be written or read, or its store cannot be reached."""
+
+
+class BudgetExceeded(BurstError):
+    """A job stopped for its ``budget=``, or a launch refused by ``burst.budget.daily``."""

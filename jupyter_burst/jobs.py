@@ -8,18 +8,28 @@ collective for the rank that is gone.
 
 from __future__ import annotations
 
+import json
 import pickle
 import queue
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
-from jupyter_burst import config, runtime
+from jupyter_burst import budget, config, cost, runtime
 from jupyter_burst.clusters import ClusterHandle, wait_for_workers
-from jupyter_burst.errors import ClusterError, JobCancelled, JobInterrupted, JobTimeout, WorkerLost
+from jupyter_burst.errors import (
+    BudgetExceeded,
+    ClusterError,
+    JobCancelled,
+    JobInterrupted,
+    JobTimeout,
+    WorkerLost,
+)
+from jupyter_burst.ledger import shared_ledger
 from jupyter_burst.payload import Payload, event_count
 
 # Below this a payload rides inside the task message; above it, it goes straight to the
@@ -149,14 +159,18 @@ def follow(
     """Render output as it arrives until every rank ended; their results, rank by rank.
 
     On the first failing rank the others are stopped and the failure is returned with the
-    results gathered so far. Raises JobInterrupted on Ctrl-C and JobTimeout past
-    ``timeout`` (both after stopping the remote work).
+    results gathered so far. Raises JobInterrupted on Ctrl-C, JobTimeout past ``timeout``
+    and BudgetExceeded before the job's cost passes its ``budget=`` (all after stopping the
+    remote work; the budget first asks the cell to checkpoint, see :class:`BudgetStop`).
     """
     deadline = None if timeout_minutes is None else job.started + timeout_minutes * 60
     results: dict[int, Payload] = {}
     pending = set(range(job.world_size))
+    watch = BudgetStop.of(job)
     try:
         while pending:
+            if watch is not None:
+                watch.check(on_events)
             wait = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
             try:
                 kind, item = job.events.get(timeout=wait)
@@ -201,12 +215,127 @@ def follow(
             if lost is not None:
                 return [results.get(r) for r in range(job.world_size)], lost
             return [results.get(r) for r in range(job.world_size)], _earliest(failure, results)
+        if watch is not None:
+            watch.ended_by_itself(on_events)
         return [results[r] for r in range(job.world_size)], None
     except KeyboardInterrupt:
         stop(job, on_events)
         raise JobInterrupted("interrupted: the remote work was stopped") from None
     finally:
+        if watch is not None:
+            watch.record()
         job.handle.topic_handlers.get(f"burst-output-{job.handle.client.id}", {}).pop(job.id, None)
+
+
+_BUDGET_CHECK_SECONDS = 1.0
+# Stopping takes the interrupt's grace, then up to this long to replace a stuck worker.
+_STOP_SECONDS = 5.0
+
+
+class BudgetStop:
+    """A job's ``budget=``, checked from :func:`follow` about once a second.
+
+    The job's cost so far is read from the ledger (the node time its run overlapped, at the
+    prices in force when the nodes started), the rate from the nodes of its cluster.
+    :class:`jupyter_burst.budget.JobBudget` decides; here it is acted on: the cell is asked
+    to checkpoint as a spot notice would ask it (its ``on_preempt`` callbacks run,
+    ``burst.preempting`` turns True), then, after its grace, stopped. A cell that ends by
+    itself within its grace brings its results back as usual.
+    """
+
+    def __init__(self, job: Job, amount: Decimal, ledger: Any):
+        self.job = job
+        self.ledger = ledger
+        self.policy = budget.JobBudget(
+            amount,
+            grace=float(config.get("budget.grace", 30)),
+            interval=_BUDGET_CHECK_SECONDS,
+            stopping=float(config.get("interrupt-grace", 1)) + _STOP_SECONDS,
+        )
+        self._next_check = 0.0
+
+    @classmethod
+    def of(cls, job: Job) -> BudgetStop | None:
+        """The job's budget, from its options in the ledger; None without one."""
+        ledger = shared_ledger(job.handle.state_dir)
+        row = ledger.job(job.id)
+        if row is None:
+            return None
+        if row["cluster_id"] != job.handle.id:
+            ledger.job_ran_on(job.id, job.handle.id)  # a rerun on a new cluster: its cost too
+        amount = json.loads(row["options"] or "{}").get("budget")
+        if amount is None:
+            return None
+        return cls(job, Decimal(str(amount)), ledger)
+
+    @property
+    def asked(self) -> bool:
+        return self.policy.asked_at is not None
+
+    def spend(self, now: float) -> tuple[Decimal, Decimal]:
+        """The job's cost so far, and the $/hour of its cluster's running nodes."""
+        row = self.ledger.job(self.job.id)
+        ran_on = self.ledger.job_clusters([self.job.id])[self.job.id] | {self.job.handle.id}
+        nodes = self.ledger.nodes(cluster_ids=ran_on)
+        current = [n for n in nodes if n["cluster_id"] == self.job.handle.id]
+        return cost.job_cost(row, nodes, now), cost.running_rate(current).total
+
+    def check(self, on_events: OnEvents) -> None:
+        clock = time.monotonic()
+        if clock < self._next_check:
+            return
+        self._next_check = clock + _BUDGET_CHECK_SECONDS
+        try:
+            spent, rate = self.spend(time.time())
+        except Exception:
+            stop(self.job, on_events)  # a budget that cannot be read must not run on unwatched
+            raise
+        action = self.policy.decide(spent, rate, clock)
+        if action == budget.ASK:
+            try:
+                self.job.handle.client.run(
+                    runtime.ask_to_checkpoint,
+                    self.job.id,
+                    self.policy.notice(spent, rate),
+                    on_error="return",
+                )
+            except Exception:
+                pass  # unreachable workers: the job is still stopped when its grace is over
+        elif action == budget.STOP:
+            self.stop_now(on_events)
+
+    def stop_now(self, on_events: OnEvents) -> NoReturn:
+        stop(self.job, on_events)
+        drain(self.job, self.job.received, on_events)
+        spent, _ = self.spend(time.time())
+        saved = self.ledger.checkpoints(self.job.id)
+        self.record()
+        raise BudgetExceeded(
+            self.policy.stopped(
+                spent, self.job.id, saved[-1]["step"] if saved else None, saved=bool(saved)
+            )
+        )
+
+    def ended_by_itself(self, on_events: OnEvents) -> None:
+        """The cell ended within its grace after it was asked to save its work."""
+        if not self.asked:
+            return
+        spent, _ = self.spend(time.time())
+        on_events(
+            0,
+            [
+                [
+                    "stderr",
+                    f"burst: the cell ended by itself at {budget.usd(spent)} of its budget="
+                    f"{budget.usd(self.policy.budget)}, after it was asked to save its work\n",
+                ]
+            ],
+        )
+
+    def record(self) -> None:
+        """The ledger says the job was ended for its budget (once it was asked to stop)."""
+        if self.asked:
+            self.ledger.job_stop_reason(self.job.id, "budget")
 
 
 @dataclass

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS nodes (
     pid INTEGER,
     started REAL NOT NULL,
     stopped REAL,
-    stop_reason TEXT
+    stop_reason TEXT,
+    notional INTEGER,
+    billing_minimum REAL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -55,7 +57,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     started REAL NOT NULL,
     ended REAL,
     status TEXT NOT NULL,
-    error TEXT
+    error TEXT,
+    stop_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS job_clusters (
+    job_id TEXT NOT NULL,
+    cluster_id TEXT NOT NULL,
+    PRIMARY KEY (job_id, cluster_id)
 );
 CREATE TABLE IF NOT EXISTS log_lines (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -86,7 +94,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE INDEX IF NOT EXISTS log_lines_job ON log_lines(job_id, id);
 CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, id);
 CREATE INDEX IF NOT EXISTS jobs_started ON jobs(started);
+CREATE INDEX IF NOT EXISTS nodes_cluster ON nodes(cluster_id);
 """
+
+# Columns added after a ledger file may already exist: CREATE TABLE IF NOT EXISTS leaves an
+# old table as it is, so these are added to it on open (schema 1 -> 2).
+_ADDED_COLUMNS = {
+    "nodes": (("notional", "INTEGER"), ("billing_minimum", "REAL")),
+    "jobs": (("stop_reason", "TEXT"),),
+}
 
 
 @contextlib.contextmanager
@@ -129,9 +145,14 @@ class Ledger:
             # executescript commits on its own; IF NOT EXISTS makes it safe to race.
             self._db.executescript(_SCHEMA)
         with self._write() as db:
+            _add_missing_columns(db)
             db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
+            )
+            db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
+                (str(SCHEMA_VERSION), SCHEMA_VERSION),
             )
 
     def close(self) -> None:
@@ -207,11 +228,15 @@ class Ledger:
         devices: list[str],
         pid: int | None,
         price_per_hour: float = 0.0,
+        notional: bool | None = None,
+        billing_minimum: float | None = None,
     ) -> None:
+        """A node started, at the price in force now; ``notional``/``billing_minimum``: None
+        leaves them to :mod:`jupyter_burst.cost`'s defaults for the provider."""
         with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO nodes(id, cluster_id, provider, role, slots, devices, price_per_hour, pid,"
-                " started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started, notional, billing_minimum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     node_id,
                     cluster_id,
@@ -222,8 +247,27 @@ class Ledger:
                     price_per_hour,
                     pid,
                     time.time(),
+                    None if notional is None else int(bool(notional)),
+                    billing_minimum,
                 ),
             )
+
+    def nodes(
+        self, cluster_ids: Iterable[str] | None = None, alive_since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Nodes (of ``cluster_ids``), those still running or stopped at ``alive_since`` or later."""
+        where, params = [], []
+        if cluster_ids is not None:
+            ids = list(cluster_ids)
+            if not ids:
+                return []
+            where.append(f"cluster_id IN ({', '.join('?' * len(ids))})")
+            params.extend(ids)
+        if alive_since is not None:
+            where.append("(stopped IS NULL OR stopped >= ?)")
+            params.append(alive_since)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return self.query(f"SELECT * FROM nodes {clause} ORDER BY started", params)
 
     def clusters(self, running_only: bool = False) -> list[dict[str, Any]]:
         where = "WHERE stopped IS NULL" if running_only else ""
@@ -240,6 +284,39 @@ class Ledger:
                 " VALUES (?, ?, ?, ?, ?, ?, 'running')",
                 (job_id, cluster_id, kernel, source, json.dumps(options, default=str), time.time()),
             )
+
+    def job_ran_on(self, job_id: str, cluster_id: str) -> None:
+        """Each cluster an attempt of the job ran on (a rerun may start a new one): its cost."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO job_clusters(job_id, cluster_id) VALUES (?, ?)",
+                (job_id, cluster_id),
+            )
+
+    def job_stop_reason(self, job_id: str, reason: str) -> None:
+        """Why jupyter-burst ended the job itself (``budget``); kept apart from its status."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET stop_reason = ? WHERE id = ?", (reason, job_id))
+
+    def job_clusters(self, job_ids: Iterable[str]) -> dict[str, set[str]]:
+        """The clusters each job ran on: the one it started on and any a rerun started."""
+        ids = list(job_ids)
+        found: dict[str, set[str]] = {job_id: set() for job_id in ids}
+        for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self.query(
+                f"SELECT id AS job_id, cluster_id FROM jobs WHERE id IN ({marks}) AND cluster_id IS NOT NULL"
+                f" UNION SELECT job_id, cluster_id FROM job_clusters WHERE job_id IN ({marks})",
+                chunk + chunk,
+            )
+            for row in rows:
+                found[row["job_id"]].add(row["cluster_id"])
+        return found
+
+    def recent_jobs(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The last ``limit`` jobs, newest first."""
+        return self.query("SELECT * FROM jobs ORDER BY started DESC LIMIT ?", (limit,))
 
     def job_ended(self, job_id: str, status: str, error: str | None = None) -> None:
         with self._write() as db:
@@ -357,6 +434,15 @@ class JobRecorder:
         self.ledger.add_lines(
             self.job_id, [(now, rank, stream, text) for rank, stream, text in rest]
         )
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a ledger written by an older version up to this schema (inside a write lock)."""
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns:
+            if name not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 def _number(value: Any) -> float | None:

@@ -23,11 +23,11 @@ _VERBS = {
     "wait": "wait",
     "cancel": "cancel",
     "attach": "attach",
+    "cost": "cost",
+    "offers": "offers",
 }
 _LATER_VERBS = {
-    "offers": 5,
     "gc": 5,
-    "cost": 5,
     "cache": 8,
 }
 
@@ -44,6 +44,7 @@ class BurstMagics(Magics):
         %burst down [NAME]  -- stop a cluster (all, without a name)
         %burst jobs | logs NAME [-f] | wait NAME | cancel NAME | attach NAME  -- background jobs
         %burst checkpoints [JOB] | restore JOB [step=K] as NAME  -- checkpoints
+        %burst cost  -- clusters running now, the last jobs' cost, spend today and this month
         """
         __tracebackhide__ = True
         config.refresh()
@@ -200,6 +201,19 @@ class BurstMagics(Magics):
             )
         else:
             print(f"burst: {name} {summary['status']}; its results are in the notebook")
+
+    def _offers(self, args: list[str]) -> None:
+        """%burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]: cheapest first."""
+        from jupyter_burst.clusters.offers import offers_command
+
+        print(offers_command(args))
+
+    def _cost(self, args: list[str]) -> None:
+        if args:
+            raise OptionError("%burst cost takes no arguments")
+        from jupyter_burst import cost
+
+        print(cost.report(config.state_dir()))
 
     def _status(self, args: list[str]) -> None:
         if args:

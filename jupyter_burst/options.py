@@ -11,9 +11,11 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from jupyter_burst import config
+from jupyter_burst.budget import parse_usd
 from jupyter_burst.errors import NotYetAvailable, OptionError
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
@@ -38,6 +40,7 @@ class CellOptions:
     retries: int = 2
     background: bool = False
     name: str | None = None
+    budget: Decimal | None = None  # USD: the job is stopped, after a checkpoint, before passing it
     given: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -123,6 +126,15 @@ def _returns(key: str, text: str) -> tuple[str, ...] | str:
     return _identifiers(key, text)
 
 
+def _budget(key: str, text: str) -> Decimal:
+    try:
+        return parse_usd(text)
+    except ValueError:
+        raise OptionError(
+            f"{key}={text} is not an amount in USD more than 0; write e.g. {key}=20 or {key}=12.50"
+        ) from None
+
+
 _MAX_GPUS = 1024
 
 
@@ -147,6 +159,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "retries": (_int_at_least(0), "retries"),
     "async": (_yes_no, "background"),
     "name": (_name, "name"),
+    "budget": (_budget, "budget"),
 }
 
 # Options that may stand alone as a bare word, meaning yes: `%%burst async name=train1`.
@@ -157,10 +170,9 @@ _FLAGS = frozenset({"async"})
 _LATER_OPTIONS = {
     "spot": 5,
     "gpu_mem": 5,
-    "budget": 5,
     "region": 5,
 }
-_LATER_PROVIDERS = {"aws": 5, "ssh": 5}
+_LATER_PROVIDERS = {"ssh": 5}
 
 
 def _did_you_mean(word: str, choices) -> str:

@@ -30,6 +30,9 @@ _MAX_BATCH_CHARS = 256 * 1024
 
 _current: _JobOutput | None = None
 _running: dict[str, int] = {}  # job id -> thread ident, for interrupts
+_helpers: dict[str, helper.Burst] = {}  # job id -> its cell's `burst`, for the budget's notice
+_asked: dict[str, threading.Thread] = {}  # job id -> the on_preempt callbacks run for it
+_asked_lock = threading.Lock()
 _setup_lock = threading.Lock()
 _setup_done = False
 
@@ -248,6 +251,45 @@ def interrupt_job(job: str) -> bool:
     return True
 
 
+class BudgetNotice:
+    """A notice like a spot one, from the kernel's budget check: ``message`` is the cell's line."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def ask_to_checkpoint(job: str, message: str) -> bool:
+    """Ask the running cell of ``job`` to save its work now, the way a spot notice does.
+
+    Its ``burst.preempting`` becomes True, ``message`` is shown, and its ``on_preempt``
+    callbacks run once, in a thread of their own (this runs on the worker's event loop,
+    which a checkpoint must not hold up); the cell does not end before they return.
+    True where the job runs.
+    """
+    with _asked_lock:
+        burst = _helpers.get(job)
+        if burst is None:
+            return False
+        if job not in _asked:
+            thread = threading.Thread(
+                target=burst._preempted,
+                args=(BudgetNotice(message),),
+                name=f"burst-budget-{job}",
+                daemon=True,
+            )
+            _asked[job] = thread
+            thread.start()
+    return True
+
+
+def _wait_for_asked(job: str) -> None:
+    with _asked_lock:
+        _helpers.pop(job, None)
+        thread = _asked.pop(job, None)
+    if thread is not None:
+        thread.join()  # a stuck callback is ended with the worker, when the job is stopped
+
+
 def free_port() -> int:
     """A TCP port free on this worker's host, for torch.distributed's rendezvous."""
     import socket
@@ -308,6 +350,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     )
     _current = output
     _running[job] = threading.get_ident()
+    _helpers[job] = namespace["burst"]
     # After `_current` is set: a notice that came earlier is told to this cell at once.
     unfollow = preemption.follow(namespace["burst"]._preempted)
     error = None
@@ -332,6 +375,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
         error = _describe_error(exc, spec["filename"])
     finally:
         unfollow()  # waits for an on_preempt callback under way
+        _wait_for_asked(job)
         if distributed is not None:
             distributed.close()
         _running.pop(job, None)

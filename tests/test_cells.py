@@ -135,7 +135,7 @@ def test_relative_paths_resolve_in_the_notebooks_folder(kernel, workdir):
 
 
 def test_options_of_later_issues_say_so(kernel):
-    run = kernel.execute("%%burst budget=2\nprint('hi')\n")
+    run = kernel.execute("%%burst spot=yes\nprint('hi')\n")
     assert run.status == "error" and "arrives with issue #5" in run.evalue
     assert "hi" not in run.stdout
 

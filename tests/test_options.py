@@ -89,8 +89,8 @@ def test_mistakes_are_one_clear_line(line, message):
     "line, issue",
     [
         ("spot=yes", "#5"),
-        ("budget=10", "#5"),
-        ("provider=aws", "#5"),
+        ("region=us-east-1", "#5"),
+        ("provider=ssh", "#5"),
     ],
 )
 def test_options_of_later_issues_are_refused_with_a_pointer(line, issue):

@@ -16,6 +16,7 @@ from jupyter_burst import config
 from jupyter_burst.clusters import records
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.registry import get_provider
+from jupyter_burst.cost import check_daily_budget
 from jupyter_burst.errors import ClusterError
 
 
@@ -54,7 +55,7 @@ def _slots_for(gpus: int) -> int:
     return max(cuda_device_count(), gpus)
 
 
-def _connect(address: str, timeout: float):
+def _connect(address: str, timeout: float, record: dict[str, Any] | None = None):
     from distributed import Client
 
     return Client(
@@ -63,7 +64,17 @@ def _connect(address: str, timeout: float):
         direct_to_workers=True,
         set_as_default=False,
         name="jupyter-burst",
+        security=_security(record),
     )
+
+
+def _security(record: dict[str, Any] | None):
+    """A remote cluster's TLS client certificate (made when it was launched); None for local."""
+    if not record or not record.get("tls"):
+        return None
+    from jupyter_burst.clusters.tls import ClusterCerts
+
+    return ClusterCerts(pathlib.Path(record["tls"])).client_security()
 
 
 def usable(handle: ClusterHandle) -> bool:
@@ -106,7 +117,9 @@ def connect(
                 )
             if record is not None and provider.is_alive(record):
                 try:
-                    client = _connect(record["scheduler"], float(config.get("connect-timeout", 5)))
+                    client = _connect(
+                        record["scheduler"], float(config.get("connect-timeout", 5)), record
+                    )
                 except OSError:
                     provider.terminate(record)
                     client = None
@@ -114,8 +127,9 @@ def connect(
                 request = ClusterRequest(
                     name=name, slots=_slots_for(gpus), idle_minutes=idle, state_dir=state_dir
                 )
+                check_daily_budget(state_dir, provider, request)  # refused: nothing started
                 record = provider.launch(request)
-                client = _connect(record["scheduler"], float(config.get("start-timeout", 60)))
+                client = _connect(record["scheduler"], float(config.get("start-timeout", 60)), record)
         record = dict(record, state_dir=str(state_dir))
         handle = ClusterHandle(
             name=name, provider=provider_name, record=record, client=client, state_dir=state_dir
@@ -140,7 +154,7 @@ def attach(name: str, provider_name: str) -> ClusterHandle | None:
         if not get_provider(provider_name).is_alive(record):
             return None
         try:
-            client = _connect(record["scheduler"], float(config.get("connect-timeout", 5)))
+            client = _connect(record["scheduler"], float(config.get("connect-timeout", 5)), record)
         except OSError:
             return None
         handle = ClusterHandle(
@@ -187,15 +201,15 @@ def status() -> list[dict[str, Any]]:
                 if handle is not None and usable(handle):
                     entry.update(handle.info())
                 else:
-                    entry.update(_query_info(record["scheduler"]))
+                    entry.update(_query_info(record))
             except Exception as exc:  # a cluster that does not answer is still listed
                 entry["error"] = f"{type(exc).__name__}: {exc}"
         out.append(entry)
     return out
 
 
-def _query_info(address: str) -> dict[str, Any]:
-    client = _connect(address, float(config.get("connect-timeout", 5)))
+def _query_info(record: dict[str, Any]) -> dict[str, Any]:
+    client = _connect(record["scheduler"], float(config.get("connect-timeout", 5)), record)
     try:
         return client.sync(client.scheduler.burst_info)
     finally:

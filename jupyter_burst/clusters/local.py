@@ -15,9 +15,13 @@ import threading
 import time
 from typing import Any
 
+import psutil
+
 from jupyter_burst import config
 from jupyter_burst.clusters import records
+from jupyter_burst.clusters.offers import Offer, OfferRequest
 from jupyter_burst.clusters.provider import ClusterRequest
+from jupyter_burst.cost import local_price_per_hour
 from jupyter_burst.errors import ClusterError
 
 
@@ -44,6 +48,8 @@ class LocalProvider:
             str(request.state_dir),
             "--memory-limit",
             str(config.get("local.memory-limit", "auto")),
+            "--price-per-hour",
+            str(local_price_per_hour()),  # notional: an internal price, not a bill
         ]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
@@ -73,6 +79,30 @@ class LocalProvider:
             f"the local cluster '{request.name}' did not start within {config.get('start-timeout')} s; "
             f"see {log_path}, or raise burst.start-timeout"
         )
+
+    def offers(self, request: OfferRequest) -> list[Offer]:
+        """This machine: its CUDA GPUs, or CPU slots (as many as asked) when it has none."""
+        from jupyter_burst.node.bootstrap import cuda_device_count
+
+        gpus = cuda_device_count()
+        if gpus and gpus < request.gpus:
+            return []
+        memory = psutil.virtual_memory().total / (1 << 30)
+        return [
+            Offer(
+                provider=self.name,
+                instance_type="this machine",
+                gpus=request.gpus,
+                gpu_model="CUDA GPU" if gpus else "CPU slots (no GPU)",
+                gpu_mem_gib=0.0,
+                vcpus=os.cpu_count() or 1,
+                ram_gib=round(memory, 1),
+                region="local",
+                spot=False,
+                price_per_hour=float(config.get("local.price-per-hour", 0) or 0),
+                notional=True,
+            )
+        ]
 
     def is_alive(self, record: dict[str, Any]) -> bool:
         pid = record.get("pid")

@@ -11,7 +11,10 @@ from jupyter_burst.clusters.provider import Provider
 from jupyter_burst.errors import OptionError
 
 GROUP = "jupyter_burst.providers"
-_BUILTIN = {"local": "jupyter_burst.clusters.local:LocalProvider"}
+_BUILTIN = {
+    "local": "jupyter_burst.clusters.local:LocalProvider",
+    "aws": "jupyter_burst.clusters.aws:AwsProvider",
+}
 _cache: dict[str, Provider] = {}
 
 

@@ -139,3 +139,16 @@ def _write(path: pathlib.Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+
+
+def main(argv: list[str]) -> None:
+    """``python -m jupyter_burst.clusters.tls unpack BUNDLE FOLDER``, as a node's boot script runs it."""
+    if len(argv) != 3 or argv[0] != "unpack":
+        raise SystemExit("usage: python -m jupyter_burst.clusters.tls unpack BUNDLE FOLDER")
+    unpack_bundle(pathlib.Path(argv[1]).read_bytes(), pathlib.Path(argv[2]))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -172,6 +172,8 @@ class HeadNode:
         )
         self.scheduler.handlers.update(self.background.handlers())
         records.write_record(self.state_dir, self.args.cluster, self.record)
+        if self.args.announce:
+            await asyncio.to_thread(announce, self.args.announce, self.record)
         log.info(
             "cluster %s ready at %s with %s", self.args.cluster, self.scheduler.address, devices
         )
@@ -262,6 +264,26 @@ class HeadNode:
         self.ledger.close()
 
 
+def announce(url: str, record: dict[str, Any]) -> None:
+    """Tell the kernel where the scheduler listens: a PUT to a presigned URL that only takes that."""
+    import json
+    import urllib.request
+
+    body = json.dumps({"scheduler": record["scheduler"], "started": record["started"]}).encode()
+    # A form content type (urllib's default) would have some servers parse the body away.
+    request = urllib.request.Request(
+        url, data=body, method="PUT", headers={"Content-Type": "application/octet-stream"}
+    )
+    for attempt in range(5):
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                return
+        except OSError as exc:
+            log.warning("could not announce the scheduler (attempt %d): %s", attempt + 1, exc)
+            time.sleep(2**attempt)
+    raise RuntimeError("could not announce the scheduler's address")
+
+
 async def run(args: argparse.Namespace) -> str:
     """Run the node until its watchdog or a signal stops it; why it stopped."""
     security = None
@@ -304,6 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--node-name")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on and advertise")
     parser.add_argument("--port", type=int, default=0, help="the scheduler's port (head role)")
+    parser.add_argument("--announce", default="", help="a URL to PUT the scheduler's address to")
     parser.add_argument("--tls-dir", help="ca.pem, node.pem and node.key: TLS for every connection")
     parser.add_argument("--max-lifetime", type=float, default=0.0, help="minutes; 0: no limit")
     parser.add_argument(

@@ -1,0 +1,246 @@
+"""The ``aws`` provider: a cluster of EC2 instances, over TLS, that switches itself off.
+
+A launch: pick the cheapest offer; make the cluster's TLS certificates here; put the
+node's key bundle in S3 behind a presigned URL that expires in minutes; a security group
+that opens the scheduler's port to this machine's address only; the head instance
+(on-demand: losing it loses the cluster) with its boot script as user data; wait for the
+head to announce its scheduler through a write-only presigned URL; then the key bundle
+is deleted. The instances carry their cluster's tags, their lifetime, and terminate on
+shutdown: the node's watchdog ends them when the cluster is idle.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import secrets
+import socket
+import time
+import uuid
+from typing import Any
+
+from jupyter_burst import config
+from jupyter_burst.clusters import records, tls
+from jupyter_burst.clusters.aws import provision, sdk, userdata
+from jupyter_burst.clusters.offers import Offer, OfferRequest, cheapest
+from jupyter_burst.clusters.provider import ClusterRequest
+from jupyter_burst.errors import ClusterError
+
+_KEYS_SECONDS = 600  # the key bundle's URL: long enough for a boot, no longer
+_ANNOUNCE_SECONDS = 1800
+
+
+class AwsProvider:
+    name = "aws"
+
+    def __init__(self) -> None:
+        self.prices_note = ""
+
+    # offers -------------------------------------------------------------------------
+
+    def offers(self, request: OfferRequest) -> list[Offer]:
+        from jupyter_burst.clusters.aws import prices
+
+        found, self.prices_note = prices.current(list(request.regions))
+        return found
+
+    # launching ----------------------------------------------------------------------
+
+    def launch(self, request: ClusterRequest) -> dict[str, Any]:
+        plan = cheapest(
+            self.offers(OfferRequest(gpus=request.slots, spot=False)),
+            OfferRequest(gpus=request.slots, spot=False),
+        )
+        offer = plan.offer
+        print(f"burst: launching {plan.describe()}", flush=True)
+        cluster_id = f"{request.name}-{uuid.uuid4().hex[:8]}"
+        region = offer.region
+        s3 = sdk.client("s3", region)
+        ec2 = sdk.client("ec2", region)
+        certs = tls.make(request.state_dir / "tls" / cluster_id, cluster_id)
+        bucket = _bucket(s3, region)
+        prefix = f"jupyter-burst/{cluster_id}"
+        keys_key = f"{prefix}/{secrets.token_hex(16)}.tar"
+        s3.put_object(Bucket=bucket, Key=keys_key, Body=certs.node_bundle())
+        announce_key = f"{prefix}/head.json"
+        boot = userdata.NodeBoot(
+            cluster=request.name,
+            cluster_id=cluster_id,
+            role="head",
+            slots=offer.gpus,
+            idle_minutes=request.idle_minutes,
+            max_lifetime_minutes=float(config.get("aws.max-lifetime", 720)),
+            keys_url=s3.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": keys_key}, ExpiresIn=_KEYS_SECONDS
+            ),
+            announce_url=s3.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": bucket, "Key": announce_key},
+                ExpiresIn=_ANNOUNCE_SECONDS,
+            ),
+        )
+        group = _security_group(ec2, cluster_id)
+        spec = provision.LaunchSpec(
+            cluster_id=cluster_id,
+            role="head",
+            count=1,
+            image_id=_image(ec2),
+            user_data=userdata.render(boot),
+            owner=owner(),
+            max_lifetime_minutes=boot.max_lifetime_minutes,
+            security_group_ids=(group,),
+        )
+        clients = _clients()
+        try:
+            (head,) = provision.launch(clients, spec, [offer], on_note=print)
+            scheduler = _wait_for_announcement(s3, bucket, announce_key, head, clients)
+        except BaseException:
+            # A cluster that did not come up must not leave a machine behind.
+            found = provision.find(clients, region, cluster_id=cluster_id)
+            if found:
+                provision.terminate(clients, found)
+            raise
+        finally:
+            s3.delete_object(Bucket=bucket, Key=keys_key)
+        record = {
+            "id": cluster_id,
+            "name": request.name,
+            "provider": self.name,
+            "scheduler": scheduler,
+            "region": region,
+            "instances": [head.id],
+            "instance_type": offer.instance_type,
+            "price_per_hour": offer.price_per_hour,
+            "tls": str(certs.folder),
+            "bucket": bucket,
+            "security_group": group,
+            "slots": offer.gpus,
+            "devices": [f"cuda:{i}" for i in range(offer.gpus)],
+            "idle": request.idle_minutes,
+            "started": head.launched,
+        }
+        records.write_record(request.state_dir, request.name, record)
+        return record
+
+    def is_alive(self, record: dict[str, Any]) -> bool:
+        if record.get("provider") != self.name:
+            return False
+        found = provision.find(_clients(), record["region"], cluster_id=record["id"])
+        return any(i.state in ("pending", "running") for i in found)
+
+    def terminate(self, record: dict[str, Any]) -> None:
+        clients = _clients()
+        found = provision.find(clients, record["region"], cluster_id=record["id"])
+        if found:
+            provision.terminate(clients, found)
+
+
+def owner() -> str:
+    return str(config.get("aws.owner") or f"{getpass.getuser()}@{socket.gethostname()}")
+
+
+def _clients():
+    made: dict[str, Any] = {}
+
+    def get(region: str):
+        if region not in made:
+            made[region] = sdk.client("ec2", region)
+        return made[region]
+
+    return get
+
+
+def _bucket(s3, region: str) -> str:
+    """``burst.aws.bucket``; created (private) if missing."""
+    bucket = config.get("aws.bucket")
+    if not bucket:
+        raise ClusterError(
+            "the aws provider needs an S3 bucket for the nodes' keys and checkpoints; "
+            "set burst.aws.bucket (e.g. DASK_BURST__AWS__BUCKET=my-burst-bucket)"
+        )
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except Exception:
+        arguments: dict[str, Any] = {"Bucket": bucket}
+        if region != "us-east-1":
+            arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        s3.create_bucket(**arguments)
+    return bucket
+
+
+def _security_group(ec2, cluster_id: str) -> str:
+    """The scheduler's port open to this machine's address only; the nodes open to each other."""
+    cidr = config.get("aws.client-cidr")
+    if not cidr:
+        raise ClusterError(
+            "say which address the notebook reaches AWS from: set burst.aws.client-cidr "
+            "(your public IP as a /32, e.g. 203.0.113.7/32); the scheduler's port opens to it only"
+        )
+    if str(cidr).endswith("/0"):
+        raise ClusterError(
+            f"burst.aws.client-cidr={cidr} would open the scheduler to the whole internet; "
+            "give your own address as a /32"
+        )
+    group = ec2.create_security_group(
+        GroupName=f"jupyter-burst-{cluster_id}",
+        Description=f"jupyter-burst cluster {cluster_id}",
+        TagSpecifications=[
+            {
+                "ResourceType": "security-group",
+                "Tags": [
+                    {"Key": provision.TAG_CLUSTER, "Value": cluster_id},
+                    {"Key": provision.TAG_OWNER, "Value": owner()},
+                ],
+            }
+        ],
+    )["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": userdata.SCHEDULER_PORT,
+                "ToPort": userdata.SCHEDULER_PORT,
+                "IpRanges": [{"CidrIp": str(cidr), "Description": "the notebook"}],
+            },
+            {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group}]},
+        ],
+    )
+    return group
+
+
+def _image(ec2) -> str:
+    image = config.get("aws.image")
+    if image:
+        return str(image)
+    raise ClusterError(
+        "set burst.aws.image to a machine image with Python 3.11 and the NVIDIA driver "
+        "(e.g. an AWS Deep Learning AMI id for your region)"
+    )
+
+
+def _wait_for_announcement(s3, bucket: str, key: str, head, clients) -> str:
+    timeout = float(config.get("aws.boot-timeout", 900))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return json.loads(body)["scheduler"]
+        except (ValueError, KeyError):
+            raise ClusterError(
+                f"the head instance {head.id} announced something unreadable at s3://{bucket}/{key}"
+            ) from None
+        except Exception as exc:
+            if sdk.error_code(exc) not in ("NoSuchKey", "404"):
+                raise
+        found = provision.find(clients, head.region, cluster_id=head.cluster_id)
+        if not any(i.id == head.id and i.state in ("pending", "running") for i in found):
+            raise ClusterError(
+                f"the head instance {head.id} stopped before its scheduler came up; "
+                "its console output (EC2 console) says why"
+            )
+        time.sleep(1.0)
+    raise ClusterError(
+        f"the head instance {head.id} did not bring its scheduler up within {timeout:g} s; "
+        "it was terminated (raise burst.aws.boot-timeout if the image installs a lot)"
+    )

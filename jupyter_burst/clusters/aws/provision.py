@@ -86,9 +86,7 @@ def run_instances_arguments(
     spec: LaunchSpec, offer: Offer, count: int, token: str, now: float
 ) -> dict[str, Any]:
     """The exact ``run_instances`` call: tagged, terminating on shutdown, with its lifetime."""
-    expires = datetime.datetime.fromtimestamp(
-        now + spec.max_lifetime_minutes * 60, tz=datetime.UTC
-    )
+    expires = datetime.datetime.fromtimestamp(now + spec.max_lifetime_minutes * 60, tz=datetime.UTC)
     tags = [
         {"Key": TAG_CLUSTER, "Value": spec.cluster_id},
         {"Key": TAG_OWNER, "Value": spec.owner},

@@ -122,5 +122,8 @@ def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
         service,
         region_name=region,
         endpoint_url=endpoint_url,
-        config=Config(retries={"max_attempts": 2, "mode": "standard"}),
+        # SigV4 everywhere: presigned URLs then carry their expiry (X-Amz-Expires).
+        config=Config(retries={"max_attempts": 2, "mode": "standard"}, signature_version="s3v4")
+        if service == "s3"
+        else Config(retries={"max_attempts": 2, "mode": "standard"}),
     )

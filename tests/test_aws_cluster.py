@@ -1,0 +1,111 @@
+"""``%%burst provider=aws`` end to end: moto for the AWS API, the VM emulator for the machines.
+
+The real code path: the offer, the TLS certificates, the key bundle behind a presigned S3
+URL, the security group, ``run_instances`` with the real user-data script, which the
+emulator boots as local processes; the head announces its scheduler; the kernel connects
+over TLS; the cell runs there. Then the machine switches itself off when idle, with the
+kernel gone.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from jupyter_burst.clusters.aws import sdk
+from tests.aws_fakes import CREDENTIALS, moto_server
+from tests.harness import burst_kernel, wait_for
+from tests.vm_emulator import VmEmulator
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    """A moto server, the emulator watching it, and the environment a kernel needs for it."""
+    with moto_server() as url:
+        made: dict[str, object] = {}
+
+        def clients(region: str):
+            if region not in made:
+                made[region] = sdk.client("ec2", region, endpoint_url=url)
+            return made[region]
+
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in CREDENTIALS.items():
+                mp.setenv(key, value)
+            image = clients(REGION).describe_images(Owners=["amazon"], MaxResults=5)["Images"]
+            env = {
+                **CREDENTIALS,
+                "AWS_ENDPOINT_URL": url,
+                "DASK_BURST__AWS__BUCKET": "burst-test",
+                "DASK_BURST__AWS__CLIENT_CIDR": "127.0.0.1/32",
+                "DASK_BURST__AWS__IMAGE": image[0]["ImageId"],
+                "DASK_BURST__AWS__REGIONS": REGION,
+            }
+            with VmEmulator(clients, (REGION,), tmp_path / "vms") as vms:
+                yield env, vms, clients(REGION)
+
+
+def _instances(ec2, states=("pending", "running")) -> list[dict]:
+    reply = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": list(states)}])
+    return [i for r in reply["Reservations"] for i in r["Instances"]]
+
+
+def test_a_cell_runs_on_an_emulated_ec2_cluster_over_tls_and_down_terminates_it(
+    cloud, state_dir, workdir
+):
+    env, vms, ec2 = cloud
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        kernel.ok("x = 20")
+        run = kernel.ok("%%burst provider=aws\nimport os\ny = x + 1\nwhere = os.getcwd()\n", timeout=180)
+        assert "burst: launching g4dn.xlarge" in run.stdout, run.stdout
+        assert kernel.ok("print(y)").stdout.strip() == "21"
+        (head,) = _instances(ec2)
+        machine = vms.machines[head["InstanceId"]]
+        assert kernel.ok("print(where)").stdout.strip().startswith(str(machine.root))
+        status = kernel.ok("%burst status").stdout
+        assert "aws" in status and "tls://127.0.0.1:" in status, status
+
+        user_data = base64.b64decode(
+            ec2.describe_instance_attribute(InstanceId=head["InstanceId"], Attribute="userData")[
+                "UserData"
+            ]["Value"]
+        ).decode()
+        assert "PRIVATE KEY" not in user_data and "X-Amz-Expires=600" in user_data
+        group = head["SecurityGroups"][0]["GroupId"]
+        rules = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]
+        cidrs = [r["CidrIp"] for p in rules["IpPermissions"] for r in p.get("IpRanges", [])]
+        assert cidrs == ["127.0.0.1/32"]
+
+        assert "stopped default" in kernel.ok("%burst down", timeout=120).stdout
+        assert _instances(ec2) == []
+        wait_for(lambda: machine.off, 30, "the machine to be powered off")
+
+
+def test_an_idle_cluster_terminates_its_machine_with_the_kernel_gone(cloud, state_dir, workdir):
+    env, vms, ec2 = cloud
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        kernel.ok("%%burst provider=aws idle=5s\nx = 1\n", timeout=180)
+        (head,) = _instances(ec2)
+        kernel.kill()  # the laptop is closed: nobody is left to switch anything off
+        wait_for(lambda: _instances(ec2) == [], 5 + 60, "the idle machine to terminate itself")
+    machine = vms.machines[head["InstanceId"]]
+    assert machine.why == "shutdown -h now"
+
+
+def test_offers_lists_every_enabled_provider_cheapest_first(cloud, state_dir, workdir):
+    env, vms, ec2 = cloud
+    env = dict(env, DASK_BURST__PROVIDERS="[local, aws]")
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        shown = kernel.ok("%burst offers gpus=8 spot=no").stdout
+        rows = [line.split() for line in shown.splitlines() if line.startswith(("aws ", "local "))]
+        # the local machine's notional $0 first; then AWS, cheapest first, 8 GPUs a row
+        assert rows[0][:3] == ["local", "this", "machine"], shown
+        prices = [float(row[-1].rstrip("*")) for row in rows]
+        assert prices == sorted(prices) and len(rows) > 5
+        assert {row[0] for row in rows} == {"local", "aws"}
+        assert "shipped catalog of" in shown  # moto has no Pricing API: the catalog, said so
+        bad = kernel.execute("%burst offers gpu=8")
+        assert bad.evalue.startswith("burst: ") and "\n" not in bad.evalue

@@ -1,0 +1,197 @@
+"""A VM emulator for moto: every instance launched there boots its real user data, locally.
+
+moto keeps the books of EC2 but runs nothing. This watches it for new instances and runs
+each one's user-data script as a process group of its own (its "machine"), with:
+- a stand-in of the instance metadata service (IMDSv2 token, ``local-ipv4``: 127.0.0.1),
+- a ``shutdown`` on its PATH: ``shutdown -h now`` powers the machine off, and, as the
+  instance was launched with ``InstanceInitiatedShutdownBehavior=terminate``, terminates it
+  in moto; ``shutdown -h +N`` arms the dead-man timer, which does the same after N minutes
+  (the emulator's clock can be sped up for tests with ``minute_seconds``);
+- a machine terminated through the API (the provider's terminate) is powered off.
+Every instance's processes are killed when the emulator stops.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.harness import REPO
+
+_SHUTDOWN = """#!/bin/bash
+echo "$*" >> "$JUPYTER_BURST_ROOT/shutdown-requests"
+"""
+
+
+class _Imds(BaseHTTPRequestHandler):
+    def do_PUT(self) -> None:  # noqa: N802 - the http.server hook's name
+        self._answer(b"emulated-token" if self.path == "/latest/api/token" else None)
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.headers.get("X-aws-ec2-metadata-token") != "emulated-token":
+            self._answer(None, 401)
+        elif self.path == "/latest/meta-data/local-ipv4":
+            self._answer(b"127.0.0.1")
+        else:
+            self._answer(None)
+
+    def _answer(self, body: bytes | None, status: int = 200) -> None:
+        self.send_response(status if body is not None else (status if status != 200 else 404))
+        self.end_headers()
+        if body is not None:
+            self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class Machine:
+    instance_id: str
+    region: str
+    root: pathlib.Path
+    process: subprocess.Popen
+    booted: float = field(default_factory=time.monotonic)
+    dead_man: float | None = None  # monotonic time the armed `shutdown -h +N` fires
+    seen_requests: int = 0
+    off: bool = False
+    why: str = ""
+
+
+class VmEmulator:
+    def __init__(
+        self,
+        clients,
+        regions: tuple[str, ...],
+        folder: pathlib.Path,
+        minute_seconds: float = 60.0,
+    ):
+        self.clients = clients
+        self.regions = regions
+        self.folder = folder
+        self.minute_seconds = minute_seconds
+        self.machines: dict[str, Machine] = {}
+        self.terminated_at: dict[str, float] = {}  # instance -> time.time() of its termination
+        self._stop = threading.Event()
+        self._imds = ThreadingHTTPServer(("127.0.0.1", 0), _Imds)
+        self.imds_url = f"http://127.0.0.1:{self._imds.server_address[1]}"
+        self._bin = folder / "bin"
+        self._bin.mkdir(parents=True, exist_ok=True)
+        (self._bin / "shutdown").write_text(_SHUTDOWN)
+        (self._bin / "shutdown").chmod(0o755)
+        self._threads = [
+            threading.Thread(target=self._imds.serve_forever, daemon=True),
+            threading.Thread(target=self._watch, daemon=True),
+        ]
+
+    def __enter__(self) -> VmEmulator:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._threads[1].join(10)
+        for machine in self.machines.values():
+            self._kill(machine)
+        self._imds.shutdown()
+        self._imds.server_close()
+
+    # the emulator's loop ------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._look()
+            except Exception as exc:  # moto restarting between tests, say: look again
+                print(f"vm emulator: {type(exc).__name__}: {exc}", file=sys.stderr)
+            self._stop.wait(0.2)
+
+    def _look(self) -> None:
+        for region in self.regions:
+            ec2 = self.clients(region)
+            reply = ec2.describe_instances(
+                Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+            )
+            alive = set()
+            for reservation in reply["Reservations"]:
+                for raw in reservation["Instances"]:
+                    alive.add(raw["InstanceId"])
+                    if raw["InstanceId"] not in self.machines:
+                        self._boot(ec2, raw["InstanceId"], region)
+            for machine in list(self.machines.values()):
+                if machine.region != region or machine.off:
+                    continue
+                if machine.instance_id not in alive:
+                    self._power_off(machine, "terminated through the API", terminate=False)
+                else:
+                    self._follow_shutdown(machine)
+
+    def _boot(self, ec2, instance_id: str, region: str) -> None:
+        raw = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        script = base64.b64decode(raw.get("UserData", {}).get("Value", "") or b"").decode()
+        root = self.folder / instance_id
+        root.mkdir()
+        (root / "user-data").write_text(script)
+        env = dict(
+            os.environ,
+            PATH=f"{self._bin}{os.pathsep}{os.environ['PATH']}",
+            JUPYTER_BURST_IMDS=self.imds_url,
+            JUPYTER_BURST_ROOT=str(root),
+            JUPYTER_BURST_PYTHON=sys.executable,
+            JUPYTER_BURST_SCHEDULER_PORT="0",  # every machine here shares 127.0.0.1
+            PYTHONPATH=str(REPO),
+        )
+        for key in list(env):  # a machine has no AWS credentials of the notebook's
+            if key.startswith("AWS_"):
+                del env[key]
+        log = open(root / "console.log", "wb")  # noqa: SIM115 - the process owns it
+        process = subprocess.Popen(
+            ["bash", str(root / "user-data")] if script else ["true"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root,
+            start_new_session=True,
+        )
+        log.close()
+        self.machines[instance_id] = Machine(instance_id, region, root, process)
+
+    def _follow_shutdown(self, machine: Machine) -> None:
+        requests = machine.root / "shutdown-requests"
+        lines = requests.read_text().splitlines() if requests.exists() else []
+        for line in lines[machine.seen_requests :]:
+            words = line.split()
+            when = next((w for w in words if w.startswith("+") or w == "now"), "now")
+            if when == "now":
+                self._power_off(machine, "shutdown -h now")
+                return
+            machine.dead_man = time.monotonic() + float(when[1:]) * self.minute_seconds
+        machine.seen_requests = len(lines)
+        if machine.dead_man is not None and time.monotonic() >= machine.dead_man:
+            self._power_off(machine, "the dead-man timer")
+
+    def _power_off(self, machine: Machine, why: str, terminate: bool = True) -> None:
+        machine.off, machine.why = True, why
+        self._kill(machine)
+        if terminate:  # InstanceInitiatedShutdownBehavior=terminate
+            self.clients(machine.region).terminate_instances(InstanceIds=[machine.instance_id])
+        self.terminated_at[machine.instance_id] = time.time()
+
+    @staticmethod
+    def _kill(machine: Machine) -> None:
+        if machine.process.poll() is None:
+            try:
+                os.killpg(machine.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        machine.process.wait(10)
