@@ -24,12 +24,14 @@ from tests.harness import REPO, wait_for
 class Machine:
     """One node process, as a machine: it is 'off' once its power-off command has run."""
 
-    def __init__(self, folder: pathlib.Path, name: str, *args: str):
+    def __init__(
+        self, folder: pathlib.Path, name: str, *args: str, env: dict[str, str] | None = None
+    ):
         self.off_file = folder / f"{name}.off"
         state = folder / f"{name}-state"
         state.mkdir()
         command = [sys.executable, "-c", f"open({str(self.off_file)!r}, 'w').write('off')"]
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
         self.log = open(folder / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
@@ -180,3 +182,18 @@ def test_the_lifetime_and_reachability_policies_on_a_fake_clock():
     reach = ReachabilityPolicy(120, last_ok=0)
     assert not reach.observe(False, 119) and not reach.observe(True, 150)
     assert not reach.observe(False, 269) and reach.observe(False, 270)
+
+
+def test_a_worker_node_that_cannot_join_its_scheduler_switches_itself_off(tmp_path, machines):
+    """Its scheduler is gone before it joins: the machine must not be left running."""
+    certs = tls.make(tmp_path / "certs", "remote-1")
+    node_dir = tls.unpack_bundle(certs.node_bundle(), tmp_path / "node-tls")
+    nobody = f"tls://127.0.0.1:{free_port()}"
+    worker = Machine(
+        tmp_path,
+        "worker",
+        *("--role", "worker", "--scheduler", nobody, "--tls-dir", str(node_dir), "--slots", "1"),
+        env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "5s"},  # give up joining sooner
+    )
+    machines.append(worker)
+    wait_for(lambda: worker.off, 90, "the worker node that could not join to switch itself off")

@@ -348,6 +348,12 @@ def main(argv: list[str] | None = None) -> None:
     # Workers inherit this through their environment, so they share the same settings.
     os.environ["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "0"
     os.environ["DASK_DISTRIBUTED__COMM__COMPRESSION"] = "None"
-    reason = asyncio.run(run(args))
+    try:
+        reason = asyncio.run(run(args))
+    except Exception as exc:
+        # A node that cannot start (its scheduler gone while it joined, a port taken) must
+        # still end its machine: nothing else would before the dead-man timer.
+        log.exception("the node failed")
+        reason = f"the node failed: {type(exc).__name__}: {exc}"
     if not reason.startswith("signal"):  # a signal means someone else is ending the machine
         power_off(args.power_off, reason)
