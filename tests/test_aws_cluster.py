@@ -14,6 +14,7 @@ import base64
 import pytest
 
 from jupyter_burst.clusters.aws import sdk
+from jupyter_burst.ledger import Ledger
 from tests.aws_fakes import CREDENTIALS, moto_server
 from tests.harness import burst_kernel, wait_for
 from tests.vm_emulator import VmEmulator
@@ -82,6 +83,12 @@ def test_a_cell_runs_on_an_emulated_ec2_cluster_over_tls_and_down_terminates_it(
         assert "stopped default" in kernel.ok("%burst down", timeout=120).stdout
         assert _instances(ec2) == []
         wait_for(lambda: machine.off, 30, "the machine to be powered off")
+
+    # The kernel's ledger has the node, its price in force at launch, as a bill, and its end.
+    (node,) = Ledger(state_dir / "ledger.sqlite").query("SELECT * FROM nodes")
+    assert (node["id"], node["provider"], node["role"]) == (head["InstanceId"], "aws", "head")
+    assert node["price_per_hour"] == 0.526 and not node["notional"]
+    assert node["billing_minimum"] == 60 and node["stopped"] is not None
 
 
 def test_an_idle_cluster_terminates_its_machine_with_the_kernel_gone(cloud, state_dir, workdir):

@@ -45,7 +45,9 @@ class _Imds(BaseHTTPRequestHandler):
             self._answer(None)
 
     def _answer(self, body: bytes | None, status: int = 200) -> None:
-        self.send_response(status if body is not None else (status if status != 200 else 404))
+        if body is None and status == 200:
+            status = 404  # a path the stand-in does not serve
+        self.send_response(status)
         self.end_headers()
         if body is not None:
             self.wfile.write(body)

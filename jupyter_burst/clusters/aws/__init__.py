@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import pathlib
 import secrets
 import socket
 import time
@@ -22,9 +23,10 @@ from typing import Any
 from jupyter_burst import config
 from jupyter_burst.clusters import records, tls
 from jupyter_burst.clusters.aws import provision, sdk, userdata
-from jupyter_burst.clusters.offers import Offer, OfferRequest, cheapest
+from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan, cheapest
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.errors import ClusterError
+from jupyter_burst.ledger import shared_ledger
 
 _KEYS_SECONDS = 600  # the key bundle's URL: long enough for a boot, no longer
 _ANNOUNCE_SECONDS = 1800
@@ -46,11 +48,17 @@ class AwsProvider:
 
     # launching ----------------------------------------------------------------------
 
+    def plan(self, request: ClusterRequest) -> Plan:
+        """The cheapest on-demand way to the request's GPUs (the head node is never spot)."""
+        wanted = OfferRequest(gpus=request.slots, spot=False)
+        return cheapest(self.offers(wanted), wanted)
+
+    def price_per_hour(self, request: ClusterRequest) -> float:
+        """What a launch for ``request`` would cost an hour: the daily budget asks first."""
+        return self.plan(request).price_per_hour
+
     def launch(self, request: ClusterRequest) -> dict[str, Any]:
-        plan = cheapest(
-            self.offers(OfferRequest(gpus=request.slots, spot=False)),
-            OfferRequest(gpus=request.slots, spot=False),
-        )
+        plan = self.plan(request)
         offer = plan.offer
         print(f"burst: launching {plan.describe()}", flush=True)
         cluster_id = f"{request.name}-{uuid.uuid4().hex[:8]}"
@@ -118,7 +126,17 @@ class AwsProvider:
             "devices": [f"cuda:{i}" for i in range(offer.gpus)],
             "idle": request.idle_minutes,
             "started": head.launched,
+            "state_dir": str(request.state_dir),  # whose ledger records the node's end
         }
+        ledger = shared_ledger(request.state_dir)
+        ledger.cluster_started(
+            cluster_id, request.name, self.name, scheduler, offer.gpus, record["devices"],
+            request.idle_minutes,
+        )  # fmt: skip
+        ledger.node_started(
+            head.id, cluster_id, self.name, "head", offer.gpus, record["devices"], None,
+            price_per_hour=offer.price_per_hour, notional=False, billing_minimum=60,
+        )  # fmt: skip
         records.write_record(request.state_dir, request.name, record)
         return record
 
@@ -132,7 +150,10 @@ class AwsProvider:
         clients = _clients()
         found = provision.find(clients, record["region"], cluster_id=record["id"])
         if found:
-            provision.terminate(clients, found)
+            provision.terminate(clients, found)  # returns once EC2 confirms
+        state_dir = record.get("state_dir")
+        if state_dir:
+            shared_ledger(pathlib.Path(state_dir)).cluster_stopped(record["id"], "stopped")
 
 
 def owner() -> str:
