@@ -85,6 +85,29 @@ def slot_environment(args: argparse.Namespace, i: int, device: str, devices: lis
     return env
 
 
+def slot_nannies(
+    args: argparse.Namespace, scheduler: str, devices: list[str], security, name_prefix: str
+) -> list:
+    """One nanny (and so one worker process) per slot: one GPU each, or a share of the CPUs."""
+    from distributed import Nanny
+
+    return [
+        Nanny(
+            scheduler,
+            nthreads=1,
+            host=args.host,
+            name=f"{name_prefix}slot-{i}",
+            env=slot_environment(args, i, device, devices),
+            memory_limit=args.memory_limit,
+            dashboard=False,
+            dashboard_address=None,
+            resources={"slot": 1},
+            security=security,
+        )
+        for i, device in enumerate(devices)
+    ]
+
+
 class HeadNode:
     def __init__(self, args: argparse.Namespace, security=None):
         self.args = args
@@ -103,7 +126,7 @@ class HeadNode:
         self._last_look = time.time()
 
     async def start(self) -> None:
-        from distributed import Nanny, Scheduler
+        from distributed import Scheduler
 
         self.scheduler = Scheduler(
             host=self.args.host,
@@ -118,23 +141,10 @@ class HeadNode:
         self.scheduler.handlers["burst_info"] = self._info
         self.scheduler.handlers["burst_stop"] = self._stop
 
-        devices = slot_devices(self.args.slots, cuda_device_count())
-        self.devices = devices
-        for i, device in enumerate(devices):
-            self.nannies.append(
-                Nanny(
-                    self.scheduler.address,
-                    nthreads=1,
-                    host=self.args.host,
-                    name=f"slot-{i}",
-                    env=slot_environment(self.args, i, device, devices),
-                    memory_limit=self.args.memory_limit,
-                    dashboard=False,
-                    dashboard_address=None,
-                    resources={"slot": 1},
-                    security=self.security,
-                )
-            )
+        devices = self.devices = slot_devices(self.args.slots, cuda_device_count())
+        self.nannies = slot_nannies(
+            self.args, self.scheduler.address, devices, self.security, name_prefix=""
+        )
         await asyncio.gather(*(nanny.start() for nanny in self.nannies))
         self.record = {
             "id": self.cluster_id,

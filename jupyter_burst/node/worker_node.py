@@ -34,26 +34,14 @@ class WorkerNode:
         self.nannies: list = []
 
     async def start(self) -> None:
-        from distributed import Nanny
-
-        from jupyter_burst.node.bootstrap import cuda_device_count, slot_devices, slot_environment
+        from jupyter_burst.node.bootstrap import cuda_device_count, slot_devices, slot_nannies
 
         devices = slot_devices(self.args.slots, cuda_device_count())
-        for i, device in enumerate(devices):
-            nanny = Nanny(
-                self.args.scheduler,
-                nthreads=1,
-                host=self.args.host,
-                name=f"{self.args.node_name}-slot-{i}",
-                env=slot_environment(self.args, i, device, devices),
-                memory_limit=self.args.memory_limit,
-                dashboard=False,
-                dashboard_address=None,
-                resources={"slot": 1},
-                security=self.security,
-            )
+        self.nannies = slot_nannies(
+            self.args, self.args.scheduler, devices, self.security, f"{self.args.node_name}-"
+        )
+        for nanny in self.nannies:
             nanny.handlers["burst_power_off"] = self._told_to_stop
-            self.nannies.append(nanny)
         await asyncio.gather(*(nanny.start() for nanny in self.nannies))
         log.info(
             "worker node %s joined %s with %s", self.args.node_name, self.args.scheduler, devices
