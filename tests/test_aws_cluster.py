@@ -50,7 +50,9 @@ def cloud(tmp_path):
 
 
 def _instances(ec2, states=("pending", "running")) -> list[dict]:
-    reply = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": list(states)}])
+    reply = ec2.describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": list(states)}]
+    )
     return [i for r in reply["Reservations"] for i in r["Instances"]]
 
 
@@ -60,7 +62,9 @@ def test_a_cell_runs_on_an_emulated_ec2_cluster_over_tls_and_down_terminates_it(
     env, vms, ec2 = cloud
     with burst_kernel(state_dir, workdir, env) as kernel:
         kernel.ok("x = 20")
-        run = kernel.ok("%%burst provider=aws\nimport os\ny = x + 1\nwhere = os.getcwd()\n", timeout=180)
+        run = kernel.ok(
+            "%%burst provider=aws\nimport os\ny = x + 1\nwhere = os.getcwd()\n", timeout=180
+        )
         assert "burst: launching g4dn.xlarge" in run.stdout, run.stdout
         assert kernel.ok("print(y)").stdout.strip() == "21"
         (head,) = _instances(ec2)
@@ -75,6 +79,9 @@ def test_a_cell_runs_on_an_emulated_ec2_cluster_over_tls_and_down_terminates_it(
             ]["Value"]
         ).decode()
         assert "PRIVATE KEY" not in user_data and "X-Amz-Expires=600" in user_data
+        s3 = sdk.client("s3", REGION, endpoint_url=env["AWS_ENDPOINT_URL"])
+        kept = s3.list_objects_v2(Bucket="burst-test").get("Contents", [])
+        assert [o["Key"] for o in kept if o["Key"].endswith(".tar")] == []  # the key is gone
         group = head["SecurityGroups"][0]["GroupId"]
         rules = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]
         cidrs = [r["CidrIp"] for p in rules["IpPermissions"] for r in p.get("IpRanges", [])]
@@ -116,3 +123,19 @@ def test_offers_lists_every_enabled_provider_cheapest_first(cloud, state_dir, wo
         assert "shipped catalog of" in shown  # moto has no Pricing API: the catalog, said so
         bad = kernel.execute("%burst offers gpu=8")
         assert bad.evalue.startswith("burst: ") and "\n" not in bad.evalue
+
+
+def test_missing_aws_settings_are_one_line_and_launch_nothing(cloud, state_dir, workdir):
+    env, vms, ec2 = cloud
+    env = {k: v for k, v in env.items() if k != "DASK_BURST__AWS__CLIENT_CIDR"}
+    with burst_kernel(state_dir, workdir, {**env, "DASK_BURST__AWS__CLIENT_CIDR": ""}) as kernel:
+        run = kernel.execute("%%burst provider=aws\nx = 1\n", timeout=120)
+        assert run.traceback == [run.evalue]
+        assert run.evalue.startswith("burst: say which address the notebook reaches AWS from")
+    assert _instances(ec2) == []
+    with burst_kernel(
+        state_dir, workdir, {**env, "DASK_BURST__AWS__CLIENT_CIDR": "0.0.0.0/0"}
+    ) as kernel:
+        run = kernel.execute("%%burst provider=aws\nx = 1\n", timeout=120)
+        assert "would open the scheduler to the whole internet" in run.evalue
+    assert _instances(ec2) == []

@@ -65,41 +65,45 @@ class AwsProvider:
         region = offer.region
         s3 = sdk.client("s3", region)
         ec2 = sdk.client("ec2", region)
-        certs = tls.make(request.state_dir / "tls" / cluster_id, cluster_id)
+        # Every setting is checked before anything is made, uploaded or launched.
+        cidr, image = _client_cidr(), _image()
         bucket = _bucket(s3, region)
+        certs = tls.make(request.state_dir / "tls" / cluster_id, cluster_id)
         prefix = f"jupyter-burst/{cluster_id}"
         keys_key = f"{prefix}/{secrets.token_hex(16)}.tar"
-        s3.put_object(Bucket=bucket, Key=keys_key, Body=certs.node_bundle())
         announce_key = f"{prefix}/head.json"
-        boot = userdata.NodeBoot(
-            cluster=request.name,
-            cluster_id=cluster_id,
-            role="head",
-            slots=offer.gpus,
-            idle_minutes=request.idle_minutes,
-            max_lifetime_minutes=float(config.get("aws.max-lifetime", 720)),
-            keys_url=s3.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": keys_key}, ExpiresIn=_KEYS_SECONDS
-            ),
-            announce_url=s3.generate_presigned_url(
-                "put_object",
-                Params={"Bucket": bucket, "Key": announce_key},
-                ExpiresIn=_ANNOUNCE_SECONDS,
-            ),
-        )
-        group = _security_group(ec2, cluster_id)
-        spec = provision.LaunchSpec(
-            cluster_id=cluster_id,
-            role="head",
-            count=1,
-            image_id=_image(ec2),
-            user_data=userdata.render(boot),
-            owner=owner(),
-            max_lifetime_minutes=boot.max_lifetime_minutes,
-            security_group_ids=(group,),
-        )
         clients = _clients()
+        s3.put_object(Bucket=bucket, Key=keys_key, Body=certs.node_bundle())
         try:
+            boot = userdata.NodeBoot(
+                cluster=request.name,
+                cluster_id=cluster_id,
+                role="head",
+                slots=offer.gpus,
+                idle_minutes=request.idle_minutes,
+                max_lifetime_minutes=float(config.get("aws.max-lifetime", 720)),
+                keys_url=s3.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": bucket, "Key": keys_key},
+                    ExpiresIn=_KEYS_SECONDS,
+                ),
+                announce_url=s3.generate_presigned_url(
+                    "put_object",
+                    Params={"Bucket": bucket, "Key": announce_key},
+                    ExpiresIn=_ANNOUNCE_SECONDS,
+                ),
+            )
+            group = _security_group(ec2, cluster_id, cidr)
+            spec = provision.LaunchSpec(
+                cluster_id=cluster_id,
+                role="head",
+                count=1,
+                image_id=image,
+                user_data=userdata.render(boot),
+                owner=owner(),
+                max_lifetime_minutes=boot.max_lifetime_minutes,
+                security_group_ids=(group,),
+            )
             (head,) = provision.launch(clients, spec, [offer], on_note=print)
             scheduler = _wait_for_announcement(s3, bucket, announce_key, head, clients)
         except BaseException:
@@ -109,7 +113,7 @@ class AwsProvider:
                 provision.terminate(clients, found)
             raise
         finally:
-            s3.delete_object(Bucket=bucket, Key=keys_key)
+            s3.delete_object(Bucket=bucket, Key=keys_key)  # the key never outlives the boot
         record = {
             "id": cluster_id,
             "name": request.name,
@@ -189,8 +193,8 @@ def _bucket(s3, region: str) -> str:
     return bucket
 
 
-def _security_group(ec2, cluster_id: str) -> str:
-    """The scheduler's port open to this machine's address only; the nodes open to each other."""
+def _client_cidr() -> str:
+    """``burst.aws.client-cidr``: the one source the scheduler's port opens to."""
     cidr = config.get("aws.client-cidr")
     if not cidr:
         raise ClusterError(
@@ -202,6 +206,11 @@ def _security_group(ec2, cluster_id: str) -> str:
             f"burst.aws.client-cidr={cidr} would open the scheduler to the whole internet; "
             "give your own address as a /32"
         )
+    return str(cidr)
+
+
+def _security_group(ec2, cluster_id: str, cidr: str) -> str:
+    """The scheduler's port open to ``cidr`` only; the cluster's nodes open to each other."""
     group = ec2.create_security_group(
         GroupName=f"jupyter-burst-{cluster_id}",
         Description=f"jupyter-burst cluster {cluster_id}",
@@ -230,7 +239,7 @@ def _security_group(ec2, cluster_id: str) -> str:
     return group
 
 
-def _image(ec2) -> str:
+def _image() -> str:
     image = config.get("aws.image")
     if image:
         return str(image)
