@@ -36,7 +36,7 @@ _LATER_VERBS = {
 class BurstMagics(Magics):
     @line_cell_magic
     def burst(self, line: str, cell: str | None = None):
-        """%%burst [gpus=1] [provider=local] [cluster=NAME] [idle=MIN] [timeout=MIN] [send=a,b] [exclude=a,b] [return=a,b]
+        """%%burst [gpus=1] [provider=local] [cluster=NAME] [idle=MIN] [timeout=MIN] [send=a,b] [exclude=a,b] [return=a,b] [retries=2] [async] [name=NAME] [budget=USD]
 
         Run this cell on a Dask cluster; its output streams back and its results land here.
         %%burst async name=NAME ...  -- run it in the background; the notebook stays free
@@ -45,6 +45,7 @@ class BurstMagics(Magics):
         %burst jobs | logs NAME [-f] | wait NAME | cancel NAME | attach NAME  -- background jobs
         %burst checkpoints [JOB] | restore JOB [step=K] as NAME  -- checkpoints
         %burst cost  -- clusters running now, the last jobs' cost, spend today and this month
+        %burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]  -- cheapest first
         """
         __tracebackhide__ = True
         config.refresh()
@@ -82,7 +83,7 @@ class BurstMagics(Magics):
         words = shlex.split(line)
         if not words:
             raise OptionError(
-                "say what to do: %burst status, or %burst down [NAME]; %%burst on a cell runs it"
+                "say what to do: %burst status, down, jobs, cost, offers ... (%burst? lists them); %%burst on a cell runs it"
             )
         verb, args = words[0], words[1:]
         if verb in _LATER_VERBS:
