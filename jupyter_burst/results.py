@@ -14,9 +14,9 @@ _NAME = ".result.pkl"
 
 
 def _path(root: str, job_id: str):
-    import fsspec
+    from jupyter_burst.checkpoints import filesystem
 
-    fs, path = fsspec.core.url_to_fs(root)
+    fs, path = filesystem(root)  # the checkpoint store's, with its one-line errors
     return fs, f"{path.rstrip('/')}/{job_id}", f"{path.rstrip('/')}/{job_id}/{_NAME}"
 
 
