@@ -153,19 +153,9 @@ def find(name: str, start_lost: bool = False) -> Found:
     With ``start_lost``, a job of this kernel whose cluster was lost is started again.
     """
     mine = _submitted.get(name)
-    candidates = [(mine.cluster, mine.provider)] if mine else []
-    candidates += [
-        (r["name"], r.get("provider", "local"))
-        for r in records.all_records(config.state_dir())
-        if (r["name"], r.get("provider", "local")) not in candidates
-    ]
-    for cluster, provider in candidates:
-        handle = clusters.attach(cluster, provider)
-        if handle is None:
-            continue
-        for summary in _call(handle, "burst_job_list")["jobs"]:
-            if summary["name"] == name:
-                return Found(name, summary["job"], summary, handle, options=_options(summary))
+    for handle, summary in _live_jobs(first=(mine.cluster, mine.provider) if mine else None):
+        if summary["name"] == name:
+            return Found(name, summary["job"], summary, handle, options=_options(summary))
     if start_lost and mine is not None:
         again = _start_again(name, mine)
         if again is not None:
@@ -189,6 +179,21 @@ def find(name: str, start_lost: bool = False) -> Found:
     return Found(name, row["id"], summary, saved=saved, options=json.loads(row["options"]))
 
 
+def _live_jobs(first: tuple[str, str] | None = None):
+    """(cluster, job summary) for the jobs of every running cluster, ``first``'s first."""
+    clusters_known = [first] if first else []
+    clusters_known += [
+        (r["name"], r.get("provider", "local"))
+        for r in records.all_records(config.state_dir())
+        if (r["name"], r.get("provider", "local")) != first
+    ]
+    for cluster, provider in clusters_known:
+        handle = clusters.attach(cluster, provider)
+        if handle is not None:
+            for summary in _call(handle, "burst_job_list")["jobs"]:
+                yield handle, summary
+
+
 def _ledger_job(name: str) -> dict[str, Any] | None:
     ledger = shared_ledger(config.state_dir())
     rows = ledger.query(
@@ -206,13 +211,7 @@ def _options(summary: dict[str, Any]) -> dict[str, Any]:
 def list_jobs() -> list[dict[str, Any]]:
     """The background jobs of the running clusters, and those whose cluster has stopped:
     with their results kept on disk, or lost with it while they ran."""
-    out = []
-    for record in records.all_records(config.state_dir()):
-        handle = clusters.attach(record["name"], record.get("provider", "local"))
-        if handle is None:
-            continue
-        for summary in _call(handle, "burst_job_list")["jobs"]:
-            out.append(dict(summary, cluster=record["name"]))
+    out = [dict(summary, cluster=handle.name) for handle, summary in _live_jobs()]
     live = {row["job"] for row in out}
     root = checkpoints.default_root(config.state_dir())
     ledger = shared_ledger(config.state_dir())

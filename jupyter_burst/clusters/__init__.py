@@ -93,18 +93,11 @@ def connect(
     state_dir = config.state_dir()
     key = (provider_name, name)
     with _handles_lock:
-        handle = _handles.get(key)
-        if (
-            handle is not None
-            and usable(handle)
-            and handle.record.get("state_dir", str(state_dir)) == str(state_dir)
-        ):
+        handle = _cached(key, state_dir)
+        if handle is not None:
             if idle_given and handle.record.get("idle") != idle:
                 set_idle(handle, idle)
             return handle
-        if handle is not None:
-            _close_quietly(handle)
-            del _handles[key]
 
         provider = get_provider(provider_name)
         with records.cluster_lock(state_dir, name):
@@ -129,14 +122,12 @@ def connect(
                 )
                 check_daily_budget(state_dir, provider, request)  # refused: nothing started
                 record = provider.launch(request)
-                client = _connect(record["scheduler"], float(config.get("start-timeout", 60)), record)
-        record = dict(record, state_dir=str(state_dir))
-        handle = ClusterHandle(
-            name=name, provider=provider_name, record=record, client=client, state_dir=state_dir
-        )
+                client = _connect(
+                    record["scheduler"], float(config.get("start-timeout", 60)), record
+                )
+        handle = _keep(key, record, client, state_dir)
         if idle_given and record.get("idle") != idle:
             set_idle(handle, idle)
-        _handles[key] = handle
         return handle
 
 
@@ -145,8 +136,8 @@ def attach(name: str, provider_name: str) -> ClusterHandle | None:
     state_dir = config.state_dir()
     key = (provider_name, name)
     with _handles_lock:
-        handle = _handles.get(key)
-        if handle is not None and usable(handle):
+        handle = _cached(key, state_dir)
+        if handle is not None:
             return handle
         record = records.read_record(state_dir, name)
         if record is None or record.get("provider", "local") != provider_name:
@@ -157,15 +148,32 @@ def attach(name: str, provider_name: str) -> ClusterHandle | None:
             client = _connect(record["scheduler"], float(config.get("connect-timeout", 5)), record)
         except OSError:
             return None
-        handle = ClusterHandle(
-            name=name,
-            provider=provider_name,
-            record=dict(record, state_dir=str(state_dir)),
-            client=client,
-            state_dir=state_dir,
-        )
-        _handles[key] = handle
+        return _keep(key, record, client, state_dir)
+
+
+def _cached(key: tuple[str, str], state_dir: pathlib.Path) -> ClusterHandle | None:
+    """This kernel's handle for ``key`` while it works (for this state folder); a dead one is closed."""
+    handle = _handles.get(key)
+    if handle is None:
+        return None
+    if usable(handle) and handle.record.get("state_dir", str(state_dir)) == str(state_dir):
         return handle
+    _close_quietly(handle)
+    del _handles[key]
+    return None
+
+
+def _keep(key: tuple[str, str], record: dict, client, state_dir: pathlib.Path) -> ClusterHandle:
+    provider_name, name = key
+    handle = ClusterHandle(
+        name=name,
+        provider=provider_name,
+        record=dict(record, state_dir=str(state_dir)),
+        client=client,
+        state_dir=state_dir,
+    )
+    _handles[key] = handle
+    return handle
 
 
 def set_idle(handle: ClusterHandle, minutes: float) -> None:
