@@ -30,6 +30,7 @@ from jupyter_burst.ledger import shared_ledger
 
 _KEYS_SECONDS = 600  # the key bundle's URL: long enough for a boot, no longer
 _ANNOUNCE_SECONDS = 1800
+_QUOTE_SECONDS = 60  # a plan quoted for the daily budget still holds for the launch
 
 
 class AwsProvider:
@@ -37,6 +38,7 @@ class AwsProvider:
 
     def __init__(self) -> None:
         self.prices_note = ""
+        self._quoted: tuple[ClusterRequest, float, Plan] | None = None
 
     # offers -------------------------------------------------------------------------
 
@@ -49,9 +51,19 @@ class AwsProvider:
     # launching ----------------------------------------------------------------------
 
     def plan(self, request: ClusterRequest) -> Plan:
-        """The cheapest on-demand way to the request's GPUs (the head node is never spot)."""
+        """The cheapest on-demand way to the request's GPUs (the head node is never spot).
+
+        The daily budget's quote and the launch right after it ask for the same request:
+        the prices are looked up once for both (without credentials, a failed lookup costs
+        its retries each time).
+        """
+        quoted = self._quoted
+        if quoted and quoted[0] == request and time.monotonic() - quoted[1] < _QUOTE_SECONDS:
+            return quoted[2]
         wanted = OfferRequest(gpus=request.slots, spot=False)
-        return cheapest(self.offers(wanted), wanted)
+        plan = cheapest(self.offers(wanted), wanted)
+        self._quoted = (request, time.monotonic(), plan)
+        return plan
 
     def price_per_hour(self, request: ClusterRequest) -> float:
         """What a launch for ``request`` would cost an hour: the daily budget asks first."""
