@@ -11,17 +11,25 @@ moto's known limits, and what stands in for them here:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from jupyter_burst.node.preemption import NOTICE_PATH, TOKEN_HEADER, TOKEN_PATH
+
+LOCAL_IPV4_PATH = "/latest/meta-data/local-ipv4"
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -105,3 +113,66 @@ class Ec2Behaviour:
     def _after(self, parsed: dict, **_: Any) -> None:
         if self.crash_after(self.calls[-1]):
             raise RuntimeError("the process died between the launch and the ledger write")
+
+
+class ImdsStandIn:
+    """A stand-in of the instance metadata service: ``local-ipv4``, and the spot notice (404
+    until ``notice`` is set).
+
+    ``tokens``: IMDSv2 (a token PUT answers a token, a GET without a valid one gets 401);
+    otherwise the PUT is refused with ``refusal`` and GETs need no token (IMDSv1).
+    """
+
+    def __init__(self, tokens: bool = True, refusal: int = 405, local_ipv4: str = "127.0.0.1"):
+        self.notice: dict | None = None
+        self.local_ipv4 = local_ipv4
+        self.tokens = tokens
+        self.refusal = refusal
+        self.issued: set[str] = set()
+        # (method, path, headers); headers as http.server reads them: names in any case
+        self.requests: list[tuple[str, str, Message]] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                stand_in.requests.append(("PUT", self.path, self.headers))
+                if self.path != TOKEN_PATH or not stand_in.tokens:
+                    self.send_error(stand_in.refusal if self.path == TOKEN_PATH else 404)
+                    return
+                token = f"token-{len(stand_in.issued)}"
+                stand_in.issued.add(token)
+                self._answer(200, token.encode())
+
+            def do_GET(self) -> None:
+                stand_in.requests.append(("GET", self.path, self.headers))
+                if stand_in.tokens and self.headers.get(TOKEN_HEADER) not in stand_in.issued:
+                    self.send_error(401)
+                elif self.path == LOCAL_IPV4_PATH:
+                    self._answer(200, stand_in.local_ipv4.encode())
+                elif self.path != NOTICE_PATH or stand_in.notice is None:
+                    self.send_error(404)
+                else:
+                    self._answer(200, json.dumps(stand_in.notice).encode())
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # keep the test output clean
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)

@@ -8,89 +8,27 @@ from __future__ import annotations
 import json
 import pathlib
 import pickle
-import socket
 import threading
 import time
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from jupyter_burst.helper import Burst
 from jupyter_burst.ledger import Ledger
 from jupyter_burst.node.preemption import (
-    NOTICE_PATH,
     TOKEN_HEADER,
-    TOKEN_PATH,
     TOKEN_TTL_HEADER,
     ImdsSession,
     Notice,
     Watcher,
     parse_notice,
 )
+from tests.aws_fakes import ImdsStandIn as StandIn
+from tests.aws_fakes import free_port
 from tests.harness import burst_kernel, wait_for
 
 NOTICE = {"action": "terminate", "time": "2026-11-25T08:22:00Z"}
 LINE = "burst: this node will be reclaimed at 2026-11-25T08:22:00Z (spot interruption notice)"
-
-
-class StandIn:
-    """The metadata service's two endpoints we use: 404 until ``notice`` is set, then the notice.
-
-    ``tokens``: IMDSv2 (a token PUT answers a token, a GET without a valid one gets 401);
-    otherwise the PUT is refused with ``refusal`` and GETs need no token (IMDSv1).
-    """
-
-    def __init__(self, tokens: bool = True, refusal: int = 405):
-        self.notice: dict | None = None
-        self.tokens = tokens
-        self.refusal = refusal
-        self.issued: set[str] = set()
-        # (method, path, headers); headers as http.server reads them: names in any case
-        self.requests: list[tuple[str, str, Message]] = []
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:
-                stand_in.requests.append(("PUT", self.path, self.headers))
-                if self.path != TOKEN_PATH or not stand_in.tokens:
-                    self.send_error(stand_in.refusal if self.path == TOKEN_PATH else 404)
-                    return
-                token = f"token-{len(stand_in.issued)}"
-                stand_in.issued.add(token)
-                self._answer(200, token.encode())
-
-            def do_GET(self) -> None:
-                stand_in.requests.append(("GET", self.path, self.headers))
-                if stand_in.tokens and self.headers.get(TOKEN_HEADER) not in stand_in.issued:
-                    self.send_error(401)
-                elif self.path != NOTICE_PATH or stand_in.notice is None:
-                    self.send_error(404)
-                else:
-                    self._answer(200, json.dumps(stand_in.notice).encode())
-
-            def _answer(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:  # keep the test output clean
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -100,12 +38,6 @@ def imds():
         yield server
     finally:
         server.close()
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # the policy, without a network ---------------------------------------------------------
@@ -196,7 +128,7 @@ def test_an_expired_token_is_replaced(imds):
 
 def test_an_unreachable_metadata_service_is_silent_and_never_crashes_the_thread():
     heard: list[Notice] = []
-    watcher = Watcher(f"http://127.0.0.1:{_closed_port()}", interval=0.05)
+    watcher = Watcher(f"http://127.0.0.1:{free_port()}", interval=0.05)
     started = time.monotonic()
     assert watcher.check() is None
     assert time.monotonic() - started < 2.5  # short timeouts

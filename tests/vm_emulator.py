@@ -2,7 +2,7 @@
 
 moto keeps the books of EC2 but runs nothing. This watches it for new instances and runs
 each one's user-data script as a process group of its own (its "machine"), with:
-- a stand-in of the instance metadata service (IMDSv2 token, ``local-ipv4``: 127.0.0.1),
+- a stand-in of the instance metadata service (IMDSv2, ``local-ipv4``: 127.0.0.1),
 - a ``shutdown`` on its PATH: ``shutdown -h now`` powers the machine off, and, as the
   instance was launched with ``InstanceInitiatedShutdownBehavior=terminate``, terminates it
   in moto; ``shutdown -h +N`` arms the dead-man timer, which does the same after N minutes
@@ -22,38 +22,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.aws_fakes import ImdsStandIn
 from tests.harness import REPO
 
 _SHUTDOWN = """#!/bin/bash
 echo "$*" >> "$JUPYTER_BURST_ROOT/shutdown-requests"
 """
-
-
-class _Imds(BaseHTTPRequestHandler):
-    def do_PUT(self) -> None:  # noqa: N802 - the http.server hook's name
-        self._answer(b"emulated-token" if self.path == "/latest/api/token" else None)
-
-    def do_GET(self) -> None:  # noqa: N802
-        if self.headers.get("X-aws-ec2-metadata-token") != "emulated-token":
-            self._answer(None, 401)
-        elif self.path == "/latest/meta-data/local-ipv4":
-            self._answer(b"127.0.0.1")
-        else:
-            self._answer(None)
-
-    def _answer(self, body: bytes | None, status: int = 200) -> None:
-        if body is None and status == 200:
-            status = 404  # a path the stand-in does not serve
-        self.send_response(status)
-        self.end_headers()
-        if body is not None:
-            self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @dataclass
@@ -84,29 +60,24 @@ class VmEmulator:
         self.machines: dict[str, Machine] = {}
         self.terminated_at: dict[str, float] = {}  # instance -> time.time() of its termination
         self._stop = threading.Event()
-        self._imds = ThreadingHTTPServer(("127.0.0.1", 0), _Imds)
-        self.imds_url = f"http://127.0.0.1:{self._imds.server_address[1]}"
+        self._imds = ImdsStandIn()  # every machine here answers to 127.0.0.1
+        self.imds_url = self._imds.url
         self._bin = folder / "bin"
         self._bin.mkdir(parents=True, exist_ok=True)
         (self._bin / "shutdown").write_text(_SHUTDOWN)
         (self._bin / "shutdown").chmod(0o755)
-        self._threads = [
-            threading.Thread(target=self._imds.serve_forever, daemon=True),
-            threading.Thread(target=self._watch, daemon=True),
-        ]
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
 
     def __enter__(self) -> VmEmulator:
-        for thread in self._threads:
-            thread.start()
+        self._watcher.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
-        self._threads[1].join(10)
+        self._watcher.join(10)
         for machine in self.machines.values():
             self._kill(machine)
-        self._imds.shutdown()
-        self._imds.server_close()
+        self._imds.close()
 
     # the emulator's loop ------------------------------------------------------------
 
