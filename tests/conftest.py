@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 
+from tests.aws_cloud import cloud  # noqa: F401 - a fixture for every test module
 from tests.harness import burst_kernel, burst_processes, stop_clusters
 
 
