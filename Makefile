@@ -12,6 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_INSTALL := $(PY) -m pip install -c constraints.txt
 CHROMIUM := /usr/bin/chromium
+SSHD := /usr/sbin/sshd
 # jlpm and jupyter-builder (called by package.json scripts) come from the venv.
 WITH_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 RUFF_PATHS := jupyter_burst tests $(wildcard bench)
@@ -32,7 +33,7 @@ define pip_editable
 	$(WITH_VENV) $(VENV)/bin/jupyter-builder develop --overwrite .
 endef
 
-.PHONY: venv labextension chromium test lint demo lab bench clean distclean
+.PHONY: venv labextension chromium sshd test lint demo lab bench aws-smoke clean distclean
 
 venv: $(VENV)/.stamp
 
@@ -62,7 +63,19 @@ chromium:
 		exit 1; \
 	fi
 
-test: venv labextension chromium
+# The ssh provider's tests start a real sshd on 127.0.0.1 and log in with the ssh client.
+sshd:
+	@if [ -x $(SSHD) ] && command -v ssh >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+			openssh-server openssh-client; \
+	else \
+		echo "error: the ssh provider tests need $(SSHD) and ssh;" \
+			"install them with: sudo apt-get install openssh-server openssh-client" >&2; \
+		exit 1; \
+	fi
+
+test: venv labextension chromium sshd
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
 	$(PY) -m pytest tests
 
@@ -78,6 +91,10 @@ lab: venv labextension
 bench: venv
 	$(call pip_editable,.[bench],-q)
 	$(PY) -m bench
+
+# One real cell on one real AWS GPU with your account (a few cents); see README.
+aws-smoke: venv
+	$(PY) -m jupyter_burst.smoke
 
 clean:
 	rm -rf lib labextension node_modules tsconfig.tsbuildinfo .yarn/cache \

@@ -15,6 +15,7 @@ from typing import Any
 
 from jupyter_burst import checkpoints, clusters, config, jobs, namespace, output, tracebacks
 from jupyter_burst import payload as wire
+from jupyter_burst.clusters import choose
 from jupyter_burst.errors import BurstError, SendError
 from jupyter_burst.ledger import JobRecorder, shared_ledger
 from jupyter_burst.merge import merge_in_place
@@ -42,6 +43,7 @@ class PreparedCell:
     spec: dict[str, Any]
     message: wire.Payload
     snapshot: dict[str, Any]
+    options: CellOptions  # with its provider: named, or chosen (clusters/choose.py)
 
 
 def prepare(
@@ -52,6 +54,8 @@ def prepare(
     line_offset: int = 0,
 ) -> PreparedCell:
     """Read the cell and pack what it reads; a mistake here costs nothing ($0, no cluster)."""
+    # Where it runs decides its working folder; choosing starts nothing (it reads offers).
+    options = choose.resolve(options)
     job_id = jobs.new_job_id()
     filename = filename or f"<burst-cell-{job_id}>"
     try:
@@ -77,17 +81,23 @@ def prepare(
     if not isinstance(user_ns, dict):
         raise SendError("the namespace must be a dict")
     message = wire.pack_namespace(values, user_ns, spec, imports=analysis.modules)
-    return PreparedCell(job_id, source, spec, message, snapshot)
+    return PreparedCell(job_id, source, spec, message, snapshot, options)
 
 
 def connect(options: CellOptions) -> clusters.ClusterHandle:
     """The cluster the options name: attached if it runs, started if not."""
+    if options.provider is None:
+        options = choose.resolve(options)
     return clusters.connect(
         options.cluster,
         options.provider,
         options.gpus,
         options.idle,
         idle_given="idle" in options.given,
+        spot=options.spot,
+        gpu_mem=options.gpu_mem,
+        regions=options.regions,
+        plan=options.plan,
     )
 
 
@@ -116,7 +126,7 @@ def run_cell(
     """
     started = time.monotonic()
     cell = prepare(source, options, user_ns, filename, line_offset)
-    job_id = cell.job_id
+    options, job_id = cell.options, cell.job_id
     handle = connect(options)
     cell.spec["checkpoints"] = checkpoint_settings(handle.state_dir, job_id, source)
     ledger = shared_ledger(handle.state_dir)

@@ -315,8 +315,13 @@ def live_cluster_ids(state_dir: Any) -> set[str]:
     live = set()
     for record in records.all_records(state_dir):
         try:
-            if get_provider(record.get("provider", "local")).is_alive(record):
+            provider = get_provider(record.get("provider", "local"))
+            if provider.is_alive(record):
                 live.add(record["id"])
+            elif hasattr(provider, "settle"):
+                # Its machines ended by themselves (idle, lifetime): the ledger learns when,
+                # from the provider's own records, so the bill shown is the bill sent.
+                provider.settle(dict(record, state_dir=str(state_dir)))
         except Exception:  # an unknown or broken provider: its cluster is not shown live
             continue
     return live
@@ -340,7 +345,12 @@ def report(
 
     clusters = {c["id"]: c for c in ledger.clusters(running_only=True)}
     running = [n for n in nodes if n.get("stopped") is None]
-    live = live_cluster_ids(state_dir) if running else set()
+    if running:
+        live = live_cluster_ids(state_dir)  # settles what ended unseen: read the nodes again
+        nodes = ledger.nodes(alive_since=since)
+        running = [n for n in nodes if n.get("stopped") is None]
+    else:
+        live = set()
     rows = [("cluster", "provider", "nodes", "$/hour", "so far", "")]
     for cluster_id in sorted({n["cluster_id"] for n in running}):
         mine = [n for n in running if n["cluster_id"] == cluster_id]

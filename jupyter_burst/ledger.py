@@ -218,6 +218,15 @@ class Ledger:
                 (now, reason, cluster_id),
             )
 
+    def node_stopped(self, node_id: str, when: float, reason: str) -> bool:
+        """The provider's own word on when a node stopped running; True if it was news."""
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE nodes SET stopped = ?, stop_reason = ? WHERE id = ? AND stopped IS NULL",
+                (when, reason, node_id),
+            ).rowcount
+        return bool(changed)
+
     def node_started(
         self,
         node_id: str,
@@ -230,9 +239,11 @@ class Ledger:
         price_per_hour: float = 0.0,
         notional: bool | None = None,
         billing_minimum: float | None = None,
+        started: float | None = None,
     ) -> None:
         """A node started, at the price in force now; ``notional``/``billing_minimum``: None
-        leaves them to :mod:`jupyter_burst.cost`'s defaults for the provider."""
+        leaves them to :mod:`jupyter_burst.cost`'s defaults for the provider. ``started``: the
+        provider's own launch time where it bills from it (EC2's), else now."""
         with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO nodes(id, cluster_id, provider, role, slots, devices, price_per_hour, pid,"
@@ -246,7 +257,7 @@ class Ledger:
                     json.dumps(devices),
                     price_per_hour,
                     pid,
-                    time.time(),
+                    time.time() if started is None else started,
                     None if notional is None else int(bool(notional)),
                     billing_minimum,
                 ),

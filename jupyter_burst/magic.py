@@ -25,9 +25,9 @@ _VERBS = {
     "attach": "attach",
     "cost": "cost",
     "offers": "offers",
+    "gc": "gc",
 }
 _LATER_VERBS = {
-    "gc": 5,
     "cache": 8,
 }
 
@@ -36,7 +36,7 @@ _LATER_VERBS = {
 class BurstMagics(Magics):
     @line_cell_magic
     def burst(self, line: str, cell: str | None = None):
-        """%%burst [gpus=1] [provider=local] [cluster=NAME] [idle=MIN] [timeout=MIN] [send=a,b] [exclude=a,b] [return=a,b] [retries=2] [async] [name=NAME] [budget=USD]
+        """%%burst [gpus=1] [provider=local] [cluster=NAME] [idle=MIN] [timeout=MIN] [send=a,b] [exclude=a,b] [return=a,b] [retries=2] [async] [name=NAME] [budget=USD] [spot=yes|no] [gpu_mem=GiB] [region=a,b]
 
         Run this cell on a Dask cluster; its output streams back and its results land here.
         %%burst async name=NAME ...  -- run it in the background; the notebook stays free
@@ -46,6 +46,7 @@ class BurstMagics(Magics):
         %burst checkpoints [JOB] | restore JOB [step=K] as NAME  -- checkpoints
         %burst cost  -- clusters running now, the last jobs' cost, spend today and this month
         %burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]  -- cheapest first
+        %burst gc [--yes] [--region a,b]  -- AWS instances of yours without a live cluster; --yes terminates them
         """
         __tracebackhide__ = True
         config.refresh()
@@ -216,6 +217,12 @@ class BurstMagics(Magics):
 
         print(cost.report(config.state_dir()))
 
+    def _gc(self, args: list[str]) -> None:
+        """%burst gc [--yes] [--region a,b]: list (and with --yes end) what no live cluster owns."""
+        from jupyter_burst.clusters.aws import gc
+
+        print(gc.command(args, how_to_confirm="%burst gc --yes"))
+
     def _status(self, args: list[str]) -> None:
         if args:
             raise OptionError("%burst status takes no arguments")
@@ -265,7 +272,11 @@ def choose_gpus(parsed, user_ns, cell: str):
         f"burst: gpus=auto chose gpus={gpus} ({strategy.upper()}, GPUs of >= {size} GiB; "
         f"one-GPU total {found.total / (1 << 30):.2f} GiB)"
     )
-    return dataclasses.replace(parsed, gpus=gpus, gpus_auto=False)
+    # The same estimate sets the memory floor of the offers chosen from (gpu_mem= overrides it).
+    from jupyter_burst.clusters.choose import gpu_mem_floor
+
+    gpu_mem = parsed.gpu_mem if parsed.gpu_mem is not None else gpu_mem_floor(found, gpus, strategy)
+    return dataclasses.replace(parsed, gpus=gpus, gpus_auto=False, gpu_mem=gpu_mem)
 
 
 def _remote_renderer(shell, exc: BaseException, tb):

@@ -12,11 +12,14 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_burst import config
 from jupyter_burst.budget import parse_usd
 from jupyter_burst.errors import NotYetAvailable, OptionError
+
+if TYPE_CHECKING:
+    from jupyter_burst.clusters.offers import Plan
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)")
@@ -28,7 +31,9 @@ class CellOptions:
     """What one ``%%burst`` line asked for, with the config defaults filled in."""
 
     gpus: int = 1
-    provider: str = "local"
+    provider: str | None = (
+        "local"  # None: the cheapest offer of burst.providers (clusters/choose.py)
+    )
     cluster: str = "default"
     idle: float = 20.0
     timeout: float | None = None
@@ -41,6 +46,10 @@ class CellOptions:
     background: bool = False
     name: str | None = None
     budget: Decimal | None = None  # USD: the job is stopped, after a checkpoint, before passing it
+    spot: bool | None = None  # None: no preference, the provider's default
+    gpu_mem: float | None = None  # GiB per GPU at least (gpus=auto: the memory estimate's)
+    regions: tuple[str, ...] = ()
+    plan: Plan | None = None  # the offer chosen for a cell that named no provider (never parsed)
     given: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -135,6 +144,18 @@ def _budget(key: str, text: str) -> Decimal:
         ) from None
 
 
+def _offer_word(key: str, text: str) -> Any:
+    """spot=, gpu_mem=, region=: the grammar (and the error lines) of ``%burst offers``."""
+    from jupyter_burst.clusters import offers
+
+    parse = {
+        "spot": offers.parse_spot,
+        "gpu_mem": offers.parse_gpu_mem,
+        "region": offers.parse_regions,
+    }
+    return parse[key](text)
+
+
 _MAX_GPUS = 1024
 
 
@@ -160,19 +181,18 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "async": (_yes_no, "background"),
     "name": (_name, "name"),
     "budget": (_budget, "budget"),
+    "spot": (_offer_word, "spot"),
+    "gpu_mem": (_offer_word, "gpu_mem"),
+    "region": (_offer_word, "regions"),
 }
 
 # Options that may stand alone as a bare word, meaning yes: `%%burst async name=train1`.
-_FLAGS = frozenset({"async"})
+_FLAGS = frozenset({"async", "spot"})
 
 # Options and providers that later issues implement: named here so they are refused
 # with a pointer instead of being mistaken for typos or silently ignored.
-_LATER_OPTIONS = {
-    "spot": 5,
-    "gpu_mem": 5,
-    "region": 5,
-}
-_LATER_PROVIDERS = {"ssh": 5}
+_LATER_OPTIONS: dict[str, int] = {}
+_LATER_PROVIDERS: dict[str, int] = {}
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -227,7 +247,7 @@ def parse(line: str) -> CellOptions:
 
 def _with_defaults(values: dict[str, Any], given: frozenset[str]) -> CellOptions:
     defaults: dict[str, Any] = {
-        "provider": config.get("provider", "local"),
+        "provider": _default_provider(),
         "cluster": config.get("cluster", "default"),
         "idle": float(config.get("idle", 20)),
         "timeout": config.get("timeout"),
@@ -244,3 +264,16 @@ def _with_defaults(values: dict[str, Any], given: frozenset[str]) -> CellOptions
         values["gather"] = True
     defaults.update(values)
     return CellOptions(given=given, **defaults)
+
+
+def _default_provider() -> str | None:
+    """``burst.provider``; unset, the one enabled provider, or None: choose the cheapest offer."""
+    named = config.get("provider", None)
+    if named:
+        return str(named)
+    from jupyter_burst.clusters.offers import enabled_providers
+
+    enabled = enabled_providers()
+    if len(enabled) > 1:
+        return None  # clusters/choose.py picks among them when the cell runs
+    return enabled[0] if enabled else "local"

@@ -10,8 +10,13 @@ kernel gone.
 from __future__ import annotations
 
 import base64
+import time
+from decimal import Decimal
 
-from jupyter_burst.clusters.aws import sdk
+from jupyter_burst import cost
+from jupyter_burst.budget import usd
+from jupyter_burst.clusters.aws import prices, sdk
+from jupyter_burst.clusters.offers import Offer
 from jupyter_burst.ledger import Ledger
 from tests.aws_cloud import REGION
 from tests.harness import burst_kernel, wait_for
@@ -107,3 +112,54 @@ def test_missing_aws_settings_are_one_line_and_launch_nothing(cloud, state_dir, 
         run = kernel.execute("%%burst provider=aws\nx = 1\n", timeout=120)
         assert "would open the scheduler to the whole internet" in run.evalue
     assert _instances(ec2) == []
+
+
+def _inject_prices(state_dir, offers: list[Offer]) -> None:
+    """moto has no Pricing API: the live-price cache stands in for it (fresh, so it is used)."""
+    prices.write_cache(state_dir, [REGION], offers, time.time())
+
+
+def test_two_nodes_bill_to_the_cent_from_the_machines_own_launch_and_termination_times(
+    cloud, state_dir, workdir
+):
+    """gpus=2 on 1-GPU machines: a head and a worker node. The kernel dies; the head's idle
+    watchdog ends both machines; a new kernel's ledger bills each exactly as EC2 would."""
+    env, vms, ec2 = cloud
+    price = 6.0  # $/h a node (injected): a cent is 6 s of one machine
+    _inject_prices(
+        state_dir,
+        [
+            Offer("aws", "g4dn.xlarge", 1, "NVIDIA T4", 16.0, 4, 16.0, REGION, False, price),
+            Offer("aws", "g4dn.2xlarge", 1, "NVIDIA T4", 16.0, 8, 32.0, REGION, False, 9.0),
+        ],
+    )
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        run = kernel.ok(
+            "%%burst provider=aws gpus=2 idle=5s\nimport os\nhere = os.getcwd()\n",
+            timeout=240,
+        )
+        assert "burst: launching g4dn.xlarge × 2" in run.stdout, run.stdout
+        ran_in = kernel.ok("print(sorted(set(here.values())) if isinstance(here, dict) else here)")
+        nodes = _instances(ec2)
+        assert sorted(n["Tags"] and {t["Key"]: t["Value"] for t in n["Tags"]}["jupyter-burst:role"]
+                      for n in nodes) == ["head", "worker"]  # fmt: skip
+        assert all(n["InstanceType"] == "g4dn.xlarge" for n in nodes)
+        roots = {str(vms.machines[n["InstanceId"]].root) for n in nodes}
+        assert any(root in ran_in.stdout for root in roots), (ran_in.stdout, roots)
+        kernel.kill()  # nobody is left to record when the machines end
+        wait_for(lambda: _instances(ec2) == [], 5 + 60, "both idle machines to end themselves")
+
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        shown = kernel.ok("%burst cost").stdout
+    ledger = Ledger(state_dir / "ledger.sqlite")
+    billed = ledger.query("SELECT * FROM nodes ORDER BY role")
+    assert [n["role"] for n in billed] == ["head", "worker"]
+    billed_total = Decimal(0)
+    for node in billed:
+        assert node["stopped"] is not None and node["price_per_hour"] == price
+        ran = vms.terminated_at[node["id"]] - vms.booted_at[node["id"]]
+        expected = price * max(60.0, ran) / 3600
+        node_cost = cost.node_cost(node, time.time())
+        assert abs(float(node_cost) - expected) < 0.005, (node, ran)
+        billed_total += node_cost
+    assert f"today {usd(billed_total)}" in shown, shown

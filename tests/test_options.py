@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_burst.errors import BurstError, NotYetAvailable, OptionError
+from jupyter_burst.errors import OptionError
 from jupyter_burst.options import parse
 
 
@@ -85,20 +85,6 @@ def test_mistakes_are_one_clear_line(line, message):
     assert "\n" not in text
 
 
-@pytest.mark.parametrize(
-    "line, issue",
-    [
-        ("spot=yes", "#5"),
-        ("region=us-east-1", "#5"),
-        ("provider=ssh", "#5"),
-    ],
-)
-def test_options_of_later_issues_are_refused_with_a_pointer(line, issue):
-    with pytest.raises(NotYetAvailable) as info:
-        parse(line)
-    assert issue in str(info.value) and isinstance(info.value, BurstError)
-
-
 def test_async_is_a_bare_word_or_yes_no_and_name_needs_it():
     assert parse("async name=train1 gpus=2").background is True
     assert parse("async=no").background is False
@@ -115,3 +101,34 @@ def test_async_is_a_bare_word_or_yes_no_and_name_needs_it():
         with pytest.raises(OptionError) as info:
             parse(line)
         assert str(info.value).startswith(message), str(info.value)
+
+
+def test_spot_gpu_mem_and_region_parse_as_in_burst_offers():
+    parsed = parse("gpus=8 spot gpu_mem=40 region=us-east-1,eu-west-1")
+    assert (parsed.spot, parsed.gpu_mem, parsed.regions) == (True, 40.0, ("us-east-1", "eu-west-1"))
+    assert {"spot", "gpu_mem", "region"} <= parsed.given
+    assert parse("spot=no").spot is False and parse("spot=any").spot is None
+    plain = parse("gpus=8")
+    assert (plain.spot, plain.gpu_mem, plain.regions) == (None, None, ())  # the provider's default
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("spot=maybe", "burst: spot=maybe is not yes, no or any; write spot=yes or spot=no"),
+        (
+            "gpu_mem=lots",
+            "burst: gpu_mem=lots is not a number of GiB per GPU; write e.g. gpu_mem=40",
+        ),
+        ("gpu_mem=0", "burst: gpu_mem=0 is out of range: GiB per GPU, more than 0"),
+        ("region=US_East", "burst: region=US_East: 'US_East' is not a region name"),
+        ("region=a,a", "burst: region=a,a names a region twice"),
+        ("gpu_mem=40 gpu_mem=80", "burst: option 'gpu_mem' is given twice; keep one"),
+        ("regions=us-east-1", "burst: unknown option 'regions' (did you mean 'region'?)"),
+    ],
+)
+def test_spot_gpu_mem_and_region_mistakes_are_one_line(line, message):
+    with pytest.raises(OptionError) as info:
+        parse(line)
+    text = str(info.value)
+    assert text.startswith(message) and "\n" not in text, text

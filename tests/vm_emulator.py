@@ -58,6 +58,7 @@ class VmEmulator:
         self.folder = folder
         self.minute_seconds = minute_seconds
         self.machines: dict[str, Machine] = {}
+        self.booted_at: dict[str, float] = {}  # instance -> time.time() it was first seen
         self.terminated_at: dict[str, float] = {}  # instance -> time.time() of its termination
         self._stop = threading.Event()
         self._imds = ImdsStandIn()  # every machine here answers to 127.0.0.1
@@ -110,6 +111,7 @@ class VmEmulator:
                     self._follow_shutdown(machine)
 
     def _boot(self, ec2, instance_id: str, region: str) -> None:
+        self.booted_at[instance_id] = time.time()
         raw = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
         script = base64.b64decode(raw.get("UserData", {}).get("Value", "") or b"").decode()
         root = self.folder / instance_id

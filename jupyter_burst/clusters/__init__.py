@@ -14,6 +14,7 @@ from typing import Any
 
 from jupyter_burst import config
 from jupyter_burst.clusters import records
+from jupyter_burst.clusters.offers import OfferRequest, Plan
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.registry import get_provider
 from jupyter_burst.cost import check_daily_budget
@@ -46,7 +47,11 @@ _handles: dict[tuple[str, str], ClusterHandle] = {}
 _handles_lock = threading.Lock()
 
 
-def _slots_for(gpus: int) -> int:
+def _slots_for(provider_name: str, gpus: int) -> int:
+    """The worker processes a new cluster gets: a remote one exactly the GPUs asked for; the
+    local one every GPU of this machine (or burst.local.slots), so later cells can use more."""
+    if provider_name != "local":
+        return gpus
     configured = config.get("local.slots")
     if configured:
         return max(int(configured), gpus)
@@ -87,9 +92,22 @@ def usable(handle: ClusterHandle) -> bool:
 
 
 def connect(
-    name: str, provider_name: str, gpus: int, idle: float, idle_given: bool
+    name: str,
+    provider_name: str,
+    gpus: int,
+    idle: float,
+    idle_given: bool,
+    *,
+    spot: bool | None = None,
+    gpu_mem: float | None = None,
+    regions: tuple[str, ...] = (),
+    plan: Plan | None = None,
 ) -> ClusterHandle:
-    """The cluster ``name``: reused when this kernel has it, attached when it runs, else started."""
+    """The cluster ``name``: reused when this kernel has it, attached when it runs, else started.
+
+    ``spot``, ``gpu_mem`` and ``regions`` reach the provider with the request; ``plan`` is an
+    offer chosen across providers (clusters/choose.py), announced here just before its launch.
+    """
     state_dir = config.state_dir()
     key = (provider_name, name)
     with _handles_lock:
@@ -108,7 +126,11 @@ def connect(
                     f"cluster '{name}' runs on provider '{record.get('provider')}', not '{provider_name}'; "
                     f"name another cluster (cluster=...) or stop it with %burst down {name}"
                 )
-            if record is not None and provider.is_alive(record):
+            alive = record is not None and provider.is_alive(record)
+            if record is not None and not alive and hasattr(provider, "settle"):
+                # Its machines ended by themselves: their ends go in the ledger before it is replaced.
+                provider.settle(dict(record, state_dir=str(state_dir)))
+            if alive:
                 try:
                     client = _connect(
                         record["scheduler"], float(config.get("connect-timeout", 5)), record
@@ -118,8 +140,20 @@ def connect(
                     client = None
             if client is None:
                 request = ClusterRequest(
-                    name=name, slots=_slots_for(gpus), idle_minutes=idle, state_dir=state_dir
+                    name=name,
+                    slots=_slots_for(provider_name, gpus),
+                    idle_minutes=idle,
+                    state_dir=state_dir,
+                    spot=spot,
+                    gpu_mem_gib=gpu_mem,
+                    regions=regions,
+                    plan=plan,
                 )
+                if plan is not None:
+                    from jupyter_burst.clusters.choose import announcement
+
+                    asked = OfferRequest(gpus, gpu_mem_gib=gpu_mem, spot=spot, regions=regions)
+                    print(announcement(plan, asked), flush=True)
                 check_daily_budget(state_dir, provider, request)  # refused: nothing started
                 record = provider.launch(request)
                 client = _connect(
@@ -129,6 +163,20 @@ def connect(
         if idle_given and record.get("idle") != idle:
             set_idle(handle, idle)
         return handle
+
+
+def running_provider(name: str) -> str | None:
+    """The provider of the cluster ``name`` while it runs (this kernel's handle, else its record)."""
+    state_dir = config.state_dir()
+    with _handles_lock:
+        for key in [key for key in _handles if key[1] == name]:
+            if _cached(key, state_dir) is not None:
+                return key[0]
+    record = records.read_record(state_dir, name)
+    if record is None:
+        return None
+    provider_name = record.get("provider", "local")
+    return provider_name if get_provider(provider_name).is_alive(record) else None
 
 
 def attach(name: str, provider_name: str) -> ClusterHandle | None:

@@ -409,6 +409,12 @@ def _parse_regions(text: str) -> tuple[str, ...]:
     return regions
 
 
+# The same words on a %%burst line (options.py): one grammar, the same one-line errors.
+parse_gpu_mem = _parse_gpu_mem
+parse_spot = _parse_spot
+parse_regions = _parse_regions
+
+
 def offers_command(words: list[str]) -> str:
     """The text ``%burst offers gpus=8 [gpu_mem=40] [spot=yes|no] [region=...]`` prints."""
     request = parse_offers_words(words)

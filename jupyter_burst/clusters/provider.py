@@ -1,10 +1,20 @@
-"""The one small interface every provider answers (issue #5 adds offers and prices)."""
+"""The one small interface every provider answers.
+
+Optional methods, used where a provider has them: ``offers(OfferRequest) -> list[Offer]``
+(``%burst offers`` and the choice across providers), ``price_per_hour(ClusterRequest)``
+(the daily budget asks before a launch), and ``settle(record)``: write in the ledger when
+the cluster's machines stopped, by the provider's own records, for machines that ended by
+themselves while no kernel watched.
+"""
 
 from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # offers imports the registry, which imports this module
+    from jupyter_burst.clusters.offers import Plan
 
 
 @dataclass(frozen=True)
@@ -15,6 +25,13 @@ class ClusterRequest:
     slots: int
     idle_minutes: float
     state_dir: pathlib.Path
+    spot: bool | None = None  # spot=yes|no; None: the provider's default (AWS: an on-demand head)
+    # gpu_mem=: memory per GPU at least (or the gpus=auto estimate)
+    gpu_mem_gib: float | None = None
+    regions: tuple[str, ...] = ()  # region=a,b; empty: the provider's own
+    # The plan %%burst already chose across providers and announced: launch it as is, so the
+    # machine that starts is the one the user was told about.
+    plan: Plan | None = None
 
 
 class Provider(Protocol):

@@ -14,6 +14,7 @@ GROUP = "jupyter_burst.providers"
 _BUILTIN = {
     "local": "jupyter_burst.clusters.local:LocalProvider",
     "aws": "jupyter_burst.clusters.aws:AwsProvider",
+    "ssh": "jupyter_burst.clusters.ssh:SshProvider",
 }
 _cache: dict[str, Provider] = {}
 

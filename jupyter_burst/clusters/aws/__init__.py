@@ -23,13 +23,14 @@ from typing import Any
 from jupyter_burst import config
 from jupyter_burst.clusters import records, tls
 from jupyter_burst.clusters.aws import provision, sdk, userdata
-from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan, cheapest
+from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan, cheapest, fits
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.errors import ClusterError
 from jupyter_burst.ledger import shared_ledger
 
 _KEYS_SECONDS = 600  # the key bundle's URL: long enough for a boot, no longer
 _ANNOUNCE_SECONDS = 1800
+_GROUP_WAIT_SECONDS = 90
 _QUOTE_SECONDS = 60  # a plan quoted for the daily budget still holds for the launch
 
 
@@ -51,16 +52,25 @@ class AwsProvider:
     # launching ----------------------------------------------------------------------
 
     def plan(self, request: ClusterRequest) -> Plan:
-        """The cheapest on-demand way to the request's GPUs (the head node is never spot).
+        """The plan chosen across providers as it is, else the cheapest offer for the request.
 
+        On-demand unless the user said spot=yes: today the head is the cluster, and losing a
+        spot head loses the cell; with spot=yes everything is spot, the user's call on price.
         The daily budget's quote and the launch right after it ask for the same request:
         the prices are looked up once for both (without credentials, a failed lookup costs
         its retries each time).
         """
+        if request.plan is not None and request.plan.offer.provider == self.name:
+            return request.plan  # announced to the user already: launch exactly that
         quoted = self._quoted
         if quoted and quoted[0] == request and time.monotonic() - quoted[1] < _QUOTE_SECONDS:
             return quoted[2]
-        wanted = OfferRequest(gpus=request.slots, spot=False)
+        wanted = OfferRequest(
+            gpus=request.slots,
+            gpu_mem_gib=request.gpu_mem_gib,
+            spot=bool(request.spot),  # None (no preference) is on-demand, as above
+            regions=request.regions,
+        )
         plan = cheapest(self.offers(wanted), wanted)
         self._quoted = (request, time.monotonic(), plan)
         return plan
@@ -85,12 +95,14 @@ class AwsProvider:
         keys_key = f"{prefix}/{secrets.token_hex(16)}.tar"
         announce_key = f"{prefix}/head.json"
         clients = _clients()
+        spot_ok = True if _wants_spot(request) else None
         s3.put_object(Bucket=bucket, Key=keys_key, Body=certs.node_bundle())
-        try:
-            boot = userdata.NodeBoot(
+
+        def boot(role: str, **where: str) -> userdata.NodeBoot:
+            return userdata.NodeBoot(
                 cluster=request.name,
                 cluster_id=cluster_id,
-                role="head",
+                role=role,
                 slots=offer.gpus,
                 idle_minutes=request.idle_minutes,
                 max_lifetime_minutes=float(config.get("aws.max-lifetime", 720)),
@@ -99,25 +111,44 @@ class AwsProvider:
                     Params={"Bucket": bucket, "Key": keys_key},
                     ExpiresIn=_KEYS_SECONDS,
                 ),
+                **where,
+            )
+
+        def spec(node: userdata.NodeBoot, count: int) -> provision.LaunchSpec:
+            return provision.LaunchSpec(
+                cluster_id=cluster_id,
+                role=node.role,
+                count=count,
+                image_id=image,
+                user_data=userdata.render(node),
+                owner=owner(),
+                max_lifetime_minutes=node.max_lifetime_minutes,
+                security_group_ids=(group,),
+                spot_ok=spot_ok,
+            )
+
+        try:
+            group = _security_group(ec2, cluster_id, cidr)
+            head_boot = boot(
+                "head",
                 announce_url=s3.generate_presigned_url(
                     "put_object",
                     Params={"Bucket": bucket, "Key": announce_key},
                     ExpiresIn=_ANNOUNCE_SECONDS,
                 ),
             )
-            group = _security_group(ec2, cluster_id, cidr)
-            spec = provision.LaunchSpec(
-                cluster_id=cluster_id,
-                role="head",
-                count=1,
-                image_id=image,
-                user_data=userdata.render(boot),
-                owner=owner(),
-                max_lifetime_minutes=boot.max_lifetime_minutes,
-                security_group_ids=(group,),
-            )
-            (head,) = provision.launch(clients, spec, [offer], on_note=print)
+            choices = self._same_shape(request, plan)
+            (head,) = provision.launch(clients, spec(head_boot, 1), choices, on_note=print)
             scheduler = _wait_for_announcement(s3, bucket, announce_key, head, clients)
+            workers: list[provision.Instance] = []
+            if plan.nodes > 1:
+                # Further nodes join the head's scheduler, in its region (one network, one group).
+                nearby = [o for o in choices if o.region == head.region]
+                workers = provision.launch(
+                    clients, spec(boot("worker", scheduler=scheduler), plan.nodes - 1), nearby,
+                    on_note=print,
+                )  # fmt: skip
+                _wait_for_workers(scheduler, certs, plan.gpus, workers, clients)
         except BaseException:
             # A cluster that did not come up must not leave a machine behind.
             found = provision.find(clients, region, cluster_id=cluster_id)
@@ -126,19 +157,20 @@ class AwsProvider:
             raise
         finally:
             s3.delete_object(Bucket=bucket, Key=keys_key)  # the key never outlives the boot
+        instances = [head, *workers]
         record = {
             "id": cluster_id,
             "name": request.name,
             "provider": self.name,
             "scheduler": scheduler,
             "region": region,
-            "instances": [head.id],
-            "instance_type": offer.instance_type,
-            "price_per_hour": offer.price_per_hour,
+            "instances": [i.id for i in instances],
+            "instance_type": head.instance_type,
+            "price_per_hour": sum(i.price_per_hour for i in instances),
             "tls": str(certs.folder),
             "bucket": bucket,
             "security_group": group,
-            "slots": offer.gpus,
+            "slots": plan.gpus,
             "devices": [f"cuda:{i}" for i in range(offer.gpus)],
             "idle": request.idle_minutes,
             "started": head.launched,
@@ -146,15 +178,58 @@ class AwsProvider:
         }
         ledger = shared_ledger(request.state_dir)
         ledger.cluster_started(
-            cluster_id, request.name, self.name, scheduler, offer.gpus, record["devices"],
+            cluster_id, request.name, self.name, scheduler, plan.gpus, record["devices"],
             request.idle_minutes,
         )  # fmt: skip
-        ledger.node_started(
-            head.id, cluster_id, self.name, "head", offer.gpus, record["devices"], None,
-            price_per_hour=offer.price_per_hour, notional=False, billing_minimum=60,
-        )  # fmt: skip
+        for instance in instances:
+            # EC2 bills each instance from its own launch time, at the price it was launched at.
+            ledger.node_started(
+                instance.id, cluster_id, self.name, instance.role, offer.gpus, record["devices"],
+                None, price_per_hour=instance.price_per_hour, notional=False, billing_minimum=60,
+                started=instance.launched,
+            )  # fmt: skip
         records.write_record(request.state_dir, request.name, record)
         return record
+
+    def _same_shape(self, request: ClusterRequest, plan: Plan) -> list[Offer]:
+        """The plan's offer, then the next cheapest with as many GPUs a node: where a launch
+        moves on to when EC2 has no capacity (the cluster keeps its number of nodes)."""
+        spot = _wants_spot(request)
+        wanted = OfferRequest(
+            gpus=plan.offer.gpus,
+            gpu_mem_gib=getattr(request, "gpu_mem_gib", None),
+            spot=None if spot else False,
+        )
+        others = [
+            o for o in self.offers(wanted)
+            if o.gpus == plan.offer.gpus and fits(o, wanted) and o != plan.offer
+        ]  # fmt: skip
+        # Spot asked for: where spot runs out, the same type on-demand first, then the rest.
+        others.sort(
+            key=lambda o: (
+                (o.instance_type != plan.offer.instance_type, o.price_per_hour)
+                if spot
+                else (o.price_per_hour,)
+            )
+        )
+        return [plan.offer, *others]
+
+    def settle(self, record: dict[str, Any]) -> None:
+        """Record in the ledger when each of the cluster's instances stopped, as EC2 says.
+
+        A node ended by its own watchdog (the kernel long gone) is billed to the second EC2
+        reports, not to when this kernel happened to notice.
+        """
+        state_dir = record.get("state_dir")
+        if not state_dir:
+            return
+        ledger = shared_ledger(pathlib.Path(state_dir))
+        found = provision.find(
+            _clients(), record["region"], cluster_id=record["id"], states=provision.ANY_STATE
+        )
+        for instance in found:
+            if instance.ended is not None:
+                ledger.node_stopped(instance.id, instance.ended, instance.state)
 
     def is_alive(self, record: dict[str, Any]) -> bool:
         if record.get("provider") != self.name:
@@ -169,7 +244,27 @@ class AwsProvider:
             provision.terminate(clients, found)  # returns once EC2 confirms
         state_dir = record.get("state_dir")
         if state_dir:
+            self.settle(record)
+            # Any node EC2 gave no time for ends now (a cluster's other rows with it).
             shared_ledger(pathlib.Path(state_dir)).cluster_stopped(record["id"], "stopped")
+        # Its security group goes with its last instance. EC2 releases a group only once the
+        # instances are fully terminated (up to a minute or so): a down waits that long at
+        # most, and a group still in use then (it costs nothing) is left to %burst gc.
+        from jupyter_burst.clusters.aws import gc
+
+        _, left = gc.delete_cluster_groups(
+            clients, record["region"], record["id"], timeout=_GROUP_WAIT_SECONDS
+        )
+        if left:
+            print(
+                f"burst: security group {', '.join(left)} is still in use; %burst gc deletes it later"
+            )
+
+
+def _wants_spot(request: ClusterRequest) -> bool:
+    """spot=yes on the cell: every node spot, the head too (the user's call: a lost head
+    restarts the cell from its checkpoint on a new cluster)."""
+    return bool(getattr(request, "spot", None))
 
 
 def owner() -> str:
@@ -258,6 +353,38 @@ def _image() -> str:
     raise ClusterError(
         "set burst.aws.image to a machine image with Python 3.11 and the NVIDIA driver "
         "(e.g. an AWS Deep Learning AMI id for your region)"
+    )
+
+
+def _wait_for_workers(
+    scheduler: str, certs: tls.ClusterCerts, slots: int, nodes: list, clients
+) -> None:
+    """Until the worker nodes' workers have joined the head's scheduler (``slots`` in all)."""
+    from distributed import Client
+
+    timeout = float(config.get("aws.boot-timeout", 900))
+    deadline = time.monotonic() + timeout
+    client = Client(scheduler, security=certs.client_security(), timeout=30, set_as_default=False)
+    try:
+        while time.monotonic() < deadline:
+            if len(client.scheduler_info(n_workers=-1)["workers"]) >= slots:
+                return
+            running = {
+                i.id for i in provision.find(clients, nodes[0].region, cluster_id=nodes[0].cluster_id)
+                if i.state in ("pending", "running")
+            }  # fmt: skip
+            gone = [n.id for n in nodes if n.id not in running]
+            if gone:
+                raise ClusterError(
+                    f"the worker instance {gone[0]} stopped before it joined the cluster; "
+                    "its console output (EC2 console) says why"
+                )
+            time.sleep(1.0)
+    finally:
+        client.close(timeout=5)
+    raise ClusterError(
+        f"the worker nodes did not join within {timeout:g} s; the cluster was terminated "
+        "(raise burst.aws.boot-timeout if the image installs a lot)"
     )
 
 

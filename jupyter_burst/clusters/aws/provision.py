@@ -11,6 +11,7 @@ tags, so no instance is ever left running unaccounted for.
 from __future__ import annotations
 
 import datetime
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -35,6 +36,10 @@ TAG_LIFETIME = "jupyter-burst:max-lifetime-minutes"
 TAG_EXPIRES = "jupyter-burst:expires"
 # Every state in which an instance may still cost money (a stopped one keeps its disks).
 HELD_STATES = ("pending", "running", "stopping", "stopped")
+ANY_STATE = (*HELD_STATES, "shutting-down", "terminated")
+# EC2 says when an instance stopped or terminated only in this free-text field, to the second:
+# "User initiated (2026-11-25 10:33:18 GMT)"; moto writes UTC for GMT.
+_TRANSITION_TIME = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)")
 
 Clients = Callable[[str], Any]  # region -> EC2 client
 
@@ -60,6 +65,9 @@ class LaunchSpec:
     max_lifetime_minutes: float
     security_group_ids: tuple[str, ...] = ()
     subnet_id: str | None = None
+    # None: the role decides (the head is never spot: losing it loses the cluster). True: the
+    # user asked for spot everywhere (spot=yes), the head included.
+    spot_ok: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class Instance:
     role: str
     cluster_id: str
     state: str = "pending"
+    ended: float | None = None  # when EC2 says it stopped running (terminated ones), to the second
 
 
 def describe(offer: Offer) -> str:
@@ -138,11 +147,12 @@ def launch(
     """``spec.count`` instances of the cluster's ``spec.role``, from the first offers that have them.
 
     Idempotent: instances of this cluster and role that already run count towards
-    ``spec.count``. The head node is never a spot instance (losing it loses the cluster),
-    so spot offers are skipped for it. Raises :class:`CapacityShortfall` (holding what was
+    ``spec.count``. Spot offers are skipped for the head node (losing it loses the cluster)
+    unless ``spec.spot_ok`` says otherwise. Raises :class:`CapacityShortfall` (holding what was
     launched) when the offers run out first.
     """
-    offers = [o for o in offers if not (spec.role == "head" and o.spot)]
+    spot_ok = spec.role != "head" if spec.spot_ok is None else spec.spot_ok
+    offers = [o for o in offers if spot_ok or not o.spot]
     regions = sorted({o.region for o in offers})
     have = [
         i
@@ -250,7 +260,19 @@ def _listed(raw: dict[str, Any], region: str) -> Instance:
         role=tags.get(TAG_ROLE, "?"),
         cluster_id=tags.get(TAG_CLUSTER, "?"),
         state=raw.get("State", {}).get("Name", "?"),
+        ended=transition_time(raw),
     )
+
+
+def transition_time(raw: dict[str, Any]) -> float | None:
+    """When a terminated (or stopped) instance stopped running, as EC2 reports it; None if it runs."""
+    if raw.get("State", {}).get("Name") not in ("shutting-down", "terminated", "stopped"):
+        return None
+    found = _TRANSITION_TIME.search(raw.get("StateTransitionReason") or "")
+    if found is None:
+        return None
+    when = datetime.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")
+    return when.replace(tzinfo=datetime.UTC).timestamp()
 
 
 def terminate(

@@ -1,0 +1,80 @@
+"""``jupyter burst ...`` from a shell (jupyter runs the ``jupyter-burst`` script it finds on PATH).
+
+``jupyter burst gc [--yes] [--region a,b]``: the AWS instances of this user that no live
+cluster owns, terminated after a yes (the question defaults to no: ending machines is not
+undone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from jupyter_burst.errors import BurstError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jupyter burst", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    gc = verbs.add_parser(
+        "gc", help="list (and terminate) AWS instances of yours that no live cluster owns"
+    )
+    gc.add_argument("--yes", "-y", action="store_true", help="terminate without asking")
+    gc.add_argument(
+        "--region", help="only these regions, comma-separated (default: burst.aws.regions)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        return _gc(args.yes, args.region)
+    except BurstError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except Exception as exc:
+        from jupyter_burst.clusters.aws.gc import unreachable
+
+        explained = unreachable(exc)
+        if explained is None:
+            raise
+        print(explained, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("burst: interrupted; nothing more was terminated", file=sys.stderr)
+        return 130
+
+
+def _gc(yes: bool, region: str | None) -> int:
+    from jupyter_burst import config
+    from jupyter_burst.clusters.aws import gc
+
+    words = ["--region", region] if region else []
+    _, narrow = gc.parse_words(words)
+    clients, state_dir = gc.ec2_clients(), config.state_dir()
+    listing = gc.collect(clients, gc.regions(narrow), gc.our_owner(), state_dir)
+    print(gc.format_listing(listing), flush=True)
+    if listing.empty:
+        return 0
+    if not yes and not _confirmed(listing):
+        print("burst: nothing was terminated")
+        return 0
+    print(gc.format_swept(gc.sweep(clients, listing, state_dir)))
+    return 0
+
+
+def _confirmed(listing) -> bool:
+    n = len(listing.instances)
+    question = (
+        f"Terminate these {n} instance{'' if n == 1 else 's'}? [y/N] "
+        if n
+        else f"Delete these {len(listing.groups)} security groups? [y/N] "
+    )
+    try:
+        answer = input(question)  # a closed stdin (EOF) is a no
+    except EOFError:
+        print()
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The ``ssh`` provider against a real sshd on 127.0.0.1: two "hosts" (the same sshd twice).
+
+The sshd is this test's own: its config, host key and authorized_keys in the test's folder,
+on a free port of 127.0.0.1. The kernel logs in with the system ssh client, so the whole
+path a real on-prem cluster takes runs: keys over ssh's stdin, nodes started detached, TLS
+between the kernel and the nodes, the watchdog ending them with no kernel left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psutil
+import pytest
+
+from jupyter_burst.clusters.ssh.hosts import parse_host
+from jupyter_burst.errors import ClusterError
+from jupyter_burst.ledger import Ledger
+from tests.aws_fakes import free_port
+from tests.harness import burst_kernel, wait_for
+
+SSHD = pathlib.Path("/usr/sbin/sshd")
+PRICE = 2.5  # the chargeback price of one GPU-hour
+
+
+@dataclass
+class Sshd:
+    port: int
+    user: str
+    identity: pathlib.Path
+
+
+@pytest.fixture
+def sshd(tmp_path: pathlib.Path) -> Iterator[Sshd]:
+    """A real sshd on 127.0.0.1 that lets this user in with a fresh key; stopped afterwards."""
+    if not SSHD.exists() or not shutil.which("ssh"):
+        pytest.fail("these tests need /usr/sbin/sshd and ssh: run `make sshd`")
+    folder = tmp_path / "sshd"
+    folder.mkdir()
+    for key in ("host_key", "client_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / key)], check=True
+        )
+    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+    port = free_port()
+    config = folder / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\n"
+        f"PidFile {folder / 'sshd.pid'}\nAuthorizedKeysFile {folder / 'authorized_keys'}\n"
+        "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
+    )
+    with open(folder / "sshd.log", "wb") as log:
+        process = subprocess.Popen(
+            [str(SSHD), "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: _banner(port) or process.poll() is not None, 10, "sshd to listen")
+        assert process.poll() is None, (folder / "sshd.log").read_text()
+        yield Sshd(port, getpass.getuser(), folder / "client_key")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _banner(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def hosts_dir(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
+    """Where the "hosts" keep their nodes; whatever still runs from there is ended afterwards."""
+    path = tmp_path / "hosts"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        procs = node_processes(path)
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(procs, timeout=10)
+
+
+def node_processes(root: pathlib.Path) -> list[psutil.Process]:
+    """The live node and worker processes started under ``root`` (zombies are gone already)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            in_cmdline = str(root) in " ".join(proc.info["cmdline"] or [])
+            if in_cmdline or proc.environ().get("JUPYTER_BURST_NODE", "").startswith(str(root)):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def kernel_env(sshd: Sshd, hosts_dir: pathlib.Path) -> dict[str, str]:
+    """Two host entries, one GPU slot each, both this sshd: a head and one worker node."""
+    entry = f"{sshd.user}@127.0.0.1 gpus=1 port={sshd.port} python={sys.executable}"
+    return {
+        "DASK_BURST__SSH__HOSTS": json.dumps([entry, entry]),
+        "DASK_BURST__SSH__IDENTITY": str(sshd.identity),
+        "DASK_BURST__SSH__PRICE_PER_GPU_HOUR": str(PRICE),
+        "DASK_BURST__SSH__REMOTE_DIR": str(hosts_dir),
+    }
+
+
+def test_a_cell_runs_on_both_hosts_and_down_ends_every_node(sshd, hosts_dir, state_dir, workdir):
+    with burst_kernel(state_dir, workdir, kernel_env(sshd, hosts_dir)) as kernel:
+        result = kernel.ok(
+            "%%burst provider=ssh gpus=2 return=gather\n"
+            "import os\n"
+            "where = os.environ['JUPYTER_BURST_STATE_DIR']\n"
+            "rank = burst.rank\n",
+            timeout=90,
+        )
+        assert result.status == "ok"
+        shown = kernel.ok("import json; print(json.dumps(dict(zip(rank, where))))").stdout
+        # Rank 0 and rank 1 ran under the head's and the worker node's folders.
+        ranks = {int(rank): path for rank, path in json.loads(shown).items()}
+        assert sorted(ranks) == [0, 1]
+        nodes = {pathlib.Path(path).parent.name for path in ranks.values()}
+        assert nodes == {"0", "1"}, ranks
+        assert all(path.startswith(str(hosts_dir)) for path in ranks.values())
+        assert len(node_processes(hosts_dir)) >= 4  # two nodes, a worker process each
+        # The TLS key reached each host on ssh's stdin, and is this user's only.
+        keys = list(hosts_dir.glob("*/*/tls/node.key"))
+        assert len(keys) == 2 and all(k.stat().st_mode & 0o077 == 0 for k in keys)
+
+        ledger = Ledger(state_dir / "ledger.sqlite")
+        rows = ledger.query("SELECT * FROM nodes WHERE provider = 'ssh' ORDER BY role")
+        assert [r["role"] for r in rows] == ["head", "worker"]
+        assert all(r["price_per_hour"] == PRICE and r["notional"] == 1 for r in rows), rows
+        assert all(r["stopped"] is None for r in rows)
+
+        kernel.ok("%burst down")
+        wait_for(lambda: not node_processes(hosts_dir), 30, "every node process to end")
+        rows = ledger.query("SELECT * FROM nodes WHERE provider = 'ssh'")
+        assert len(rows) == 2 and all(r["stopped"] is not None for r in rows), rows
+        assert not list(hosts_dir.glob("*/*/tls/node.key"))  # a stopped node's key is removed
+
+
+def test_an_idle_cluster_ends_its_nodes_without_the_kernel(sshd, hosts_dir, state_dir, workdir):
+    idle = 10  # seconds: longer than a worker node takes to join on a slow machine
+    # A fixed scheduler port: the worker node starts alongside the head, not after it.
+    env = dict(kernel_env(sshd, hosts_dir), DASK_BURST__SSH__SCHEDULER_PORT=str(free_port()))
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        kernel.ok(f"%%burst provider=ssh gpus=2 idle={idle}s\nx = 1\n", timeout=90)
+        assert kernel.ok("print(x)").stdout.strip() == "1"
+        assert node_processes(hosts_dir)
+        kernel.kill()  # no kernel, no `%burst down`: only the nodes' watchdogs are left
+        wait_for(lambda: not node_processes(hosts_dir), idle + 60, "the idle nodes to end")
+    log = next(hosts_dir.glob("*/0/node.log")).read_text()
+    assert "idle for" in log, log[-2000:]
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("gpu1 gpus=two", "burst: burst.ssh.hosts entry 1 ('gpu1 gpus=two') has gpus=two"),
+        ("me@gpu1", "burst: burst.ssh.hosts entry 1 ('me@gpu1') does not say how many GPUs"),
+        ("me@gpu1 gpus=2 colour=red", "burst: burst.ssh.hosts entry 1"),
+        ({"gpus": 2}, "burst: burst.ssh.hosts entry 1 ({'gpus': 2}) names no host"),
+        (7, "burst: burst.ssh.hosts entry 1 (7) is neither a string nor a mapping"),
+    ],
+)
+def test_a_bad_hosts_entry_is_one_line_naming_the_fix(entry, message):
+    with pytest.raises(ClusterError) as info:
+        parse_host(entry)
+    text = str(info.value)
+    assert text.startswith(message) and "\n" not in text, text
+
+
+def test_a_host_that_refuses_the_login_shows_sshs_own_reason(sshd, tmp_path, monkeypatch):
+    from jupyter_burst import config
+    from jupyter_burst.clusters.ssh import channel
+
+    monkeypatch.setenv("DASK_BURST__SSH__IDENTITY", str(tmp_path / "sshd" / "host_key"))
+    config.refresh()
+    try:
+        host = parse_host(f"{sshd.user}@127.0.0.1 gpus=1 port={sshd.port}")
+        with pytest.raises(ClusterError) as info:
+            channel.helper(host, tmp_path, ["alive", str(tmp_path), "1"])
+    finally:
+        monkeypatch.delenv("DASK_BURST__SSH__IDENTITY")
+        config.refresh()
+    text = str(info.value)
+    assert text.startswith(f"burst: ssh to {sshd.user}@127.0.0.1 (port {sshd.port}) failed: ")
+    assert "Permission denied" in text and "\n" not in text, text
+
+
+def test_the_offer_is_the_configured_chargeback_price(monkeypatch):
+    from jupyter_burst import config
+    from jupyter_burst.clusters.offers import OfferRequest
+    from jupyter_burst.clusters.ssh import SshProvider
+
+    monkeypatch.setenv("DASK_BURST__SSH__HOSTS", json.dumps(["a@h1 gpus=4", "a@h2 gpus=4"]))
+    monkeypatch.setenv("DASK_BURST__SSH__PRICE_PER_GPU_HOUR", "1.5")
+    config.refresh()
+    try:
+        (offer,) = SshProvider().offers(OfferRequest(gpus=8))
+        assert SshProvider().offers(OfferRequest(gpus=9)) == []
+    finally:
+        for name in ("DASK_BURST__SSH__HOSTS", "DASK_BURST__SSH__PRICE_PER_GPU_HOUR"):
+            monkeypatch.delenv(name)
+        config.refresh()
+    assert (offer.gpus, offer.price_per_hour, offer.notional) == (4, 6.0, True)
+
+
+def test_no_hosts_configured_says_how():
+    from jupyter_burst.clusters.ssh.hosts import configured_hosts
+
+    with pytest.raises(ClusterError) as info:
+        configured_hosts()
+    assert str(info.value).startswith("burst: provider=ssh has no hosts; set burst.ssh.hosts")
