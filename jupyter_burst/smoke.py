@@ -183,9 +183,14 @@ def spent(state_dir: str, cluster: str) -> Decimal:
     return sum((cost.node_cost(n, now) for n in nodes), Decimal(0))
 
 
-def smoke(spot: str, cell_timeout: float, echo: Callable[[str], None] = print) -> Run:
+def smoke(
+    spot: str,
+    cell_timeout: float,
+    echo: Callable[[str], None] = print,
+    state_dir: str | None = None,
+) -> Run:
     cluster = f"smoke-{uuid.uuid4().hex[:6]}"
-    state_dir = tempfile.mkdtemp(prefix="burst-smoke-")
+    state_dir = state_dir or tempfile.mkdtemp(prefix="burst-smoke-")
     env = {
         **os.environ,
         "DASK_BURST__STATE_DIR": state_dir,  # a fresh ledger: the cost shown is this run's
@@ -260,13 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cell-timeout", type=float, default=1800, help="seconds for the launch and the cell"
     )
+    parser.add_argument(
+        "--state-dir",
+        help="the state folder (ledger, price cache) of this run; default: a fresh one",
+    )
     args = parser.parse_args(argv)
     config.refresh()
     problems = check_settings()
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
-    run = smoke(args.spot, args.cell_timeout)
+    run = smoke(args.spot, args.cell_timeout, state_dir=args.state_dir)
     print(summary(run), flush=True)
     return 0 if run.passed else 1
 

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from jupyter_burst.clusters import records
-from jupyter_burst.clusters.aws import gc, provision, sdk
+from jupyter_burst.clusters.aws import gc, prices, provision, sdk
 from jupyter_burst.clusters.aws.provision import TAG_CLUSTER, TAG_OWNER, LaunchSpec
 from jupyter_burst.clusters.offers import Offer
 from tests.aws_fakes import CREDENTIALS, Ec2Behaviour, aws_error, moto_server
@@ -278,25 +278,41 @@ def _smoke_env(endpoint: str, image: str) -> dict[str, str]:
 def test_make_aws_smoke_runs_a_cell_shows_the_cost_and_leaves_nothing_tagged(aws, tmp_path):
     clients, image, _, _, endpoint = aws
     # This module's moto server, and the emulator that boots its instances' user data.
+    # moto has no Pricing API and one fixed spot price: the live-price cache of the run's state
+    # folder holds the prices a real account would see, spot among them.
+    state_dir = tmp_path / "smoke-state"
+    t4 = dict(gpus=1, gpu_model="NVIDIA T4", gpu_mem_gib=16.0, vcpus=4, ram_gib=16.0)
+    prices.write_cache(
+        state_dir,
+        [REGION],
+        [
+            Offer("aws", "g4dn.xlarge", **t4, region=REGION, spot=False, price_per_hour=0.526),
+            Offer("aws", "g4dn.xlarge", **t4, region=REGION, spot=True, price_per_hour=0.2104),
+        ],
+        time.time(),
+    )
+    # This module's moto server, and the emulator that boots its instances' user data.
     with VmEmulator(clients, (REGION,), tmp_path / "vms"):
-        # moto has no spot prices (offers come from the shipped on-demand catalog): --spot no.
         smoke = subprocess.run(
-            [sys.executable, "-m", "jupyter_burst.smoke", "--spot", "no", "--cell-timeout", "180"],
+            [sys.executable, "-m", "jupyter_burst.smoke", "--cell-timeout", "180",
+             "--state-dir", str(state_dir)],
             capture_output=True,
             text=True,
             env=_smoke_env(endpoint, image),
             cwd=tmp_path,
             timeout=280,
-        )
+        )  # fmt: skip
     out = smoke.stdout
     assert smoke.returncode == 0, out + smoke.stderr
     assert "Offers for 1 GPU" in out and "g4dn.xlarge" in out
     assert "smoke: GPU: no CUDA" in out  # the emulated machine has no GPU: said, not faked
     assert "smoke: PASS" in out and "nothing tagged with this cluster is left on EC2" in out
-    # g4dn.xlarge at $0.526/h for at least EC2's 60 s minimum: $0.0088 or a little more
+    # g4dn.xlarge spot at $0.2104/h for at least EC2's 60 s minimum: $0.0035 or a little more
     cost = float(re.search(r"cost of this run: \$(\d+\.\d+)", out).group(1))
-    assert 0.0087 <= cost < 0.05, out
+    assert 0.0035 <= cost < 0.02, out
     ec2 = clients(REGION)
+    (launched,) = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert launched.get("InstanceLifecycle") == "spot", launched  # the head too: spot=yes
     held = ec2.describe_instances(
         Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
     )["Reservations"]

@@ -4,6 +4,7 @@ and live AWS prices read from a moto server process (EC2) and a Stubber (the Pri
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tomllib
 from datetime import UTC, date, datetime, timedelta
@@ -708,3 +709,22 @@ def test_when_aws_cannot_be_reached_the_catalog_answers_with_the_reason(aws_env,
         in note
     )
     assert "check the network, or unset the credentials to use the shipped catalog" in note
+
+
+def test_this_machines_gpus_are_offered_with_their_model_and_memory(tmp_path, monkeypatch):
+    """A local GPU qualifies for gpu_mem= (and a gpus=auto estimate) by its real memory."""
+    from jupyter_burst.clusters.local import LocalProvider
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(
+        "#!/bin/sh\necho 'NVIDIA A100-SXM4-40GB, 40960'\necho 'NVIDIA A100-SXM4-40GB, 40960'\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    (offer,) = LocalProvider().offers(OfferRequest(gpus=2))
+    assert (offer.gpu_model, offer.gpu_mem_gib, offer.gpus) == ("NVIDIA A100-SXM4-40GB", 40.0, 2)
+    assert fits(offer, OfferRequest(gpus=2, gpu_mem_gib=40)) and not fits(
+        offer, OfferRequest(gpus=2, gpu_mem_gib=80)
+    )
+    assert LocalProvider().offers(OfferRequest(gpus=4)) == []  # only 2 GPUs here

@@ -88,13 +88,14 @@ class LocalProvider:
         if gpus and gpus < request.gpus:
             return []
         memory = psutil.virtual_memory().total / (1 << 30)
+        model, gpu_mem = local_gpu_model() if gpus else ("CPU slots (no GPU)", 0.0)
         return [
             Offer(
                 provider=self.name,
                 instance_type="this machine",
                 gpus=request.gpus,
-                gpu_model="CUDA GPU" if gpus else "CPU slots (no GPU)",
-                gpu_mem_gib=0.0,
+                gpu_model=model,
+                gpu_mem_gib=gpu_mem,
                 vcpus=os.cpu_count() or 1,
                 ram_gib=round(memory, 1),
                 region="local",
@@ -121,6 +122,22 @@ class LocalProvider:
         if pid and self.is_alive(record):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+
+
+def local_gpu_model() -> tuple[str, float]:
+    """This machine's GPU model and memory (GiB, the smallest GPU's), as nvidia-smi says.
+
+    Without it, a local GPU would never qualify for gpu_mem= or a gpus=auto estimate.
+    """
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+        rows = [line.rsplit(",", 1) for line in out.strip().splitlines() if "," in line]
+        return rows[0][0].strip(), min(float(mib) for _, mib in rows) / 1024
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return "CUDA GPU", 0.0
 
 
 def _is_zombie(pid: int) -> bool:
