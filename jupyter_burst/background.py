@@ -68,7 +68,7 @@ def start(
     """Hand the cell to its cluster's head node and return its name at once."""
     prepared = cells.prepare(source, options, user_ns, filename, line_offset)
     handle = cells.connect(options)
-    root = cells.checkpoint_settings(handle.state_dir, prepared.job_id, source)
+    root = cells.checkpoint_settings(handle.state_dir, prepared.job_id, source, handle.provider)
     prepared.spec["checkpoints"] = root
     name = options.name or f"job-{prepared.job_id[:6]}"
     request = pickle.dumps(

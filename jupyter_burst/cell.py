@@ -101,14 +101,39 @@ def connect(options: CellOptions) -> clusters.ClusterHandle:
     )
 
 
-def checkpoint_settings(state_dir, job_id: str, source: str) -> dict[str, Any]:
+def checkpoint_settings(
+    state_dir, job_id: str, source: str, provider: str = "local"
+) -> dict[str, Any]:
     """Where ``burst.checkpoint`` of this job writes; the same for every attempt of it."""
+    root = checkpoints.default_root(state_dir)
+    if provider not in _OWN_MACHINES:
+        _warn_if_checkpoints_stay_on_the_machines(root, provider)
     return {
-        "root": checkpoints.default_root(state_dir),
+        "root": root,
         "job": job_id,
         "keep": int(config.get("checkpoints.keep", 3)),
         "cell": source,
     }
+
+
+# Providers whose machines (and disks) outlive a cluster: this one, and on-prem hosts.
+_OWN_MACHINES = ("local", "ssh")
+_warned_local_roots: set[str] = set()
+
+
+def _warn_if_checkpoints_stay_on_the_machines(root: str, provider: str) -> None:
+    """A folder path on a rented cluster is a folder on its machines: gone when they are."""
+    if "://" in root and not root.startswith("file://"):
+        return
+    if root in _warned_local_roots:
+        return
+    _warned_local_roots.add(root)
+    hint = " with burst.aws.instance-profile" if provider == "aws" else ""
+    print(
+        f"burst: checkpoints go to {root} on the {provider} cluster's own machines and end with "
+        f"them; keep them with burst.checkpoints.url=s3://BUCKET/PREFIX{hint}",
+        flush=True,
+    )
 
 
 def run_cell(
@@ -128,7 +153,9 @@ def run_cell(
     cell = prepare(source, options, user_ns, filename, line_offset)
     options, job_id = cell.options, cell.job_id
     handle = connect(options)
-    cell.spec["checkpoints"] = checkpoint_settings(handle.state_dir, job_id, source)
+    cell.spec["checkpoints"] = checkpoint_settings(
+        handle.state_dir, job_id, source, handle.provider
+    )
     ledger = shared_ledger(handle.state_dir)
     recorder = JobRecorder(ledger, job_id)
     show = render or output.renderer(options.gpus)

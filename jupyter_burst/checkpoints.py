@@ -11,7 +11,9 @@ manifest in one step (written aside, then renamed; one PUT on an object store, w
 atomic there). Until that step the new file is not part of any checkpoint, so a save that
 dies half-way leaves the previous manifest, and every file it names, as they were. Files
 that retention drops are deleted only after the new manifest is in place; leftovers of a
-killed save are swept by the next save.
+killed save are swept by the next save. (On S3 a data file killed during a multipart upload
+never becomes an object at all; a bucket lifecycle rule, AbortIncompleteMultipartUpload,
+frees its parts.)
 
 Each manifest entry carries the data's size and sha256: a file that no longer matches is
 skipped with a warning that names it, and the checkpoint before it is used.
@@ -113,13 +115,14 @@ class CheckpointStore:
         name = f"{ns:020d}-step{'none' if step is None else step}-{uuid.uuid4().hex[:8]}"
         data = self._path(f"{name}.ckpt")
         try:
-            self.fs.makedirs(self.folder, exist_ok=True)
+            if not self._object_store:
+                # An object store has no folders; s3fs would even create a missing bucket.
+                self.fs.makedirs(self.folder, exist_ok=True)
             size, digest, fmt = self._write_data(data, state)
-        except OSError as exc:
-            self._discard(data)
-            raise self._write_error(exc, step) from None
         except Exception as exc:
             self._discard(data)
+            if (failure := _store_failure(exc)) is not None:
+                raise self._write_error(failure, step) from None
             raise CheckpointError(
                 f"the state of step {step} cannot be saved ({type(exc).__name__}: "
                 f"{_first_line(exc)}); save state_dicts and plain values (tensors, numbers, "
@@ -150,8 +153,8 @@ class CheckpointStore:
             # fail after the copy: then the new manifest is in place and names this file.
             if not self._names(checkpoint.name):
                 self._discard(data)
-                if isinstance(exc, OSError):
-                    raise self._write_error(exc, step) from None
+                if (failure := _store_failure(exc)) is not None:
+                    raise self._write_error(failure, step) from None
                 raise
         self._tidy(retired, kept, sweep=readable)
         return checkpoint
@@ -167,7 +170,7 @@ class CheckpointStore:
                 else:
                     torch.save(state, sink)
             except Exception:
-                if sink.error is not None:  # torch's writer wraps the OSError it got
+                if sink.error is not None:  # torch's writer wraps the store's error it got
                     raise sink.error from None
                 raise
             self._sync(f)
@@ -179,9 +182,10 @@ class CheckpointStore:
             indent=1,
         ).encode()
         final = self._path(MANIFEST)
-        if self._protocols & _OBJECT_STORES:
-            with self.fs.open(final, "wb") as f:
-                f.write(text)
+        if self._object_store:
+            # One PUT: readers see the old manifest or the new one, never a part (a rename
+            # there would be a copy and a delete).
+            self.fs.pipe_file(final, text)
             return
         aside = self._path(f"{MANIFEST}.{uuid.uuid4().hex[:12]}.partial")
         try:
@@ -209,6 +213,10 @@ class CheckpointStore:
     def _protocols(self) -> set[str]:
         protocol = self.fs.protocol
         return {protocol} if isinstance(protocol, str) else set(protocol)
+
+    @property
+    def _object_store(self) -> bool:
+        return bool(self._protocols & _OBJECT_STORES)
 
     @property
     def _local(self) -> bool:
@@ -239,13 +247,19 @@ class CheckpointStore:
     def _discard(self, path: str) -> None:
         try:
             self.fs.rm(path)
-        except (OSError, ValueError):
-            pass  # never written, or the store is failing already; nothing names it
+        except Exception as exc:
+            if not isinstance(exc, ValueError) and _store_failure(exc) is None:
+                raise
+            # never written, or the store is failing already; nothing names it
 
     def _write_error(self, exc: OSError, step: int | None) -> CheckpointError:
         code = errno.errorcode.get(exc.errno or 0, "")
         reason = _first_line(exc.strerror or exc) + (f" ({code})" if code else "")
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(exc, _NoCredentials):
+            fix = _CREDENTIALS_FIX
+        elif isinstance(exc, FileNotFoundError) and self._object_store:
+            fix = "create the bucket or set burst.checkpoints.url to one that exists"
+        elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
             fix = "free space there or set burst.checkpoints.url to a store with room"
         elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             fix = "make it writable or set burst.checkpoints.url to a store you can write"
@@ -266,7 +280,9 @@ class CheckpointStore:
                 self.fs.rm(path)
             except FileNotFoundError:
                 pass
-            except OSError as exc:
+            except Exception as exc:
+                if _store_failure(exc) is None:
+                    raise
                 warnings.warn(
                     f"burst: could not remove the old checkpoint file {path}: {_first_line(exc)}",
                     CheckpointSkipped,
@@ -276,10 +292,13 @@ class CheckpointStore:
     def _leftovers(self, kept: list[Checkpoint]) -> list[str]:
         """Data files no manifest names (a killed save, a retirement cut short), and asides."""
         try:
+            self.fs.invalidate_cache(self.folder)  # s3fs keeps listings; this one must be fresh
             names = [
                 p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.folder, detail=False)
             ]
-        except OSError:
+        except Exception as exc:
+            if _store_failure(exc) is None:
+                raise
             return []
         named = {f"{c.name}.ckpt" for c in kept}
         newest = kept[-1].ns
@@ -303,11 +322,14 @@ class CheckpointStore:
         try:
             raw = self.fs.cat_file(path)
         except FileNotFoundError:
-            return [], True
-        except OSError as exc:
+            return [], True  # no save yet (on S3 also: no bucket yet; the save says so)
+        except Exception as exc:
+            if (failure := _store_failure(exc)) is None:
+                raise
+            fix = _read_fix(failure)
             raise CheckpointError(
                 f"could not read the checkpoints of job {self.job} in {self.url}: "
-                f"{_first_line(exc)}; check the store or burst.checkpoints.url"
+                f"{_first_line(failure)}; {fix}"
             ) from None
         try:
             document = json.loads(raw)
@@ -354,12 +376,15 @@ class CheckpointStore:
     def _load(self, checkpoint: Checkpoint) -> Any:
         path = self._path(f"{checkpoint.name}.ckpt")
         try:
-            with self.fs.open(path, "rb") as f:
-                data = f.read()
+            # One GET of whatever is there now (s3fs's open() would refuse an object
+            # replaced since it was listed, hiding what the sha256 check tells).
+            data = self.fs.cat_file(path)
         except FileNotFoundError:
             raise _Invalid("its data file is missing") from None
-        except OSError as exc:
-            raise _Invalid(f"its data file cannot be read ({_first_line(exc)})") from None
+        except Exception as exc:
+            if (failure := _store_failure(exc)) is None:
+                raise
+            raise _Invalid(f"its data file cannot be read ({_first_line(failure)})") from None
         if len(data) != checkpoint.bytes:
             raise _Invalid(
                 f"its data file has {len(data):,} bytes, the manifest says {checkpoint.bytes:,}"
@@ -414,7 +439,7 @@ class _HashingWriter:
         self.f = f
         self.sha256 = hashlib.sha256()
         self.size = 0
-        self.error: OSError | None = None
+        self.error: OSError | None = None  # the store's failure, not the state's
 
     def flush(self) -> None:
         self.f.flush()
@@ -423,8 +448,10 @@ class _HashingWriter:
         view = memoryview(b).cast("B")
         try:
             self.f.write(view)
-        except OSError as exc:
-            self.error = exc
+        except Exception as exc:
+            if (failure := _store_failure(exc)) is None:
+                raise
+            self.error = failure
             raise
         self.sha256.update(view)
         self.size += len(view)
@@ -438,6 +465,40 @@ def _deserialize(data: bytes, fmt: str) -> Any:
         # Our own store, written by this user's cells: full unpickling, like the save.
         return torch.load(io.BytesIO(data), weights_only=False, map_location="cpu")
     return pickle.loads(data)
+
+
+class _NoCredentials(PermissionError):
+    """The store's client found no credentials to sign its requests with."""
+
+
+_CREDENTIALS_FIX = (
+    "give this machine AWS credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY); on AWS nodes set burst.aws.instance-profile"
+)
+
+
+def _store_failure(exc: BaseException) -> OSError | None:
+    """``exc`` as the OSError of a failing store; None when it is not the store's failure.
+
+    fsspec backends report most failures as OSError, but some of the cloud SDK's own errors
+    come through as they are: botocore's NoCredentialsError, its connection errors.
+    """
+    if isinstance(exc, OSError):
+        return exc
+    module = type(exc).__module__.split(".", 1)[0]
+    if module not in {"botocore", "aiobotocore"}:
+        return None
+    if "Credentials" in type(exc).__name__:
+        failure: OSError = _NoCredentials(f"no AWS credentials ({_first_line(exc)})")
+    else:
+        failure = OSError(_first_line(exc))
+    return failure
+
+
+def _read_fix(failure: OSError) -> str:
+    if isinstance(failure, _NoCredentials):
+        return _CREDENTIALS_FIX
+    return "check the store or burst.checkpoints.url"
 
 
 def _first_line(exc: BaseException | str) -> str:
@@ -477,9 +538,17 @@ def all_jobs(root: str) -> list[str]:
     fs, path = filesystem(root)
     path = path.rstrip("/")
     try:
+        fs.invalidate_cache(path)  # s3fs keeps listings: a job saved since must show
         found = fs.glob(f"{path}/*/{MANIFEST}")
     except FileNotFoundError:
         return []
+    except Exception as exc:
+        if (failure := _store_failure(exc)) is None:
+            raise
+        fix = _read_fix(failure)
+        raise CheckpointError(
+            f"could not list the checkpoints in {root}: {_first_line(failure)}; {fix}"
+        ) from None
     return sorted({str(p).rstrip("/").rsplit("/", 2)[-2] for p in found})
 
 

@@ -22,7 +22,14 @@ def _path(root: str, job_id: str):
 
 def save(root: str, job_id: str, outcome: bytes) -> None:
     """Write aside, then rename: a half-written result is never mistaken for one."""
+    from jupyter_burst.checkpoints import _OBJECT_STORES
+
     fs, folder, final = _path(root, job_id)
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if protocols & _OBJECT_STORES:
+        # One PUT is atomic there; and no makedirs, which in s3fs creates a missing bucket.
+        fs.pipe_file(final, outcome)
+        return
     fs.makedirs(folder, exist_ok=True)
     partial = final + ".partial"
     with fs.open(partial, "wb") as f:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import random
 
 import pytest
@@ -321,3 +322,13 @@ def test_an_unknown_error_code_is_one_line_naming_the_offer(aws):
 def test_aws_error_helper_builds_client_errors():
     exc = aws_error("Throttling")
     assert sdk.error_code(exc) == "Throttling" and sdk.error_message(exc) == "Throttling"
+
+
+def test_an_instance_profile_is_passed_to_run_instances_only_when_set():
+    # The nodes carry no AWS credentials: an instance profile is how a cell there reaches S3.
+    plain = provision.run_instances_arguments(spec("ami-1"), offer("g5.xlarge"), 1, "t", 0.0)
+    assert "IamInstanceProfile" not in plain
+    with_profile = dataclasses.replace(spec("ami-1"), instance_profile="burst-ckpts")
+    arguments = provision.run_instances_arguments(with_profile, offer("g5.xlarge"), 1, "t", 0.0)
+    assert arguments["IamInstanceProfile"] == {"Name": "burst-ckpts"}
+    assert {k: v for k, v in arguments.items() if k != "IamInstanceProfile"} == plain

@@ -134,9 +134,10 @@ def test_relative_paths_resolve_in_the_notebooks_folder(kernel, workdir):
     assert kernel.ok("print(text)").stdout.strip() == "hello from the notebook folder"
 
 
-def test_options_of_later_issues_say_so(kernel):
+def test_a_market_option_the_local_provider_cannot_honour_is_refused_not_ignored(kernel):
     run = kernel.execute("%%burst spot=yes\nprint('hi')\n")
-    assert run.status == "error" and "arrives with issue #5" in run.evalue
+    assert run.status == "error" and run.evalue.startswith("burst: provider=local")
+    assert "spot= would be ignored" in run.evalue and "\n" not in run.evalue
     assert "hi" not in run.stdout
 
 

@@ -11,6 +11,7 @@ shutdown: the node's watchdog ends them when the cluster is idle.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import pathlib
@@ -125,6 +126,7 @@ class AwsProvider:
                 max_lifetime_minutes=node.max_lifetime_minutes,
                 security_group_ids=(group,),
                 spot_ok=spot_ok,
+                instance_profile=config.get("aws.instance-profile", None) or None,
             )
 
         try:
@@ -356,6 +358,27 @@ def _image() -> str:
     )
 
 
+_LISTING_DELAY_SECONDS = 120  # EC2 may list a just-launched instance only after a while
+
+
+def _ended(clients, launched: list) -> list[str]:
+    """Those of the ``launched`` instances that have ended (or, past the listing delay, that
+    EC2 still does not list); a new instance EC2 does not list yet is not taken for gone."""
+    first = launched[0]
+    listed = {
+        i.id: i.state
+        for i in provision.find(
+            clients, first.region, cluster_id=first.cluster_id, states=provision.ANY_STATE
+        )
+    }
+    now = time.time()
+    return [
+        i.id for i in launched
+        if listed.get(i.id) in ("shutting-down", "terminated", "stopping", "stopped")
+        or (i.id not in listed and now - i.launched > _LISTING_DELAY_SECONDS)
+    ]  # fmt: skip
+
+
 def _wait_for_workers(
     scheduler: str, certs: tls.ClusterCerts, slots: int, nodes: list, clients
 ) -> None:
@@ -369,11 +392,7 @@ def _wait_for_workers(
         while time.monotonic() < deadline:
             if len(client.scheduler_info(n_workers=-1)["workers"]) >= slots:
                 return
-            running = {
-                i.id for i in provision.find(clients, nodes[0].region, cluster_id=nodes[0].cluster_id)
-                if i.state in ("pending", "running")
-            }  # fmt: skip
-            gone = [n.id for n in nodes if n.id not in running]
+            gone = _ended(clients, nodes)
             if gone:
                 raise ClusterError(
                     f"the worker instance {gone[0]} stopped before it joined the cluster; "
@@ -381,7 +400,8 @@ def _wait_for_workers(
                 )
             time.sleep(1.0)
     finally:
-        client.close(timeout=5)
+        with contextlib.suppress(Exception):  # closing must not hide why the wait ended
+            client.close(timeout=5)
     raise ClusterError(
         f"the worker nodes did not join within {timeout:g} s; the cluster was terminated "
         "(raise burst.aws.boot-timeout if the image installs a lot)"
@@ -402,8 +422,7 @@ def _wait_for_announcement(s3, bucket: str, key: str, head, clients) -> str:
         except Exception as exc:
             if sdk.error_code(exc) not in ("NoSuchKey", "404"):
                 raise
-        found = provision.find(clients, head.region, cluster_id=head.cluster_id)
-        if not any(i.id == head.id and i.state in ("pending", "running") for i in found):
+        if _ended(clients, [head]):
             raise ClusterError(
                 f"the head instance {head.id} stopped before its scheduler came up; "
                 "its console output (EC2 console) says why"

@@ -68,6 +68,9 @@ class LaunchSpec:
     # None: the role decides (the head is never spot: losing it loses the cluster). True: the
     # user asked for spot everywhere (spot=yes), the head included.
     spot_ok: bool | None = None
+    # An IAM instance profile's name (burst.aws.instance-profile): the nodes carry no AWS
+    # credentials of their own, and this is how a cell there reaches S3 (its checkpoints).
+    instance_profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ def run_instances_arguments(
         arguments["SecurityGroupIds"] = list(spec.security_group_ids)
     if spec.subnet_id:
         arguments["SubnetId"] = spec.subnet_id
+    if spec.instance_profile:
+        arguments["IamInstanceProfile"] = {"Name": spec.instance_profile}
     return arguments
 
 
