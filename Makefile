@@ -21,6 +21,9 @@ LABEXT_SOURCES := $(wildcard src/*.ts style/* schema/*.json) \
 LABEXT_LINK := $(VENV)/share/jupyter/labextensions/jupyter-burst
 
 COMMA := ,
+# Test processes side by side: most of a test is waiting on the kernels, schedulers and
+# workers it starts, so two halve the suite's time even on CI's 2 cores.
+TEST_WORKERS ?= 2
 
 # `pip install -e .` (its build hook builds labextension/ once), then link the build into
 # the venv so that `make labextension` rebuilds show without reinstalling. pip would write
@@ -77,7 +80,7 @@ sshd:
 
 test: venv labextension chromium sshd
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n $(TEST_WORKERS) tests
 
 lint: venv
 	$(VENV)/bin/ruff check $(RUFF_PATHS)

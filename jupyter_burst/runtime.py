@@ -23,6 +23,7 @@ import cloudpickle
 
 from jupyter_burst import helper
 from jupyter_burst import payload as wire
+from jupyter_burst.errors import BurstError
 from jupyter_burst.node import preemption
 
 _FLUSH_SECONDS = 0.05
@@ -543,6 +544,10 @@ def _describe_error(exc: BaseException, cell_filename: str) -> dict:
         if frame.filename == cell_filename:
             frames = frames[i:]
             break
+    if isinstance(exc, BurstError):
+        # Our own one-line errors (a checkpoint store that cannot be written, ...): the
+        # cell's line that called us says where; the library's frames say nothing more.
+        frames = [f for f in frames if f.filename == cell_filename] or frames
     try:
         pickled = cloudpickle.dumps(exc)
         pickle.loads(pickled)

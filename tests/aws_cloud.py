@@ -7,6 +7,8 @@ client of ``REGION``. Shared through ``conftest.py``.
 
 from __future__ import annotations
 
+import urllib.request
+
 import pytest
 
 from jupyter_burst.clusters.aws import sdk
@@ -16,28 +18,47 @@ from tests.vm_emulator import VmEmulator
 REGION = "us-east-1"
 
 
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """One moto server for a test module (reset per test with :func:`reset_moto`), with dummy
+    credentials in the environment: a real key must never be used by a test."""
+    with pytest.MonkeyPatch.context() as env, moto_server() as url:
+        for key, value in CREDENTIALS.items():
+            env.setenv(key, value)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def moto_image(moto_endpoint) -> str:
+    """An image moto knows (its built-in ones survive a reset); listing them takes seconds."""
+    ec2 = sdk.client("ec2", REGION, endpoint_url=moto_endpoint)
+    return ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
+
+
+def reset_moto(endpoint: str) -> None:
+    """Forget every instance, group and bucket: each test starts from an empty account."""
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=10).read()
+
+
 @pytest.fixture
-def cloud(tmp_path):
-    """A moto server, the emulator watching it, and the environment a kernel needs for it."""
-    with moto_server() as url:
-        made: dict[str, object] = {}
+def cloud(tmp_path, moto_endpoint, moto_image):
+    """The module's moto server (reset), the emulator watching it, and a kernel's environment."""
+    reset_moto(moto_endpoint)
+    made: dict[str, object] = {}
 
-        def clients(region: str):
-            if region not in made:
-                made[region] = sdk.client("ec2", region, endpoint_url=url)
-            return made[region]
+    def clients(region: str):
+        if region not in made:
+            made[region] = sdk.client("ec2", region, endpoint_url=moto_endpoint)
+        return made[region]
 
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in CREDENTIALS.items():
-                mp.setenv(key, value)
-            image = clients(REGION).describe_images(Owners=["amazon"], MaxResults=5)["Images"]
-            env = {
-                **CREDENTIALS,
-                "AWS_ENDPOINT_URL": url,
-                "DASK_BURST__AWS__BUCKET": "burst-test",
-                "DASK_BURST__AWS__CLIENT_CIDR": "127.0.0.1/32",
-                "DASK_BURST__AWS__IMAGE": image[0]["ImageId"],
-                "DASK_BURST__AWS__REGIONS": REGION,
-            }
-            with VmEmulator(clients, (REGION,), tmp_path / "vms") as vms:
-                yield env, vms, clients(REGION)
+    env = {
+        **CREDENTIALS,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "DASK_BURST__AWS__BUCKET": "burst-test",
+        "DASK_BURST__AWS__CLIENT_CIDR": "127.0.0.1/32",
+        "DASK_BURST__AWS__IMAGE": moto_image,
+        "DASK_BURST__AWS__REGIONS": REGION,
+    }
+    with VmEmulator(clients, (REGION,), tmp_path / "vms") as vms:
+        yield env, vms, clients(REGION)

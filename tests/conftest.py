@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from tests.aws_cloud import cloud  # noqa: F401 - a fixture for every test module
+from tests.aws_cloud import cloud, moto_endpoint, moto_image  # noqa: F401 - fixtures for all
 from tests.harness import burst_kernel, burst_processes, stop_clusters
 
 

@@ -144,6 +144,9 @@ def test_two_nodes_bill_to_the_cent_from_the_machines_own_launch_and_termination
         assert sorted(n["Tags"] and {t["Key"]: t["Value"] for t in n["Tags"]}["jupyter-burst:role"]
                       for n in nodes) == ["head", "worker"]  # fmt: skip
         assert all(n["InstanceType"] == "g4dn.xlarge" for n in nodes)
+        for node in nodes:  # the worker node's boot script holds no key either
+            script = (vms.machines[node["InstanceId"]].root / "user-data").read_text()
+            assert "PRIVATE KEY" not in script and "X-Amz-Expires=600" in script
         roots = {str(vms.machines[n["InstanceId"]].root) for n in nodes}
         assert any(root in ran_in.stdout for root in roots), (ran_in.stdout, roots)
         kernel.kill()  # nobody is left to record when the machines end

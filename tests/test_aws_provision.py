@@ -12,7 +12,8 @@ from jupyter_burst.clusters.aws import provision, sdk
 from jupyter_burst.clusters.aws.provision import LaunchSpec
 from jupyter_burst.clusters.offers import Offer
 from jupyter_burst.errors import ClusterError
-from tests.aws_fakes import CREDENTIALS, Ec2Behaviour, aws_error, moto_server
+from tests.aws_cloud import reset_moto
+from tests.aws_fakes import Ec2Behaviour, aws_error
 
 REGIONS = ("us-east-1", "us-west-2")
 
@@ -34,29 +35,11 @@ def offer(kind: str, region: str = "us-east-1", spot: bool = False, zone: str | 
     )
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    with pytest.MonkeyPatch.context() as env, moto_server() as url:
-        for key, value in CREDENTIALS.items():
-            env.setenv(key, value)  # dummy ones: a real key must never be used by a test
-        yield url
-
-
-@pytest.fixture(scope="module")
-def image(endpoint) -> str:
-    """An image moto knows (its built-in ones survive a reset); listing them takes seconds."""
-    ec2 = sdk.client("ec2", "us-east-1", endpoint_url=endpoint)
-    return ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
-
-
 @pytest.fixture
-def aws(endpoint, image):
+def aws(moto_endpoint, moto_image):
     """EC2 clients per region on a fresh moto state, each with EC2's launch habits."""
-    import urllib.request
-
-    urllib.request.urlopen(
-        urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10
-    ).read()
+    reset_moto(moto_endpoint)
+    endpoint, image = moto_endpoint, moto_image
     behaviour = Ec2Behaviour()
     made: dict[str, object] = {}
 

@@ -288,6 +288,7 @@ def test_a_cell_checkpoints_to_s3_lists_restores_and_resumes_from_it(
         # one line: the problem and the fix.
         assert failed.status == "error" and failed.ename == "CheckpointError"
         assert "----> 3 burst.checkpoint({'x': x}, step=1)" in failed.error_text
+        assert "jupyter_burst/" not in failed.error_text  # no frames of the library's insides
         assert failed.error_text.strip().splitlines()[-1] == f"CheckpointError: {failed.evalue}"
         assert failed.evalue.startswith(
             "burst: could not save the checkpoint of step 1 in s3://no-such-burst-bucket/ckpts:"

@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
@@ -20,7 +19,8 @@ from jupyter_burst.clusters import records
 from jupyter_burst.clusters.aws import gc, prices, provision, sdk
 from jupyter_burst.clusters.aws.provision import TAG_CLUSTER, TAG_OWNER, LaunchSpec
 from jupyter_burst.clusters.offers import Offer
-from tests.aws_fakes import CREDENTIALS, Ec2Behaviour, aws_error, moto_server
+from tests.aws_cloud import reset_moto
+from tests.aws_fakes import CREDENTIALS, Ec2Behaviour, aws_error
 from tests.harness import REPO, burst_kernel, wait_for
 from tests.vm_emulator import VmEmulator
 
@@ -28,26 +28,11 @@ REGION = "us-east-1"
 ME, BOB = "alice@laptop", "bob@desk"
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    with pytest.MonkeyPatch.context() as env, moto_server() as url:
-        for key, value in CREDENTIALS.items():
-            env.setenv(key, value)  # dummy ones: a real key must never be used by a test
-        yield url
-
-
-@pytest.fixture(scope="module")
-def image(endpoint) -> str:
-    ec2 = sdk.client("ec2", REGION, endpoint_url=endpoint)
-    return ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
-
-
 @pytest.fixture
-def aws(endpoint, image):
+def aws(moto_endpoint, moto_image):
     """A fresh moto state; clients per region; a hook that makes EC2 refuse group deletions."""
-    urllib.request.urlopen(
-        urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10
-    ).read()
+    reset_moto(moto_endpoint)
+    endpoint, image = moto_endpoint, moto_image
     in_use: dict[str, int] = {}  # group id -> deletions EC2 refuses before it lets go
     deletions: list[str] = []
     made: dict[str, object] = {}
