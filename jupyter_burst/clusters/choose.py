@@ -64,8 +64,8 @@ def choose(offers: Iterable[Offer], request: OfferRequest, enabled: Sequence[str
 
 def offer_request(options: CellOptions) -> OfferRequest:
     """What the cell asks the providers for."""
-    # No preference means on-demand: today the head is the whole cluster, and a spot head that
-    # is taken back takes the cell with it. Spot (the head included) is the user's call: spot=yes.
+    # No preference means on-demand: the head holds the scheduler, and a spot head that is
+    # taken back takes the cluster with it. Spot (the head included) is the user's call: spot=yes.
     return OfferRequest(
         gpus=options.gpus,
         gpu_mem_gib=options.gpu_mem,
