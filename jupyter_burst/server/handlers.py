@@ -1,27 +1,253 @@
-"""HTTP handlers of the server extension, all under ``<base_url>/jupyter-burst/``."""
+"""HTTP handlers of the server extension, all under ``<base_url>/jupyter-burst/``.
+
+A thin layer over :mod:`jupyter_burst.server.api` (the views) and
+:mod:`jupyter_burst.server.actions`: it checks the caller (authenticated, authorized; XSRF
+on writes, as every ``APIHandler`` does), reads and validates the arguments, and runs the
+work in a thread, since the ledger may wait on a busy file and actions wait on clusters.
+Errors are JSON ``{"error": "one line"}``; no response ever carries a traceback.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import tornado.web
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 import jupyter_burst
+from jupyter_burst import checkpoints, config, cost
+from jupyter_burst.errors import BurstError
+from jupyter_burst.server import actions, api
 
 API_NAMESPACE = "jupyter-burst"
+AUTH_RESOURCE = "jupyter_burst"  # what a custom Authorizer is asked about
+DOWNLOAD_CHUNK = 1 << 20
+_SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+T = TypeVar("T")
 
 
-class StatusHandler(APIHandler):
+class BurstHandler(APIHandler):
+    """Common ground: JSON errors without tracebacks, blocking work off the event loop."""
+
+    auth_resource = AUTH_RESOURCE
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # APIHandler's own reply names the exception; ours says one line and nothing of
+        # the server's insides (tornado has already logged the traceback for a 500).
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, tornado.web.HTTPError) and status_code < 500 and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        elif status_code < 500:
+            message = self._reason
+        else:
+            message = "internal error in the jupyter-burst server extension; see the server log"
+        self.clear_header("Content-Disposition")
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": _one_line(str(message))}))
+
+    async def blocking(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in a thread; our own errors become answers with their status."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, functools.partial(work, *args))
+        except api.NotFound as exc:
+            raise _error(404, exc) from None
+        except (actions.Refused, BurstError) as exc:
+            raise _error(409, exc) from None
+        except ValueError as exc:
+            raise _error(400, exc) from None
+
+    def int_argument(self, name: str, default: int | None, low: int, high: int) -> int | None:
+        text = self.get_query_argument(name, None)
+        if text is None or text == "":
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise _error(400, f"{name} must be a whole number") from None
+        if not low <= value <= high:
+            raise _error(400, f"{name} must be from {low} to {high}")
+        return value
+
+    def state_dir(self):
+        return config.state_dir()
+
+
+def _one_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "error"
+
+
+def _error(status: int, message: object) -> tornado.web.HTTPError:
+    # log_message is %-formatted by tornado: the text goes in as an argument.
+    return tornado.web.HTTPError(status, "%s", _one_line(str(message)))
+
+
+class StatusHandler(BurstHandler):
     """``GET /jupyter-burst/status``: the version the server runs."""
 
     @tornado.web.authenticated
+    @authorized
     def get(self) -> None:
         self.finish({"version": jupyter_burst.__version__})
 
 
+class ClustersHandler(BurstHandler):
+    """``GET /jupyter-burst/clusters``: running clusters (and those stopped today)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(json.dumps(await self.blocking(_clusters_with_live_info, self.state_dir())))
+
+
+def _clusters_with_live_info(state_dir) -> list[dict[str, Any]]:
+    from jupyter_burst import clusters
+    from jupyter_burst.clusters import records
+
+    live: list[dict[str, Any]] = []
+    if records.all_records(state_dir):
+        try:
+            # Asks each running cluster for its idle countdown; one that does not answer
+            # is still listed, from the ledger alone.
+            live = clusters.status()
+        except Exception:
+            live = []
+    return api.clusters_view(state_dir, live=live)
+
+
+class CostHandler(BurstHandler):
+    """``GET /jupyter-burst/cost?jobs=N``: live total, last N jobs, today, month, budget left."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        last = self.int_argument("jobs", 10, 0, 500)
+        view = await self.blocking(_cost, self.state_dir(), last)
+        self.finish(json.dumps(view))
+
+
+def _cost(state_dir, last: int) -> dict[str, Any]:
+    try:
+        daily = cost.daily_budget()
+    except BurstError:  # a malformed setting: shown as no budget rather than no figures
+        daily = None
+    return api.cost_view(state_dir, last_jobs=last, daily=daily)
+
+
+class JobsHandler(BurstHandler):
+    """``GET /jupyter-burst/jobs?limit=N``: the last jobs, newest first."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        limit = self.int_argument("limit", 50, 1, 1000)
+        view = await self.blocking(api.jobs_view, self.state_dir(), None, limit)
+        self.finish(json.dumps(view))
+
+
+class JobLogsHandler(BurstHandler):
+    """``GET /jupyter-burst/jobs/<id>/logs?since=<cursor>&rank=<r>``: the ledger's lines
+    after the cursor (the backfill; live lines come over a websocket, a later step)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        since = self.int_argument("since", 0, 0, 1 << 62)
+        rank = self.int_argument("rank", None, 0, 1 << 20)
+        view = await self.blocking(api.logs_view, self.state_dir(), job_id, since, rank)
+        self.finish(json.dumps(view))
+
+
+class JobCancelHandler(BurstHandler):
+    """``POST /jupyter-burst/jobs/<id>/cancel``: cancel a background job (409 otherwise)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self, job_id: str) -> None:
+        self.finish(json.dumps(await self.blocking(actions.cancel_job, job_id)))
+
+
+class CheckpointsHandler(BurstHandler):
+    """``GET /jupyter-burst/checkpoints[/<job>]``: kept checkpoints, oldest first."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, job: str | None = None) -> None:
+        view = await self.blocking(api.checkpoints_view, self.state_dir(), job)
+        self.finish(json.dumps(view))
+
+
+class CheckpointDownloadHandler(BurstHandler):
+    """``GET /jupyter-burst/checkpoints/<job>/<name>/download``: the checkpoint's bytes."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, job: str, name: str) -> None:
+        found = await self.blocking(api.checkpoint_file, self.state_dir(), job, name)
+        fs, path = checkpoints.filesystem(found.url)
+        source = await self.blocking(fs.open, path, "rb")
+        try:
+            filename = _SAFE_FILENAME.sub("_", api.download_name(found))
+            self.set_header("Content-Type", "application/octet-stream")
+            self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+            self.set_header("Content-Length", str(found.bytes))
+            while chunk := await self.blocking(source.read, DOWNLOAD_CHUNK):
+                self.write(chunk)
+                await self.flush()  # a large checkpoint is streamed, not held in memory
+        finally:
+            source.close()
+        self.finish()
+
+
+class ClusterStopHandler(BurstHandler):
+    """``POST /jupyter-burst/clusters/<name>/stop``: stop it now; answers once it is gone."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self, name: str) -> None:
+        self.finish(json.dumps(await self.blocking(actions.stop_cluster, name)))
+
+
+class ClusterIdleHandler(BurstHandler):
+    """``POST /jupyter-burst/clusters/<name>/idle`` with ``{"minutes": N}``."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self, name: str) -> None:
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError:
+            raise _error(400, 'send JSON {"minutes": N}') from None
+        minutes = await self.blocking(api.idle_minutes, body)
+        self.finish(json.dumps(await self.blocking(actions.set_idle, name, minutes)))
+
+
 def setup_handlers(web_app: tornado.web.Application) -> None:
     base_url = web_app.settings["base_url"]
+    part = "([^/]+)"
+
+    def url(*parts: str) -> str:
+        return url_path_join(base_url, API_NAMESPACE, *parts)
+
     handlers = [
-        (url_path_join(base_url, API_NAMESPACE, "status"), StatusHandler),
+        (url("status"), StatusHandler),
+        (url("clusters"), ClustersHandler),
+        (url("clusters", part, "stop"), ClusterStopHandler),
+        (url("clusters", part, "idle"), ClusterIdleHandler),
+        (url("cost"), CostHandler),
+        (url("jobs"), JobsHandler),
+        (url("jobs", part, "logs"), JobLogsHandler),
+        (url("jobs", part, "cancel"), JobCancelHandler),
+        (url("checkpoints"), CheckpointsHandler),
+        (url("checkpoints", part), CheckpointsHandler),
+        (url("checkpoints", part, part, "download"), CheckpointDownloadHandler),
     ]
     web_app.add_handlers(".*$", handlers)

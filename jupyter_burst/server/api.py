@@ -1,0 +1,295 @@
+"""The sidebar's JSON views: plain functions of a state folder, testable without a server.
+
+Every view reads the ledger (the single source of truth) and returns JSON-ready dicts.
+Money is never a float: each amount is a dict with the figure shown (to the cent) and the
+exact decimal string, so the sidebar can add amounts without drift.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from jupyter_burst import checkpoints, cost
+from jupyter_burst.budget import usd
+from jupyter_burst.clusters import records
+from jupyter_burst.ledger import shared_ledger
+
+EXCERPT_CHARS = 80
+MAX_LOG_LINES = 5000  # one backfill page; the sidebar asks again from ``next``
+RECENT_STOPPED_SECONDS = 24 * 3600  # stopped clusters stay listed this long
+
+
+class NotFound(LookupError):
+    """What was asked for does not exist (the handler answers 404 with this one line)."""
+
+
+def money(amount: Decimal) -> dict[str, str]:
+    """An amount: ``{"usd": "$1.23", "exact": "1.2345"}`` (strings: no float rounding)."""
+    return {"usd": usd(amount), "exact": str(amount)}
+
+
+def spend(value: cost.Spend) -> dict[str, Any]:
+    """A :class:`~jupyter_burst.cost.Spend`: its total, and its notional part apart."""
+    return {**money(value.total), "notional": money(value.notional), "shown": value.show()}
+
+
+# clusters ---------------------------------------------------------------------------------
+
+
+def clusters_view(
+    state_dir: pathlib.Path,
+    now: float | None = None,
+    live: Iterable[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """Running clusters and those stopped in the last day, newest first.
+
+    ``live``: what the clusters themselves said (``clusters.status()`` entries): the idle
+    countdown and the current idle setting are only known there; without it they are null.
+    """
+    now = time.time() if now is None else now
+    ledger = shared_ledger(state_dir)
+    told = {entry.get("id"): entry for entry in live}
+    recorded = {r.get("id") for r in records.all_records(state_dir)}
+    rows = [
+        c
+        for c in ledger.clusters()
+        if c["stopped"] is None or now - c["stopped"] < RECENT_STOPPED_SECONDS
+    ]
+    nodes = ledger.nodes(cluster_ids=[c["id"] for c in rows])
+    out = []
+    for cluster in sorted(rows, key=lambda c: c["started"], reverse=True):
+        mine = [n for n in nodes if n["cluster_id"] == cluster["id"]]
+        running_nodes = [n for n in mine if n["stopped"] is None]
+        info = told.get(cluster["id"], {})
+        # The ledger alone can say "running" for a cluster whose head died unseen: it is
+        # running only while its record (removed on stop) is still there too.
+        running = cluster["stopped"] is None and cluster["id"] in recorded
+        if info and "alive" in info:
+            running = running and bool(info["alive"])
+        ended = cluster["stopped"] if cluster["stopped"] is not None else now
+        idle_minutes = info.get("idle", cluster["idle_minutes"])
+        remaining = info.get("idle_remaining") if running else None
+        so_far = cost.Spend()
+        for node in mine:
+            so_far += cost.Spend.of(node, cost.node_cost(node, now))
+        out.append(
+            {
+                "id": cluster["id"],
+                "name": cluster["name"],
+                "provider": cluster["provider"],
+                "state": "running" if running else "stopped",
+                "stop_reason": cluster["stop_reason"],
+                "nodes": len(running_nodes) if running else len(mine),
+                "gpus": _gpus(running_nodes if running else mine, cluster),
+                "started": cluster["started"],
+                "uptime_seconds": max(0.0, ended - cluster["started"]),
+                "idle_minutes": idle_minutes,
+                "idle_remaining_seconds": remaining,
+                "busy": info.get("busy") if running else None,
+                "per_hour": spend(cost.running_rate(running_nodes if running else [])),
+                "so_far": spend(so_far),
+            }
+        )
+    return out
+
+
+def _gpus(nodes: list[Mapping[str, Any]], cluster: Mapping[str, Any]) -> int:
+    """GPUs of the nodes (their devices; a node without any counts none)."""
+    found = sum(len(json.loads(n.get("devices") or "[]")) for n in nodes)
+    if found or nodes:
+        return found
+    return len(json.loads(cluster.get("devices") or "[]"))
+
+
+# cost -------------------------------------------------------------------------------------
+
+
+def cost_view(
+    state_dir: pathlib.Path,
+    now: float | None = None,
+    last_jobs: int = 10,
+    daily: Decimal | None = None,
+) -> dict[str, Any]:
+    """The live total of what runs now, the last jobs' cost, today, this month, budget left.
+
+    ``daily``: ``burst.budget.daily`` (None: no budget, and ``budget_left`` is null).
+    """
+    now = time.time() if now is None else now
+    ledger = shared_ledger(state_dir)
+    month = cost.month_start(now)
+    nodes = ledger.nodes(alive_since=month)
+    # The session counts from the month start: the server has no kernel session of its own.
+    spent = cost.totals(nodes, now, month)
+    budget_left = None
+    if daily is not None:
+        budget_left = {
+            "left": money(max(cost.ZERO, daily - spent.today.total)),
+            "daily": money(daily),
+        }
+    return {
+        "now": now,
+        "running": {"per_hour": spend(spent.rate), "so_far": spend(spent.running)},
+        "jobs": [
+            {"id": j["id"], "status": j["status"], "cost": j["cost"]}
+            for j in jobs_view(state_dir, now, last_jobs)
+        ],
+        "today": spend(spent.today),
+        "month": spend(spent.month),
+        "budget": budget_left,
+    }
+
+
+# jobs and their logs ----------------------------------------------------------------------
+
+
+def excerpt(source: str) -> str:
+    """The cell's first non-blank line, at most 80 characters (an ellipsis marks the cut)."""
+    line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
+    return line if len(line) <= EXCERPT_CHARS else line[: EXCERPT_CHARS - 1] + "…"
+
+
+def jobs_view(state_dir: pathlib.Path, now: float | None = None, limit: int = 50) -> list[dict]:
+    """The last ``limit`` jobs, newest first, each with what it cost so far."""
+    now = time.time() if now is None else now
+    ledger = shared_ledger(state_dir)
+    jobs = ledger.recent_jobs(limit)
+    ran_on = ledger.job_clusters(j["id"] for j in jobs)
+    nodes = ledger.nodes(cluster_ids={c for ids in ran_on.values() for c in ids})
+    out = []
+    for job in jobs:
+        mine = [n for n in nodes if n["cluster_id"] in ran_on.get(job["id"], set())]
+        options = _options(job)
+        ended = job["ended"] if job["ended"] is not None else now
+        out.append(
+            {
+                "id": job["id"],
+                "name": options.get("name"),
+                "background": bool(options.get("background")),
+                "status": job["status"],
+                "stop_reason": job["stop_reason"],
+                "error": job["error"],
+                "kernel": job["kernel"],
+                "cell": excerpt(job["source"]),
+                "started": job["started"],
+                "ended": job["ended"],
+                "duration_seconds": max(0.0, ended - job["started"]),
+                "cost": spend(cost.job_spend(job, mine, now)),
+            }
+        )
+    return out
+
+
+def _options(job: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        options = json.loads(job.get("options") or "{}")
+    except ValueError:
+        return {}
+    return options if isinstance(options, dict) else {}
+
+
+def job_row(state_dir: pathlib.Path, job_id: str) -> dict[str, Any]:
+    """The job's ledger row with its options decoded; :class:`NotFound` if there is none."""
+    row = shared_ledger(state_dir).job(job_id)
+    if row is None:
+        raise NotFound(f"no job '{job_id}'")
+    return dict(row, options=_options(row))
+
+
+def logs_view(
+    state_dir: pathlib.Path,
+    job_id: str,
+    since: int = 0,
+    rank: int | None = None,
+    limit: int = MAX_LOG_LINES,
+) -> dict[str, Any]:
+    """The job's output lines after the cursor ``since`` (of ``rank``, else every rank).
+
+    ``next`` is the cursor to ask from next time: lines are never missed nor repeated,
+    whatever other jobs write in between (the cursor is the ledger's line id).
+    """
+    job = job_row(state_dir, job_id)
+    where, params = ["job_id = ?", "id > ?"], [job_id, int(since)]
+    if rank is not None:
+        where.append("rank = ?")
+        params.append(int(rank))
+    rows = shared_ledger(state_dir).query(
+        f"SELECT id, ts, rank, stream, text FROM log_lines WHERE {' AND '.join(where)}"
+        " ORDER BY id LIMIT ?",
+        [*params, int(limit)],
+    )
+    return {
+        "job": job_id,
+        "status": job["status"],
+        "lines": [{k: r[k] for k in ("ts", "rank", "stream", "text")} for r in rows],
+        "next": rows[-1]["id"] if rows else int(since),
+        "more": len(rows) == limit,
+    }
+
+
+# checkpoints ------------------------------------------------------------------------------
+
+
+def checkpoints_view(state_dir: pathlib.Path, job: str | None = None) -> list[dict[str, Any]]:
+    """Every kept checkpoint (of the job ``job``, its exact id), oldest first."""
+    root = checkpoints.default_root(state_dir)
+    if job is not None and job not in checkpoints.all_jobs(root):
+        raise NotFound(f"job '{job}' has no checkpoints")
+    return [
+        {
+            "job": name,
+            "name": c.name,
+            "step": c.step,
+            "time": c.time,
+            "bytes": c.bytes,
+            "sha256": c.sha256,
+            "format": c.format,
+            "cell": excerpt(c.cell),
+            "restore": f"%burst restore {name}" + ("" if c.step is None else f" step={c.step}"),
+        }
+        for name, c in checkpoints.listing(root, job)
+    ]
+
+
+def checkpoint_file(state_dir: pathlib.Path, job: str, name: str) -> checkpoints.Checkpoint:
+    """The checkpoint ``name`` of ``job``, found in the job's manifest.
+
+    Both are only ever compared with what the store lists, never joined into a path, so
+    ``..`` or a slash in either cannot reach another file.
+    """
+    root = checkpoints.default_root(state_dir)
+    if job not in checkpoints.all_jobs(root):
+        raise NotFound(f"job '{job}' has no checkpoints")
+    for listed_job, checkpoint in checkpoints.listing(root, job):
+        if listed_job == job and checkpoint.name == name:
+            return checkpoint
+    raise NotFound(f"job '{job}' has no checkpoint '{name}'")
+
+
+def download_name(checkpoint: checkpoints.Checkpoint) -> str:
+    """The file name offered to the browser: the job, the step, and the kind of file."""
+    step = "none" if checkpoint.step is None else str(checkpoint.step)
+    suffix = ".pt" if checkpoint.format == "torch" else ".pkl"
+    return f"{checkpoint.job}-step{step}-{checkpoint.name.rsplit('-', 1)[-1]}{suffix}"
+
+
+# actions: validation ----------------------------------------------------------------------
+
+MAX_IDLE_MINUTES = 7 * 24 * 60
+
+
+def idle_minutes(body: Any) -> float:
+    """``{"minutes": N}`` checked: a number of minutes, more than 0 and at most a week."""
+    if not isinstance(body, dict) or "minutes" not in body:
+        raise ValueError('send JSON {"minutes": N}')
+    value = body["minutes"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("minutes must be a number")
+    if not math.isfinite(value) or not 0 < value <= MAX_IDLE_MINUTES:
+        raise ValueError(f"minutes must be more than 0 and at most {MAX_IDLE_MINUTES}")
+    return float(value)
