@@ -8,11 +8,8 @@ Tests run in file order: the last one stops the cluster.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
-import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -28,11 +25,11 @@ import requests
 from jupyter_burst.checkpoints import CheckpointStore, default_root
 from jupyter_burst.cost import node_cost
 from jupyter_burst.ledger import Ledger
-from tests.harness import REPO, cluster_record, stop_clusters, wait_for
+from tests.harness import cluster_record, stop_clusters, wait_for
+from tests.jupyter_server_fixture import API, jupyter_server, server_env
 
 UNAUTHENTICATED_WARNING = "endpoints without @allow_unauthenticated"
 UNAUTHENTICATED_ENDPOINT = re.compile(r"^- \w+ of \w+ registered for (?P<path>\S+)", re.MULTILINE)
-API = "jupyter-burst/"
 PRICE = 36.0  # $/hour of the live cluster: 1 cent a second
 
 
@@ -52,12 +49,6 @@ class Server:
     def post(self, path: str, token: bool = True, **kw) -> requests.Response:
         headers = {"Authorization": f"token {self.token}"} if token else {}
         return requests.post(self.url + API + path, headers=headers, timeout=60, **kw)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fill(ledger: Ledger, state_dir: pathlib.Path) -> None:
@@ -100,49 +91,16 @@ def _start_node(state_dir: pathlib.Path, env: dict[str, str]) -> subprocess.Pope
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("server")
-    state_dir, root = home / "state", home / "root"
+    state_dir = home / "state"
     state_dir.mkdir(mode=0o700)
-    root.mkdir()
-    env = {
-        **os.environ,
-        "DASK_BURST__STATE_DIR": str(state_dir),
-        "JUPYTER_CONFIG_DIR": str(home / "config"),
-        "JUPYTER_DATA_DIR": str(home / "data"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS": "false",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
+    env = server_env(home, state_dir)
     ledger = Ledger(state_dir / "ledger.sqlite")
     _fill(ledger, state_dir)
     node = _start_node(state_dir, env)
-    token, port = secrets.token_hex(16), _free_port()
-    command = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1"]
-    command += [f"--port={port}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}"]
-    command += [f"--IdentityProvider.token={token}"]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
-    log_path = home / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
-    srv = Server(f"http://127.0.0.1:{port}/", token, state_dir, log_path, ledger, node)
-
-    def answers() -> bool:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            return srv.get("status").status_code == 200
-        except requests.ConnectionError:
-            return False
-
     try:
-        wait_for(answers, 60, "jupyter server to answer")
-        yield srv
+        with jupyter_server(home, env) as running:
+            yield Server(running.url, running.token, state_dir, running.log_path, ledger, node)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
         if node.poll() is None:
             node.terminate()
             node.wait(timeout=30)

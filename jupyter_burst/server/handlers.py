@@ -66,19 +66,26 @@ class BurstHandler(APIHandler):
             raise _error(400, exc) from None
 
     def int_argument(self, name: str, default: int | None, low: int, high: int) -> int | None:
-        text = self.get_query_argument(name, None)
-        if text is None or text == "":
-            return default
-        try:
-            value = int(text)
-        except ValueError:
-            raise _error(400, f"{name} must be a whole number") from None
-        if not low <= value <= high:
-            raise _error(400, f"{name} must be from {low} to {high}")
-        return value
+        return int_argument(self, name, default, low, high)
 
     def state_dir(self):
         return config.state_dir()
+
+
+def int_argument(
+    handler: tornado.web.RequestHandler, name: str, default: int | None, low: int, high: int
+) -> int | None:
+    """The query argument ``name`` as a whole number from ``low`` to ``high``; else 400."""
+    text = handler.get_query_argument(name, None)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise _error(400, f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise _error(400, f"{name} must be from {low} to {high}")
+    return value
 
 
 def _one_line(text: str) -> str:
@@ -155,7 +162,7 @@ class JobsHandler(BurstHandler):
 
 class JobLogsHandler(BurstHandler):
     """``GET /jupyter-burst/jobs/<id>/logs?since=<cursor>&rank=<r>``: the ledger's lines
-    after the cursor (the backfill; live lines come over a websocket, a later step)."""
+    after the cursor (the backfill; live lines come over ``.../logs/stream``)."""
 
     @tornado.web.authenticated
     @authorized
@@ -231,6 +238,9 @@ class ClusterIdleHandler(BurstHandler):
 
 
 def setup_handlers(web_app: tornado.web.Application) -> None:
+    # Imported here: the websocket module builds on this one.
+    from jupyter_burst.server.logstream import LogStreamHandler
+
     base_url = web_app.settings["base_url"]
     part = "([^/]+)"
 
@@ -245,6 +255,7 @@ def setup_handlers(web_app: tornado.web.Application) -> None:
         (url("cost"), CostHandler),
         (url("jobs"), JobsHandler),
         (url("jobs", part, "logs"), JobLogsHandler),
+        (url("jobs", part, "logs", "stream"), LogStreamHandler),
         (url("jobs", part, "cancel"), JobCancelHandler),
         (url("checkpoints"), CheckpointsHandler),
         (url("checkpoints", part), CheckpointsHandler),
