@@ -147,6 +147,8 @@ def test_two_nodes_bill_to_the_cent_from_the_machines_own_launch_and_termination
         for node in nodes:  # the worker node's boot script holds no key either
             script = (vms.machines[node["InstanceId"]].root / "user-data").read_text()
             assert "PRIVATE KEY" not in script and "X-Amz-Expires=600" in script
+            # the head stays up (not idle) until the worker node has joined
+            assert ("--expect-slots 2" in script) == ("--role head" in script)
         roots = {str(vms.machines[n["InstanceId"]].root) for n in nodes}
         assert any(root in ran_in.stdout for root in roots), (ran_in.stdout, roots)
         kernel.kill()  # nobody is left to record when the machines end

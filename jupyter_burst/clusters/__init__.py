@@ -37,7 +37,8 @@ class ClusterHandle:
         return self.record["id"]
 
     def workers(self) -> dict[str, dict]:
-        return self.client.scheduler_info(n_workers=-1)["workers"]
+        # Right after connecting, the client may not have the scheduler's identity yet.
+        return self.client.scheduler_info(n_workers=-1).get("workers", {})
 
     def info(self) -> dict[str, Any]:
         return self.client.sync(self.client.scheduler.burst_info)

@@ -124,6 +124,8 @@ class HeadNode:
         self.ledger = open_ledger(self.state_dir)
         self.background: BackgroundJobs | None = None
         self._last_look = time.time()
+        self.formed = False
+        self.ready_at = time.monotonic()
 
     async def start(self) -> None:
         from distributed import Scheduler
@@ -146,6 +148,10 @@ class HeadNode:
             self.args, self.scheduler.address, devices, self.security, name_prefix=""
         )
         await asyncio.gather(*(nanny.start() for nanny in self.nannies))
+        # Idle counts from ready: a slow start (a loaded machine, a cold import) must not use
+        # up the idle time before the kernel that asked for the cluster could send it anything.
+        self.policy = IdlePolicy(self.args.idle * 60, time.monotonic())
+        self.ready_at = time.monotonic()
         self.record = {
             "id": self.cluster_id,
             "name": self.args.cluster,
@@ -212,7 +218,25 @@ class HeadNode:
 
     # the watchdog -----------------------------------------------------------------------
 
+    def forming(self) -> bool:
+        """Whether worker nodes the launch asked for (``--expect-slots``) are still joining.
+
+        A forming cluster is not idle: its head must not switch off while the provider waits
+        for the other machines to boot. Once formed, it stays formed (a worker lost later is
+        the watchdog's and the resume's business); a launch whose nodes never come is given
+        up after ``--forming-timeout`` (the lifetime ends it in any case).
+        """
+        if self.formed or self.scheduler is None:
+            return False
+        wanted = max(self.args.expect_slots, self.args.slots)
+        if len(self.scheduler.workers) >= wanted:
+            self.formed = True
+            return False
+        return time.monotonic() - self.ready_at < self.args.forming_timeout
+
     def busy(self) -> bool:
+        if self.forming():
+            return True
         if self.background is not None and self.background.busy():
             return True
         return any(ts.state in _BUSY_STATES for ts in self.scheduler.tasks.values())
@@ -339,6 +363,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--announce", default="", help="a URL to PUT the scheduler's address to")
     parser.add_argument("--tls-dir", help="ca.pem, node.pem and node.key: TLS for every connection")
     parser.add_argument("--max-lifetime", type=float, default=0.0, help="minutes; 0: no limit")
+    parser.add_argument(
+        "--expect-slots", type=int, default=0,
+        help="head: worker slots of the whole cluster (its own and other nodes'); idle waits for them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--forming-timeout", type=float, default=1800.0,
+        help="seconds the head waits for --expect-slots before idle counts anyway",
+    )  # fmt: skip
     parser.add_argument(
         "--unreachable", type=float, default=2.0, help="minutes without the scheduler (worker role)"
     )

@@ -99,7 +99,7 @@ class AwsProvider:
         spot_ok = True if _wants_spot(request) else None
         s3.put_object(Bucket=bucket, Key=keys_key, Body=certs.node_bundle())
 
-        def boot(role: str, **where: str) -> userdata.NodeBoot:
+        def boot(role: str, **where: Any) -> userdata.NodeBoot:
             return userdata.NodeBoot(
                 cluster=request.name,
                 cluster_id=cluster_id,
@@ -133,6 +133,7 @@ class AwsProvider:
             group = _security_group(ec2, cluster_id, cidr)
             head_boot = boot(
                 "head",
+                expect_slots=plan.gpus,
                 announce_url=s3.generate_presigned_url(
                     "put_object",
                     Params={"Bucket": bucket, "Key": announce_key},
@@ -390,7 +391,8 @@ def _wait_for_workers(
     client = Client(scheduler, security=certs.client_security(), timeout=30, set_as_default=False)
     try:
         while time.monotonic() < deadline:
-            if len(client.scheduler_info(n_workers=-1)["workers"]) >= slots:
+            # Right after connecting, the client may not have the scheduler's identity yet.
+            if len(client.scheduler_info(n_workers=-1).get("workers", {})) >= slots:
                 return
             gone = _ended(clients, nodes)
             if gone:

@@ -34,6 +34,7 @@ class NodeBoot:
     announce_url: str = ""  # head: where it writes its scheduler address
     scheduler: str = ""  # worker: the head's scheduler
     port: int = SCHEDULER_PORT
+    expect_slots: int = 0  # head: the whole cluster's slots (it stays up while nodes join)
 
 
 def notebook_versions() -> dict[str, str]:
@@ -62,6 +63,8 @@ def render(boot: NodeBoot, versions: dict[str, str] | None = None) -> str:
     ]  # fmt: skip
     if boot.role == "head":
         node += ["--announce", boot.announce_url]
+        if boot.expect_slots:
+            node += ["--expect-slots", str(boot.expect_slots)]
     else:
         node += ["--scheduler", boot.scheduler]
     args = " ".join(shlex.quote(a) for a in node)
