@@ -324,13 +324,11 @@ class CheckpointStore:
         except FileNotFoundError:
             return [], True  # no save yet (on S3 also: no bucket yet; the save says so)
         except Exception as exc:
-            if (failure := _store_failure(exc)) is None:
+            if (
+                error := _read_error(exc, f"read the checkpoints of job {self.job} in {self.url}")
+            ) is None:
                 raise
-            fix = _read_fix(failure)
-            raise CheckpointError(
-                f"could not read the checkpoints of job {self.job} in {self.url}: "
-                f"{_first_line(failure)}; {fix}"
-            ) from None
+            raise error from None
         try:
             document = json.loads(raw)
             known = {f.name for f in fields(Checkpoint)}
@@ -495,6 +493,13 @@ def _store_failure(exc: BaseException) -> OSError | None:
     return failure
 
 
+def _read_error(exc: BaseException, doing: str) -> CheckpointError | None:
+    """A store that could not be read, as one line naming the fix; None if ``exc`` is not that."""
+    if (failure := _store_failure(exc)) is None:
+        return None
+    return CheckpointError(f"could not {doing}: {_first_line(failure)}; {_read_fix(failure)}")
+
+
 def _read_fix(failure: OSError) -> str:
     if isinstance(failure, _NoCredentials):
         return _CREDENTIALS_FIX
@@ -543,12 +548,9 @@ def all_jobs(root: str) -> list[str]:
     except FileNotFoundError:
         return []
     except Exception as exc:
-        if (failure := _store_failure(exc)) is None:
+        if (error := _read_error(exc, f"list the checkpoints in {root}")) is None:
             raise
-        fix = _read_fix(failure)
-        raise CheckpointError(
-            f"could not list the checkpoints in {root}: {_first_line(failure)}; {fix}"
-        ) from None
+        raise error from None
     return sorted({str(p).rstrip("/").rsplit("/", 2)[-2] for p in found})
 
 

@@ -201,6 +201,18 @@ def job_row(state_dir: pathlib.Path, job_id: str) -> dict[str, Any]:
     return dict(row, options=_options(row))
 
 
+LOG_COLUMNS = "SELECT id, ts, rank, stream, text FROM log_lines"
+
+
+def log_lines_after(job_id: str, since: int, rank: int | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of a job's lines after the cursor ``since``."""
+    where, params = "job_id = ? AND id > ?", [job_id, int(since)]
+    if rank is not None:
+        where += " AND rank = ?"
+        params.append(int(rank))
+    return where, params
+
+
 def logs_view(
     state_dir: pathlib.Path,
     job_id: str,
@@ -214,14 +226,9 @@ def logs_view(
     whatever other jobs write in between (the cursor is the ledger's line id).
     """
     job = job_row(state_dir, job_id)
-    where, params = ["job_id = ?", "id > ?"], [job_id, int(since)]
-    if rank is not None:
-        where.append("rank = ?")
-        params.append(int(rank))
+    where, params = log_lines_after(job_id, since, rank)
     rows = shared_ledger(state_dir).query(
-        f"SELECT id, ts, rank, stream, text FROM log_lines WHERE {' AND '.join(where)}"
-        " ORDER BY id LIMIT ?",
-        [*params, int(limit)],
+        f"{LOG_COLUMNS} WHERE {where} ORDER BY id LIMIT ?", [*params, int(limit)]
     )
     return {
         "job": job_id,

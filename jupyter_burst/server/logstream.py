@@ -40,14 +40,6 @@ MAX_LINE_CHARS = 8192  # a longer line is cut in the view (the ledger keeps it w
 BACKFILL_LINES = 10 * MAX_LINES  # on open; older lines are reported as dropped
 
 
-def _where(job_id: str, since: int, rank: int | None) -> tuple[str, list[Any]]:
-    where, params = "job_id = ? AND id > ?", [job_id, int(since)]
-    if rank is not None:
-        where += " AND rank = ?"
-        params.append(int(rank))
-    return where, params
-
-
 def _bounded(rows: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
     """``rows`` as view lines, in their order, until the next would pass ``max_bytes``."""
     kept, size = [], 0
@@ -67,9 +59,6 @@ def _bounded(rows: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]
     return kept
 
 
-_COLUMNS = "SELECT id, ts, rank, stream, text FROM log_lines"
-
-
 def newest_lines(
     state_dir: pathlib.Path,
     job_id: str,
@@ -86,9 +75,11 @@ def newest_lines(
     """
     job = api.job_row(state_dir, job_id)
     ledger = shared_ledger(state_dir)
-    where, params = _where(job_id, since, rank)
+    where, params = api.log_lines_after(job_id, since, rank)
     # Newest first, so a flood keeps its latest lines; put back in order below.
-    rows = ledger.query(f"{_COLUMNS} WHERE {where} ORDER BY id DESC LIMIT ?", [*params, limit])
+    rows = ledger.query(
+        f"{api.LOG_COLUMNS} WHERE {where} ORDER BY id DESC LIMIT ?", [*params, limit]
+    )
     kept = _bounded(rows, max_bytes)
     kept.reverse()
     dropped = 0
@@ -118,9 +109,9 @@ def oldest_lines(
 ) -> dict[str, Any]:
     """One backfill page: the oldest lines after ``since`` within the bounds; ``more``."""
     job = api.job_row(state_dir, job_id)
-    where, params = _where(job_id, since, rank)
+    where, params = api.log_lines_after(job_id, since, rank)
     rows = shared_ledger(state_dir).query(
-        f"{_COLUMNS} WHERE {where} ORDER BY id LIMIT ?", [*params, limit]
+        f"{api.LOG_COLUMNS} WHERE {where} ORDER BY id LIMIT ?", [*params, limit]
     )
     kept = _bounded(rows, max_bytes)
     return {
@@ -137,7 +128,7 @@ def backfill_start(
     """Where the backfill starts: ``since``, or later if more than BACKFILL_LINES follow it;
     and how many lines that start skips."""
     ledger = shared_ledger(state_dir)
-    where, params = _where(job_id, since, rank)
+    where, params = api.log_lines_after(job_id, since, rank)
     rows = ledger.query(
         f"SELECT id FROM log_lines WHERE {where} ORDER BY id DESC LIMIT 1 OFFSET ?",
         [*params, BACKFILL_LINES],
