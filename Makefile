@@ -1,7 +1,7 @@
 # jupyter-burst developer tasks. GNU make, bash.
 #   make venv   .venv with the package installed editable (+ test and torch extras) and
 #               the labextension built and linked into .venv/share/jupyter/labextensions
-#   make test   lint + the whole pytest suite (what .ci/run runs)
+#   make test   lint, the frontend unit tests (vitest) and the whole pytest suite (what .ci/run runs)
 #   make lab    JupyterLab on the demo notebook
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -16,7 +16,7 @@ SSHD := /usr/sbin/sshd
 # jlpm and jupyter-builder (called by package.json scripts) come from the venv.
 WITH_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 RUFF_PATHS := jupyter_burst tests $(wildcard bench)
-LABEXT_SOURCES := $(wildcard src/*.ts style/* schema/*.json) \
+LABEXT_SOURCES := $(wildcard src/*.ts src/*.tsx style/* schema/*.json) \
 	package.json tsconfig.json yarn.lock .yarnrc.yml
 LABEXT_LINK := $(VENV)/share/jupyter/labextensions/jupyter-burst
 
@@ -80,6 +80,7 @@ sshd:
 
 test: venv labextension chromium sshd
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
+	$(WITH_VENV) jlpm test
 	$(PY) -m pytest -n $(TEST_WORKERS) tests
 
 lint: venv

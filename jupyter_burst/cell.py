@@ -13,10 +13,19 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from jupyter_burst import checkpoints, clusters, config, jobs, namespace, output, tracebacks
+from jupyter_burst import (
+    cell_status,
+    checkpoints,
+    clusters,
+    config,
+    jobs,
+    namespace,
+    output,
+    tracebacks,
+)
 from jupyter_burst import payload as wire
 from jupyter_burst.clusters import choose
-from jupyter_burst.errors import BurstError, SendError
+from jupyter_burst.errors import BurstError, JobCancelled, SendError
 from jupyter_burst.ledger import JobRecorder, shared_ledger
 from jupyter_burst.merge import merge_in_place
 from jupyter_burst.options import CellOptions
@@ -144,14 +153,51 @@ def run_cell(
     line_offset: int = 0,
     render: Callable[[int, list], None] | None = None,
     kernel: str = "",
+    status: cell_status.StatusLine | None = None,
 ) -> CellResult:
     """Run ``source`` on the cluster ``options`` name and merge its results into ``user_ns``.
 
     ``filename``/``line_offset`` make tracebacks point at the notebook cell's own lines.
+    ``status``: the cell's live status line (:func:`jupyter_burst.cell_status.for_cell`),
+    shown once the cell is packed and ended with the job's final state; none by default.
     """
     started = time.monotonic()
     cell = prepare(source, options, user_ns, filename, line_offset)
-    options, job_id = cell.options, cell.job_id
+    line = status if status is not None else cell_status.StatusLine()
+    line.begin(cell.job_id)
+    state = "failed"
+    try:
+        result = _run_prepared(cell, user_ns, render, kernel, started, line)
+        state = "done"
+        return result
+    except BaseException as exc:
+        state, _ = ending(exc)
+        raise
+    finally:
+        line.end(state)
+
+
+def ending(exc: BaseException) -> tuple[str, str | None]:
+    """The job's ledger status and error text when its cell raised ``exc``."""
+    if isinstance(exc, JobCancelled):
+        return "cancelled", str(exc)  # not a failure: retries and the sidebar leave it be
+    if isinstance(exc, BurstError):
+        return ("interrupted" if "interrupted" in str(exc) else "failed"), str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", None
+    return "failed", f"{type(exc).__name__}: {exc}"
+
+
+def _run_prepared(
+    cell: PreparedCell,
+    user_ns: MutableMapping[str, Any],
+    render: Callable[[int, list], None] | None,
+    kernel: str,
+    started: float,
+    line: cell_status.StatusLine,
+) -> CellResult:
+    """Run a packed cell on its cluster, recorded in the ledger, and merge what it sent back."""
+    source, options, job_id = cell.source, cell.options, cell.job_id
     handle = connect(options)
     cell.spec["checkpoints"] = checkpoint_settings(
         handle.state_dir, job_id, source, handle.provider
@@ -173,6 +219,7 @@ def run_cell(
         return handle if attempt == 1 else connect(options)
 
     ledger.job_started(job_id, handle.id, kernel, source, options_record(options))
+    line.started(handle.name, ledger)
     status, error_text = "failed", None
     try:
         outcome = jobs.run_attempts(
@@ -185,6 +232,7 @@ def run_cell(
             timeout_minutes=options.timeout,
             on_events=on_events,
             on_note=on_note,
+            on_job=lambda _: line.running(),
         )
         main = apply_outcome(
             outcome.payloads, outcome.failure, options.gpus, options.gather, user_ns, cell.snapshot
@@ -198,15 +246,8 @@ def run_cell(
             deleted=main["deleted"],
             seconds=time.monotonic() - started,
         )
-    except BurstError as exc:
-        status = "interrupted" if "interrupted" in str(exc) else "failed"
-        error_text = error_text or str(exc)
-        raise
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
     except BaseException as exc:
-        error_text = f"{type(exc).__name__}: {exc}"
+        status, error_text = ending(exc)
         raise
     finally:
         recorder.close()

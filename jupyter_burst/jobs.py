@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 import queue
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from jupyter_burst.errors import (
     JobTimeout,
     WorkerLost,
 )
-from jupyter_burst.ledger import shared_ledger
+from jupyter_burst.ledger import Ledger, shared_ledger
 from jupyter_burst.payload import Payload, event_count
 
 # Below this a payload rides inside the task message; above it, it goes straight to the
@@ -159,16 +160,19 @@ def follow(
     """Render output as it arrives until every rank ended; their results, rank by rank.
 
     On the first failing rank the others are stopped and the failure is returned with the
-    results gathered so far. Raises JobInterrupted on Ctrl-C, JobTimeout past ``timeout``
-    and BudgetExceeded before the job's cost passes its ``budget=`` (all after stopping the
-    remote work; the budget first asks the cell to checkpoint, see :class:`BudgetStop`).
+    results gathered so far. Raises JobInterrupted on Ctrl-C, JobTimeout past ``timeout``,
+    BudgetExceeded before the job's cost passes its ``budget=`` and JobCancelled when a
+    cancel is requested through the ledger (all after stopping the remote work; the budget
+    first asks the cell to checkpoint, see :class:`BudgetStop`).
     """
     deadline = None if timeout_minutes is None else job.started + timeout_minutes * 60
     results: dict[int, Payload] = {}
     pending = set(range(job.world_size))
     watch = BudgetStop.of(job)
+    cancel = CancelWatch.of(job)
     try:
         while pending:
+            cancel.check(on_events)
             if watch is not None:
                 watch.check(on_events)
             wait = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
@@ -225,6 +229,46 @@ def follow(
         if watch is not None:
             watch.record()
         job.handle.topic_handlers.get(f"burst-output-{job.handle.client.id}", {}).pop(job.id, None)
+
+
+_CANCEL_CHECK_SECONDS = 0.5
+CANCELLED_FROM_LAB = "cancelled from JupyterLab: the remote work was stopped"
+
+
+class CancelWatch:
+    """A cancel request recorded in the ledger for the job, read from :func:`follow`.
+
+    The kernel is busy running the cell, so the sidebar's Cancel (and the cell's own Cancel
+    button, which the browser sends to the server) cannot reach it: the server records the
+    request (:meth:`~jupyter_burst.ledger.Ledger.request_cancel`) and this reads it at most
+    every half second, so that it is acted on within about a second.
+    """
+
+    def __init__(self, job: Job, ledger: Ledger):
+        self.job = job
+        self.ledger = ledger
+        self._next_check = 0.0
+
+    @classmethod
+    def of(cls, job: Job) -> CancelWatch:
+        return cls(job, shared_ledger(job.handle.state_dir))
+
+    def requested(self) -> bool:
+        try:
+            return self.ledger.cancel_requested(self.job.id) is not None
+        except sqlite3.Error:
+            return False  # a ledger busy past its timeout: read again at the next check
+
+    def check(self, on_events: OnEvents) -> None:
+        """Stop the job and raise JobCancelled if a cancel was requested."""
+        clock = time.monotonic()
+        if clock < self._next_check:
+            return
+        self._next_check = clock + _CANCEL_CHECK_SECONDS
+        if self.requested():
+            stop(self.job, on_events)
+            drain(self.job, self.job.received, on_events)
+            raise JobCancelled(CANCELLED_FROM_LAB)
 
 
 _BUDGET_CHECK_SECONDS = 1.0
@@ -378,6 +422,8 @@ def run_attempts(
         payloads, failure = follow(job, on_events, timeout_minutes)
         if failure is None or failure.lost is None or attempt == attempts:
             break
+        if CancelWatch.of(job).requested():
+            raise JobCancelled("cancelled from JupyterLab before its next attempt")
         on_note(
             failure.rank,
             f"burst: {lost_rank(failure, ranks)}; running the cell again from its latest "

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ended REAL,
     status TEXT NOT NULL,
     error TEXT,
-    stop_reason TEXT
+    stop_reason TEXT,
+    cancel_requested REAL
 );
 CREATE TABLE IF NOT EXISTS job_clusters (
     job_id TEXT NOT NULL,
@@ -98,10 +99,11 @@ CREATE INDEX IF NOT EXISTS nodes_cluster ON nodes(cluster_id);
 """
 
 # Columns added after a ledger file may already exist: CREATE TABLE IF NOT EXISTS leaves an
-# old table as it is, so these are added to it on open (schema 1 -> 2).
+# old table as it is, so these are added to it on open (schema 1 -> 2; cancel_requested
+# came later and is added the same way to a ledger of either).
 _ADDED_COLUMNS = {
     "nodes": (("notional", "INTEGER"), ("billing_minimum", "REAL")),
-    "jobs": (("stop_reason", "TEXT"),),
+    "jobs": (("stop_reason", "TEXT"), ("cancel_requested", "REAL")),
 }
 
 
@@ -308,6 +310,26 @@ class Ledger:
         """Why jupyter-burst ended the job itself (``budget``); kept apart from its status."""
         with self._write() as db:
             db.execute("UPDATE jobs SET stop_reason = ? WHERE id = ?", (reason, job_id))
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask the kernel running the job to stop it; False if the job is not running.
+
+        The kernel is busy running the cell and cannot be told directly: it reads this flag
+        while it follows the job (:class:`jupyter_burst.jobs.CancelWatch`). The first
+        request's time is kept.
+        """
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE jobs SET cancel_requested = COALESCE(cancel_requested, ?)"
+                " WHERE id = ? AND status = 'running'",
+                (time.time(), job_id),
+            ).rowcount
+        return bool(changed)
+
+    def cancel_requested(self, job_id: str) -> float | None:
+        """When a cancel of the job was requested; None if it was not (or there is no such job)."""
+        rows = self.query("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+        return rows[0]["cancel_requested"] if rows else None
 
     def job_clusters(self, job_ids: Iterable[str]) -> dict[str, set[str]]:
         """The clusters each job ran on: the one it started on and any a rerun started."""

@@ -8,7 +8,7 @@ import time
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from jupyter_burst import background, clusters, config, options
+from jupyter_burst import background, cell_status, clusters, config, options
 from jupyter_burst.cell import run_cell
 from jupyter_burst.errors import NotYetAvailable, OptionError
 
@@ -77,8 +77,19 @@ class BurstMagics(Magics):
                 f"burst: {name} runs in the background on cluster '{parsed.cluster}'; "
                 f"%burst logs {name} -f follows it, %burst wait {name} brings its results back"
             )
+            submitted = background._submitted.get(name)  # this kernel's own record of the job
+            if submitted is not None:
+                cell_status.show_background(parsed.cluster, parsed.gpus, name, submitted.job_id)
             return
-        run_cell(cell, parsed, shell.user_ns, filename=filename, line_offset=1, kernel=kernel)
+        run_cell(
+            cell,
+            parsed,
+            shell.user_ns,
+            filename=filename,
+            line_offset=1,
+            kernel=kernel,
+            status=cell_status.for_cell(parsed.cluster, parsed.gpus),
+        )
 
     def _verb(self, line: str):
         words = shlex.split(line)

@@ -3,37 +3,74 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
 
-import { BurstSidebar } from './sidebar';
+import { listenForCellCancel } from './cellcancel';
+import { ICheckpoint } from './model';
+import { requestAPI } from './request';
+import { BurstSidebar, SIDEBAR_ID } from './sidebar';
+import { CostStatus } from './statusbar';
+import { BurstStore } from './store';
 
 const PLUGIN_ID = 'jupyter-burst:plugin';
+const OPEN_COMMAND = 'jupyter-burst:open-sidebar';
+
+/** The settings the kernels read (through the server extension): name in the schema → key. */
+const KERNEL_SETTINGS = ['defaultProvider', 'idle', 'budget'] as const;
 
 /**
- * The jupyter-burst sidebar in the left area, with its settings.
+ * The jupyter-burst sidebar in the left area, its status-bar cost, the cancel buttons of
+ * `%%burst` cells, and its settings.
  */
-const sidebarPlugin: JupyterFrontEndPlugin<void> = {
+const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
-  description: 'The jupyter-burst sidebar: clusters, cost, jobs, logs and checkpoints.',
+  description:
+    'The jupyter-burst sidebar: clusters, live cost, jobs and their logs, checkpoints.',
   autoStart: true,
-  optional: [ILayoutRestorer, ISettingRegistry],
+  optional: [ILayoutRestorer, ISettingRegistry, INotebookTracker, IStatusBar, ICommandPalette],
   activate: (
     app: JupyterFrontEnd,
     restorer: ILayoutRestorer | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    notebooks: INotebookTracker | null,
+    statusBar: IStatusBar | null,
+    palette: ICommandPalette | null
   ) => {
-    const sidebar = new BurstSidebar(app.serviceManager.serverSettings);
+    const store = new BurstStore(app.serviceManager.serverSettings);
+    const restore = (checkpoint: ICheckpoint) => insertRestoreCell(app, notebooks, checkpoint);
+    const sidebar = new BurstSidebar(store, restore);
     app.shell.add(sidebar, 'left', { rank: 900 });
-    if (restorer) {
-      restorer.add(sidebar, sidebar.id);
+    restorer?.add(sidebar, sidebar.id);
+    store.start();
+    listenForCellCancel(store);
+
+    app.commands.addCommand(OPEN_COMMAND, {
+      label: 'Show the jupyter-burst sidebar',
+      execute: () => app.shell.activateById(SIDEBAR_ID)
+    });
+    palette?.addItem({ command: OPEN_COMMAND, category: 'jupyter-burst' });
+
+    if (statusBar) {
+      const item = new CostStatus(store, () => app.shell.activateById(SIDEBAR_ID));
+      statusBar.registerStatusItem(PLUGIN_ID, {
+        item,
+        align: 'left',
+        rank: 900,
+        isActive: () => item.running,
+        activeStateChanged: store.changed
+      });
     }
+
     if (settingRegistry) {
       settingRegistry
         .load(PLUGIN_ID)
         .then(settings => {
           const update = () => {
-            sidebar.defaultProvider = settings.get('defaultProvider')
-              .composite as string;
+            sidebar.defaultProvider = settings.get('defaultProvider').composite as string;
+            void sendKernelSettings(store, settings);
           };
           update();
           settings.changed.connect(update);
@@ -45,4 +82,48 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [sidebarPlugin];
+/**
+ * What the user set in the Settings Editor goes to the server extension, which writes it
+ * where the kernels' `%%burst` reads its defaults. Only values the user set are sent, so
+ * the schema's defaults never override a Dask config file of the user's own.
+ */
+async function sendKernelSettings(
+  store: BurstStore,
+  settings: ISettingRegistry.ISettings
+): Promise<void> {
+  const body: Record<string, unknown> = {};
+  for (const key of KERNEL_SETTINGS) {
+    const value = settings.user[key];
+    if (value !== undefined) {
+      body[key] = value;
+    }
+  }
+  try {
+    await requestAPI('settings', store.serverSettings, {
+      method: 'PUT',
+      body: JSON.stringify(body)
+    });
+  } catch (reason) {
+    console.error(`jupyter-burst: the settings did not reach the kernels: ${reason}`);
+  }
+}
+
+/** `%burst restore JOB step=K as state` in a new cell below the active one. */
+function insertRestoreCell(
+  app: JupyterFrontEnd,
+  notebooks: INotebookTracker | null,
+  checkpoint: ICheckpoint
+): void {
+  const panel = notebooks?.currentWidget;
+  if (!panel) {
+    window.alert(`Open a notebook first; then Restore inserts:\n${checkpoint.restore} as state`);
+    return;
+  }
+  const notebook = panel.content;
+  NotebookActions.insertBelow(notebook);
+  notebook.activeCell?.model.sharedModel.setSource(`${checkpoint.restore} as state`);
+  app.shell.activateById(panel.id);
+  notebook.activate();
+}
+
+export default [plugin];

@@ -43,7 +43,10 @@ export async function requestAPI<T>(
   }
 
   if (!response.ok) {
-    throw new ServerConnection.ResponseError(response, data.message || data);
+    // The server extension says what went wrong in one line: {"error": "..."}.
+    const text =
+      typeof data === 'string' ? data : data.error || data.message || `HTTP ${response.status}`;
+    throw new ServerConnection.ResponseError(response, text);
   }
 
   return data;

@@ -42,6 +42,8 @@ def server_env(home: pathlib.Path, state_dir: pathlib.Path) -> dict[str, str]:
     return {
         **os.environ,
         "DASK_BURST__STATE_DIR": str(state_dir),
+        # The Settings Editor's values are written here, never into the developer's own.
+        "DASK_CONFIG": str(home / "dask"),
         "JUPYTER_CONFIG_DIR": str(home / "config"),
         "JUPYTER_DATA_DIR": str(home / "data"),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),

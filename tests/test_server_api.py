@@ -8,6 +8,7 @@ Tests run in file order: the last one stops the cluster.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import subprocess
@@ -41,6 +42,7 @@ class Server:
     log_path: pathlib.Path
     ledger: Ledger
     node: subprocess.Popen
+    env: dict[str, str]
 
     def get(self, path: str, token: bool = True, **kw) -> requests.Response:
         headers = {"Authorization": f"token {self.token}"} if token else {}
@@ -49,6 +51,10 @@ class Server:
     def post(self, path: str, token: bool = True, **kw) -> requests.Response:
         headers = {"Authorization": f"token {self.token}"} if token else {}
         return requests.post(self.url + API + path, headers=headers, timeout=60, **kw)
+
+    def put(self, path: str, token: bool = True, **kw) -> requests.Response:
+        headers = {"Authorization": f"token {self.token}"} if token else {}
+        return requests.put(self.url + API + path, headers=headers, timeout=60, **kw)
 
 
 def _fill(ledger: Ledger, state_dir: pathlib.Path) -> None:
@@ -99,7 +105,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     node = _start_node(state_dir, env)
     try:
         with jupyter_server(home, env) as running:
-            yield Server(running.url, running.token, state_dir, running.log_path, ledger, node)
+            yield Server(running.url, running.token, state_dir, running.log_path, ledger, node, env)
     finally:
         if node.poll() is None:
             node.terminate()
@@ -146,6 +152,8 @@ def test_every_endpoint_answers_403_without_a_token(server):
     for path in POSTS:
         reply = server.post(path, token=False, json={"minutes": 5})
         assert reply.status_code == 403, path
+    assert server.put("settings", token=False, json={"idle": 5}).status_code == 403
+    assert not (pathlib.Path(server.env["DASK_CONFIG"]) / "jupyter-burst-lab.yaml").exists()
     assert cluster_record(server.state_dir, "live") is not None  # nothing was done
 
 
@@ -165,6 +173,42 @@ def test_a_write_authenticated_by_cookie_without_xsrf_is_refused(server):
         server.url + API + "clusters/live/idle", json={"minutes": -1}, headers={"X-XSRFToken": xsrf}
     )
     assert reply.status_code == 400, reply.text
+
+
+def _kernel_reads(env: dict[str, str]) -> list:
+    """What a new kernel's %%burst reads as its defaults (a fresh process, fresh config)."""
+    code = (
+        "import json; from jupyter_burst import config; "
+        "print(json.dumps([config.get('provider'), config.get('idle'), config.get('budget.daily')]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def test_the_settings_editor_values_become_the_kernels_defaults(server):
+    assert _kernel_reads(server.env) == [None, 20, None]
+    reply = server.put("settings", json={"defaultProvider": "ssh", "idle": 7.5, "budget": 40})
+    assert reply.status_code == 200, reply.text
+    assert _kernel_reads(server.env) == ["ssh", 7.5, 40]
+    # Only what the user set: the rest stays as the user's own config says.
+    assert server.put("settings", json={"idle": 3}).status_code == 200
+    assert _kernel_reads(server.env) == [None, 3, None]
+    # A bad value: one line naming it, and the file as it was.
+    for body, says in [
+        ({"idle": -1}, "idle must be more than 0"),
+        ({"idle": "soon"}, "idle must be a number"),
+        ({"defaultProvider": "../x"}, "defaultProvider must be a provider name"),
+        ({"colour": "red"}, "unknown setting 'colour'"),
+        ([1], "send a JSON object"),
+    ]:
+        reply = server.put("settings", json=body)
+        assert reply.status_code == 400 and says in reply.json()["error"], (body, reply.text)
+    assert server.put("settings", data=b"{not json").status_code == 400
+    assert _kernel_reads(server.env) == [None, 3, None]
+    assert server.put("settings", json={}).status_code == 200  # nothing set: file removed
+    assert _kernel_reads(server.env) == [None, 20, None]
 
 
 def test_clusters_lists_the_live_one_and_the_stopped_one(server):
@@ -263,12 +307,14 @@ def test_an_internal_error_answers_json_without_a_traceback(server):
     assert "Traceback" in server.log_path.read_text()  # it went to the log instead
 
 
-def test_cancel_is_refused_for_jobs_it_cannot_cancel(server):
+def test_cancel_refuses_an_ended_job_and_records_a_foreground_ones_request(server):
     reply = server.post("jobs/job-a/cancel")
     assert reply.status_code == 409 and "not running" in reply.json()["error"]
-    reply = server.post("jobs/job-b/cancel")
-    assert reply.status_code == 409 and "foreground" in reply.json()["error"]
     assert server.post("jobs/nope/cancel").status_code == 404
+    # A foreground cell's kernel is busy running it: the request waits in the ledger for it.
+    reply = server.post("jobs/job-b/cancel")
+    assert reply.status_code == 200 and reply.json() == {"id": "job-b", "status": "cancelling"}
+    assert server.ledger.cancel_requested("job-b") is not None
 
 
 def test_the_idle_timeout_is_validated_and_set_on_the_cluster(server):

@@ -11,6 +11,7 @@ from typing import Any
 
 from jupyter_burst import background, clusters, config
 from jupyter_burst.clusters import records
+from jupyter_burst.ledger import shared_ledger
 from jupyter_burst.server.api import NotFound, job_row
 
 
@@ -45,22 +46,24 @@ def set_idle(name: str, minutes: float) -> dict[str, Any]:
 
 
 def cancel_job(job_id: str) -> dict[str, Any]:
-    """Cancel a background job (``%%burst async name=...``) on its cluster.
+    """Cancel a running job: a background one on its cluster, a foreground one through its kernel.
 
-    A cell run in the foreground belongs to its kernel: only that kernel can stop it
-    (interrupt it), so that is refused with the way to do it.
+    A foreground cell's kernel is busy running it and cannot be reached: the request is
+    recorded in the ledger, which that kernel reads within about a second while it follows
+    the job (:class:`jupyter_burst.jobs.CancelWatch`); it then stops the remote work and
+    the job ends as ``cancelled``. The answer comes at once, with status ``cancelling``.
     """
     job = job_row(config.state_dir(), job_id)
     if job["status"] != "running":
         raise Refused(f"job '{job_id}' is not running (it ended as {job['status']})")
     name = job["options"].get("name")
-    if not job["options"].get("background") or not name:
-        raise Refused(
-            f"job '{job_id}' runs in the foreground of its kernel; interrupt the kernel "
-            "(or stop its cluster) to end it"
-        )
-    try:
-        ended = background.cancel(name)
-    except background.JobNotFound as exc:
-        raise Refused(str(exc).splitlines()[0]) from None
-    return {"id": job_id, "status": ended.get("status")}
+    if job["options"].get("background") and name:
+        try:
+            ended = background.cancel(name)
+        except background.JobNotFound as exc:
+            raise Refused(str(exc).splitlines()[0]) from None
+        return {"id": job_id, "status": ended.get("status")}
+    if not shared_ledger(config.state_dir()).request_cancel(job_id):
+        ended = job_row(config.state_dir(), job_id)["status"]
+        raise Refused(f"job '{job_id}' is not running (it ended as {ended})")
+    return {"id": job_id, "status": "cancelling"}

@@ -74,6 +74,7 @@ def clusters_view(
             running = running and bool(info["alive"])
         ended = cluster["stopped"] if cluster["stopped"] is not None else now
         idle_minutes = info.get("idle", cluster["idle_minutes"])
+        devices = _devices(running_nodes if running else mine, cluster)
         remaining = info.get("idle_remaining") if running else None
         so_far = cost.Spend()
         for node in mine:
@@ -86,7 +87,8 @@ def clusters_view(
                 "state": "running" if running else "stopped",
                 "stop_reason": cluster["stop_reason"],
                 "nodes": len(running_nodes) if running else len(mine),
-                "gpus": _gpus(running_nodes if running else mine, cluster),
+                "gpus": sum(1 for d in devices if d != "cpu"),
+                "cpu_slots": sum(1 for d in devices if d == "cpu"),
                 "started": cluster["started"],
                 "uptime_seconds": max(0.0, ended - cluster["started"]),
                 "idle_minutes": idle_minutes,
@@ -99,12 +101,12 @@ def clusters_view(
     return out
 
 
-def _gpus(nodes: list[Mapping[str, Any]], cluster: Mapping[str, Any]) -> int:
-    """GPUs of the nodes (their devices; a node without any counts none)."""
-    found = sum(len(json.loads(n.get("devices") or "[]")) for n in nodes)
+def _devices(nodes: list[Mapping[str, Any]], cluster: Mapping[str, Any]) -> list[str]:
+    """The slots' devices of the nodes (``cuda:N``, or ``cpu`` for a CPU stand-in slot)."""
+    found = [d for n in nodes for d in json.loads(n.get("devices") or "[]")]
     if found or nodes:
         return found
-    return len(json.loads(cluster.get("devices") or "[]"))
+    return json.loads(cluster.get("devices") or "[]")
 
 
 # cost -------------------------------------------------------------------------------------

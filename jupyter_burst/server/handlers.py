@@ -237,6 +237,21 @@ class ClusterIdleHandler(BurstHandler):
         self.finish(json.dumps(await self.blocking(actions.set_idle, name, minutes)))
 
 
+class SettingsHandler(BurstHandler):
+    """``PUT /jupyter-burst/settings``: the Settings Editor's values, for the kernels."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def put(self) -> None:
+        from jupyter_burst.server import settings
+
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError:
+            raise _error(400, 'send a JSON object such as {"idle": 10}') from None
+        self.finish(json.dumps(await self.blocking(settings.write, body)))
+
+
 def setup_handlers(web_app: tornado.web.Application) -> None:
     # Imported here: the websocket module builds on this one.
     from jupyter_burst.server.logstream import LogStreamHandler
@@ -249,6 +264,7 @@ def setup_handlers(web_app: tornado.web.Application) -> None:
 
     handlers = [
         (url("status"), StatusHandler),
+        (url("settings"), SettingsHandler),
         (url("clusters"), ClustersHandler),
         (url("clusters", part, "stop"), ClusterStopHandler),
         (url("clusters", part, "idle"), ClusterIdleHandler),

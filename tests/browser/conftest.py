@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +37,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SERVER_START_TIMEOUT = 120.0
+DEMO_NOTEBOOK = REPO / "notebooks" / "demo.ipynb"
+LOCAL_PRICE_PER_HOUR = 36
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Lab:
 
     url: str  # http://127.0.0.1:PORT/ (base_url included, with a trailing slash)
     token: str
+    home: pathlib.Path  # root/ (the notebooks), burst-state/, dask/, config/
     log_path: pathlib.Path
     process: subprocess.Popen
 
@@ -101,7 +105,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     home = tmp_path_factory.mktemp("jupyter")
     root = home / "root"
     config_dir = home / "config"
@@ -113,18 +117,25 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     (notification / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
+    shutil.copy(DEMO_NOTEBOOK, root / DEMO_NOTEBOOK.name)
     env = {
         **os.environ,
         "JUPYTER_CONFIG_DIR": str(config_dir),
         "JUPYTER_DATA_DIR": str(home / "data"),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        # The server and the kernels it starts share a state folder of this test's own,
+        # and a Dask config folder (where the Settings Editor's values are written).
+        "DASK_BURST__STATE_DIR": str(home / "burst-state"),
+        "DASK_CONFIG": str(home / "dask"),
+        # A notional price, so that the cost visibly ticks: a cent a second.
+        "DASK_BURST__LOCAL__PRICE_PER_HOUR": str(LOCAL_PRICE_PER_HOUR),
     }
     env.pop("JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS", None)
     token = secrets.token_hex(16)
     port = free_port()
     log_dir = ARTIFACTS / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / "jupyter-lab.log"
+    log_path = log_dir / f"jupyter-lab-{request.module.__name__.rsplit('.', 1)[-1]}.log"
     command = [
         sys.executable,
         "-m",
@@ -144,12 +155,23 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         process = subprocess.Popen(
             command, env=env, cwd=root, stdout=log_file, stderr=subprocess.STDOUT
         )
-    server = Lab(f"http://127.0.0.1:{port}/", token, log_path, process)
+    server = Lab(f"http://127.0.0.1:{port}/", token, home, log_path, process)
     try:
         wait_for(lambda: _server_answers(server), SERVER_START_TIMEOUT, "jupyter lab to answer")
         yield server
     finally:
         _stop(process)
+        _stop_clusters(env)
+
+
+def _stop_clusters(env: dict[str, str]) -> None:
+    """The clusters the notebooks' kernels started (they outlive a kernel by design)."""
+    subprocess.run(
+        [sys.executable, "-c", "from jupyter_burst import clusters; clusters.down()"],
+        env=env,
+        check=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture

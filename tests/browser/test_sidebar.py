@@ -21,7 +21,7 @@ UNAUTHENTICATED_WARNING = "endpoints without @allow_unauthenticated"
 UNAUTHENTICATED_ENDPOINT = re.compile(r"^- \w+ of \w+ registered for (?P<path>\S+)", re.MULTILINE)
 
 
-def test_sidebar_says_it_is_loaded_and_shows_the_server_version(lab: Lab, browser_context):
+def test_sidebar_opens_with_its_three_sections_and_the_default_provider(lab: Lab, browser_context):
     page = browser_context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -33,8 +33,10 @@ def test_sidebar_says_it_is_loaded_and_shows_the_server_version(lab: Lab, browse
 
     panel = page.locator(f"#{SIDEBAR_ID}")
     expect(panel).to_be_visible()
-    expect(panel).to_contain_text("jupyter-burst is loaded")
-    expect(panel).to_contain_text(f"server version: {jupyter_burst.__version__}")
+    for title in ("Clusters & cost", "Jobs & logs", "Checkpoints"):
+        expect(panel.get_by_role("heading", name=title)).to_be_visible()
+    expect(panel).to_contain_text("No cluster is running.")
+    expect(panel).to_contain_text("No job has run yet.")
     expect(panel).to_contain_text("default provider: local")
 
     screenshot = ARTIFACTS / "screenshots" / "sidebar-loaded.png"

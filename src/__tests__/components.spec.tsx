@@ -1,0 +1,235 @@
+import { cleanup, fireEvent, render, screen, within } from '@testing-library/react';
+import * as React from 'react';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+
+import {
+  CheckpointsSection,
+  ClustersSection,
+  IClustersProps,
+  ILogViewProps,
+  JobsSection,
+  LogView
+} from '../components';
+import { ICheckpoint, ICluster, ICost, IJob, ISpend } from '../model';
+
+afterEach(cleanup);
+
+function spend(exact: string, usd: string): ISpend {
+  return { usd, exact, notional: { usd: '$0.00', exact: '0' }, shown: usd };
+}
+
+const cluster: ICluster = {
+  id: 'c1',
+  name: 'default',
+  provider: 'aws',
+  state: 'running',
+  stop_reason: null,
+  nodes: 2,
+  gpus: 8,
+  cpu_slots: 0,
+  started: 0,
+  uptime_seconds: 600,
+  idle_minutes: 20,
+  idle_remaining_seconds: 300,
+  busy: false,
+  per_hour: spend('36', '$36.00'),
+  so_far: spend('6.00', '$6.00')
+};
+
+const cost: ICost = {
+  now: 0,
+  running: { per_hour: spend('36', '$36.00'), so_far: spend('6.00', '$6.00') },
+  jobs: [],
+  today: spend('7.5', '$7.50'),
+  month: spend('120', '$120.00'),
+  budget: { left: { usd: '$42.50', exact: '42.5' }, daily: { usd: '$50.00', exact: '50' } }
+};
+
+function clusters(overrides: Partial<IClustersProps> = {}) {
+  const props: IClustersProps = {
+    clusters: [cluster, { ...cluster, id: 'c0', name: 'old', state: 'stopped' }],
+    cost,
+    fetchedAt: 1_000_000,
+    now: 1_000_000,
+    stopping: new Set(),
+    onStop: vi.fn(),
+    onIdle: vi.fn(),
+    ...overrides
+  };
+  return { props, view: render(<ClustersSection {...props} />) };
+}
+
+describe('Clusters & cost', () => {
+  it('ticks the running cost every second from the server figure and the rate', () => {
+    const { props, view } = clusters();
+    expect(screen.getByTestId('live-cost').textContent).toBe('$6.00');
+    // $36/h is a cent a second.
+    view.rerender(<ClustersSection {...props} now={props.fetchedAt + 1000} />);
+    expect(screen.getByTestId('live-cost').textContent).toBe('$6.01');
+    expect(screen.getByTestId('cluster-cost').textContent).toBe('$6.01');
+    view.rerender(<ClustersSection {...props} now={props.fetchedAt + 60_000} />);
+    expect(screen.getByTestId('live-cost').textContent).toBe('$6.60');
+    expect(view.container.textContent).toContain('stops in 4 min 0 s if idle');
+  });
+
+  it('shows the facts of a running cluster, today, month and the budget left', () => {
+    const { view } = clusters();
+    const text = view.container.textContent;
+    expect(text).toContain('2 nodes · 8 GPUs');
+    expect(text).toContain('today $7.50 · month $120.00');
+    expect(text).toContain('budget left $42.50 of $50.00/day');
+    expect(text).toContain('Stopped today (1)');
+  });
+
+  it('stops a cluster with one click, and says it is stopping', () => {
+    const { props, view } = clusters();
+    fireEvent.click(screen.getByRole('button', { name: 'Stop cluster default now' }));
+    expect(props.onStop).toHaveBeenCalledWith('default');
+    view.rerender(<ClustersSection {...props} stopping={new Set(['default'])} />);
+    const button = screen.getByRole('button', { name: 'Stop cluster default now' });
+    expect(button.textContent).toBe('Stopping…');
+    expect((button as HTMLButtonElement).disabled).toBe(true);
+  });
+
+  it('changes the idle timeout, and ignores what is not a number of minutes', () => {
+    const { props } = clusters();
+    const input = screen.getByLabelText('Idle timeout of default in minutes');
+    fireEvent.change(input, { target: { value: '0' } });
+    fireEvent.submit(input.closest('form')!);
+    expect(props.onIdle).not.toHaveBeenCalled();
+    fireEvent.change(input, { target: { value: '7.5' } });
+    fireEvent.submit(input.closest('form')!);
+    expect(props.onIdle).toHaveBeenCalledWith('default', 7.5);
+  });
+
+  it('says when nothing runs', () => {
+    clusters({ clusters: [], cost: null });
+    expect(screen.getByText('No cluster is running.')).toBeTruthy();
+  });
+});
+
+function logProps(overrides: Partial<ILogViewProps> = {}): ILogViewProps {
+  return {
+    jobId: 'job1',
+    lines: [
+      { ts: 1, rank: 0, stream: 'stdout', text: 'epoch 0' },
+      { ts: 2, rank: 1, stream: 'stderr', text: 'warning' }
+    ],
+    dropped: 0,
+    ranks: [0, 1],
+    rank: null,
+    search: '',
+    following: true,
+    state: 'live',
+    error: null,
+    onRank: vi.fn(),
+    onSearch: vi.fn(),
+    onFollow: vi.fn(),
+    ...overrides
+  };
+}
+
+describe('Jobs & logs', () => {
+  const job: IJob = {
+    id: 'job1',
+    name: null,
+    background: false,
+    status: 'running',
+    stop_reason: null,
+    error: null,
+    kernel: 'k',
+    cell: 'for epoch in range(10):',
+    started: 0,
+    ended: null,
+    duration_seconds: 65,
+    cost: spend('0.65', '$0.65')
+  };
+
+  it('lists jobs, selects one with the keyboard, and cancels a running one', () => {
+    const onSelect = vi.fn();
+    const onCancel = vi.fn();
+    render(
+      <JobsSection
+        jobs={[job, { ...job, id: 'job0', status: 'done' }]}
+        selected={null}
+        onSelect={onSelect}
+        onCancel={onCancel}
+        cancelling={new Set()}
+        log={null}
+      />
+    );
+    const options = screen.getAllByRole('option');
+    expect(options[0].textContent).toContain('1 min 5 s · $0.65');
+    fireEvent.keyDown(options[1], { key: 'Enter' });
+    expect(onSelect).toHaveBeenCalledWith('job0');
+    expect(within(options[1]).queryByRole('button')).toBeNull(); // a done job: no cancel
+    fireEvent.click(within(options[0]).getByRole('button', { name: /Cancel job/ }));
+    expect(onCancel).toHaveBeenCalledWith('job1');
+    expect(onSelect).toHaveBeenCalledTimes(1); // the click did not also select the row
+  });
+
+  it('shows lines with their rank, and a note for lines left out of the view', () => {
+    const { container } = render(<LogView {...logProps({ dropped: 48213 })} />);
+    expect(container.textContent).toContain('[0] epoch 0');
+    expect(screen.getByRole('status').textContent).toContain(
+      '48,213 earlier lines not shown here'
+    );
+  });
+
+  it('pauses and follows, filters by rank, searches', () => {
+    const props = logProps();
+    const view = render(<LogView {...props} />);
+    fireEvent.click(screen.getByRole('button', { name: 'Pause' }));
+    expect(props.onFollow).toHaveBeenCalledWith(false);
+    view.rerender(<LogView {...props} following={false} />);
+    expect(screen.getByRole('button', { name: 'Follow' }).getAttribute('aria-pressed')).toBe(
+      'false'
+    );
+    fireEvent.change(screen.getByLabelText('Show the lines of rank'), { target: { value: '1' } });
+    expect(props.onRank).toHaveBeenCalledWith(1);
+    fireEvent.change(screen.getByLabelText('Show the lines of rank'), { target: { value: '' } });
+    expect(props.onRank).toHaveBeenLastCalledWith(null);
+    fireEvent.change(screen.getByLabelText('Search the log'), { target: { value: 'loss' } });
+    expect(props.onSearch).toHaveBeenCalledWith('loss');
+  });
+
+  it('does not label ranks when there is one', () => {
+    const { container } = render(
+      <LogView {...logProps({ ranks: [0], lines: [{ ts: 1, rank: 0, stream: 'stdout', text: 'hi' }] })} />
+    );
+    expect(container.querySelector('.jp-BurstLog-lines')!.textContent).toBe('hi');
+  });
+});
+
+describe('Checkpoints', () => {
+  const checkpoint: ICheckpoint = {
+    job: 'abc',
+    name: 'ckpt-000002-aa',
+    step: 2,
+    time: 1_700_000_000,
+    bytes: 2048,
+    sha256: 'x',
+    format: 'pickle',
+    cell: 'for epoch in range(10):',
+    restore: '%burst restore abc step=2'
+  };
+
+  it('lists the newest first, restores and links the download', () => {
+    const onRestore = vi.fn();
+    const older = { ...checkpoint, name: 'ckpt-000001-bb', step: 1 };
+    const { container } = render(
+      <CheckpointsSection
+        checkpoints={[older, checkpoint]}
+        downloadUrl={c => `/jupyter-burst/checkpoints/${c.job}/${c.name}/download`}
+        onRestore={onRestore}
+      />
+    );
+    const items = container.querySelectorAll('li');
+    expect(items[0].textContent).toContain('step 2');
+    expect(items[0].textContent).toContain('2.0 KB');
+    fireEvent.click(within(items[0] as HTMLElement).getByRole('button', { name: 'Restore' }));
+    expect(onRestore).toHaveBeenCalledWith(checkpoint);
+    const link = within(items[1] as HTMLElement).getByText('Download') as HTMLAnchorElement;
+    expect(link.getAttribute('href')).toBe('/jupyter-burst/checkpoints/abc/ckpt-000001-bb/download');
+  });
+});

@@ -1,0 +1,206 @@
+import { ReactWidget } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import {
+  CheckpointsSection,
+  ClustersSection,
+  ILogViewProps,
+  JobsSection
+} from './components';
+import { burstIcon } from './icon';
+import { LogSocket } from './logsocket';
+import { ICheckpoint, ILogLine, LogBuffer } from './model';
+import { BurstStore } from './store';
+
+export const SIDEBAR_ID = 'jupyter-burst-sidebar';
+
+/**
+ * The jupyter-burst panel in the left side bar: clusters and what they cost (ticking every
+ * second while nodes run), jobs with their live logs, and the checkpoints.
+ */
+export class BurstSidebar extends ReactWidget {
+  constructor(
+    private readonly _store: BurstStore,
+    private readonly _restore: (checkpoint: ICheckpoint) => void
+  ) {
+    super();
+    this.id = SIDEBAR_ID;
+    this.addClass('jp-BurstSidebar');
+    this.title.icon = burstIcon;
+    this.title.caption = 'jupyter-burst';
+    _store.changed.connect(this._onStoreChanged, this);
+    // The cost figures tick between fetches.
+    this._ticker = window.setInterval(() => {
+      if (this.isVisible) {
+        this.update();
+      }
+    }, 1000);
+  }
+
+  /** The provider a cell uses when it names none (from the settings). */
+  set defaultProvider(name: string) {
+    this._defaultProvider = name;
+    this.update();
+  }
+
+  dispose(): void {
+    window.clearInterval(this._ticker);
+    this._socket?.close();
+    this._store.changed.disconnect(this._onStoreChanged, this);
+    super.dispose();
+  }
+
+  /** Show the live log of `jobId` (null: none). */
+  selectJob(jobId: string | null): void {
+    if (jobId === this._selected) {
+      return;
+    }
+    this._socket?.close();
+    this._socket = null;
+    this._selected = jobId;
+    this._buffer.clear();
+    this._frozen = null;
+    this._rank = null;
+    this._logState = 'connecting';
+    this._logError = null;
+    if (jobId !== null) {
+      this._socket = new LogSocket(
+        jobId,
+        this._store.serverSettings,
+        message => {
+          if (this._buffer.add(message)) {
+            this._scheduleUpdate();
+          }
+          if (message.error) {
+            this._logError = message.error;
+          }
+        },
+        (state, error) => {
+          this._logState = state;
+          this._logError = error ?? null;
+          this.update();
+        }
+      );
+    }
+    this.update();
+  }
+
+  render(): JSX.Element {
+    const store = this._store;
+    const now = Date.now();
+    return (
+      <div className="jp-BurstSidebar-body">
+        <header className="jp-BurstSidebar-header">
+          <h2>jupyter-burst</h2>
+          <span className="jp-BurstSidebar-provider" title="Settings › jupyter-burst">
+            default provider: {this._defaultProvider}
+          </span>
+        </header>
+        {store.error && (
+          <p className="jp-BurstSidebar-error" role="alert">
+            {store.error}
+          </p>
+        )}
+        <ClustersSection
+          clusters={store.clusters}
+          cost={store.cost}
+          fetchedAt={store.fetchedAt}
+          now={now}
+          stopping={store.stopping}
+          onStop={name => void store.stopCluster(name).catch(() => undefined)}
+          onIdle={(name, minutes) => void store.setIdle(name, minutes).catch(() => undefined)}
+        />
+        <JobsSection
+          jobs={store.jobs}
+          selected={this._selected}
+          onSelect={jobId => this.selectJob(jobId)}
+          onCancel={jobId => void store.cancelJob(jobId).catch(() => undefined)}
+          cancelling={store.cancelling}
+          log={this._logProps()}
+        />
+        <CheckpointsSection
+          checkpoints={store.checkpoints}
+          downloadUrl={checkpoint => store.downloadUrl(checkpoint)}
+          onRestore={this._restore}
+        />
+      </div>
+    );
+  }
+
+  private _logProps(): ILogViewProps | null {
+    if (this._selected === null) {
+      return null;
+    }
+    const following = this._frozen === null;
+    const lines: readonly ILogLine[] = following
+      ? this._buffer.view(this._rank, this._search)
+      : this._frozen!;
+    return {
+      jobId: this._selected,
+      lines,
+      dropped: this._buffer.dropped,
+      ranks: [...this._buffer.ranks].sort((a, b) => a - b),
+      rank: this._rank,
+      search: this._search,
+      following,
+      state: this._logState,
+      error: this._logError,
+      onRank: rank => {
+        this._rank = rank;
+        this._refreeze();
+      },
+      onSearch: text => {
+        this._search = text;
+        this._refreeze();
+      },
+      onFollow: follow => {
+        this._frozen = follow ? null : this._buffer.view(this._rank, this._search);
+        this.update();
+      }
+    };
+  }
+
+  /** A paused view keeps its lines, filtered anew when the rank or the search changes. */
+  private _refreeze(): void {
+    if (this._frozen !== null) {
+      this._frozen = this._buffer.view(this._rank, this._search);
+    }
+    this.update();
+  }
+
+  /** A flood of messages renders at most once per animation frame. */
+  private _scheduleUpdate(): void {
+    if (this._frame === null) {
+      this._frame = window.requestAnimationFrame(() => {
+        this._frame = null;
+        this.update();
+      });
+    }
+  }
+
+  private _onStoreChanged(): void {
+    if (this._selected === null) {
+      // Follow the newest running job by default: what the user just started.
+      const running = this._store.jobs.find(job => job.status === 'running');
+      if (running && running.id !== this._lastAutoSelected) {
+        this._lastAutoSelected = running.id;
+        this.selectJob(running.id);
+        return;
+      }
+    }
+    this.update();
+  }
+
+  private _defaultProvider = 'local';
+  private _selected: string | null = null;
+  private _lastAutoSelected: string | null = null;
+  private _socket: LogSocket | null = null;
+  private readonly _buffer = new LogBuffer();
+  private _frozen: ILogLine[] | null = null;
+  private _rank: number | null = null;
+  private _search = '';
+  private _logState: ILogViewProps['state'] = 'connecting';
+  private _logError: string | null = null;
+  private _frame: number | null = null;
+  private readonly _ticker: number;
+}
