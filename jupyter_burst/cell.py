@@ -204,7 +204,7 @@ def _run_prepared(
     )
     ledger = shared_ledger(handle.state_dir)
     recorder = JobRecorder(ledger, job_id)
-    show = render or output.renderer(options.gpus)
+    show = render or output.renderer(options.gpus, job_id)
 
     def on_events(rank: int, events: list) -> None:
         show(rank, events)
@@ -222,18 +222,22 @@ def _run_prepared(
     line.started(handle.name, ledger)
     status, error_text = "failed", None
     try:
-        outcome = jobs.run_attempts(
-            attempt_cluster,
-            job_id,
-            cell.message,
-            cell.spec,
-            ranks=options.gpus,
-            retries=options.retries,
-            timeout_minutes=options.timeout,
-            on_events=on_events,
-            on_note=on_note,
-            on_job=lambda _: line.running(),
-        )
+        try:
+            outcome = jobs.run_attempts(
+                attempt_cluster,
+                job_id,
+                cell.message,
+                cell.spec,
+                ranks=options.gpus,
+                retries=options.retries,
+                timeout_minutes=options.timeout,
+                on_events=on_events,
+                on_note=on_note,
+                on_job=lambda _: line.running(),
+            )
+        finally:
+            if isinstance(show, output.Renderer):
+                show.close()  # the last lines a flood held back, before any traceback
         main = apply_outcome(
             outcome.payloads, outcome.failure, options.gpus, options.gather, user_ns, cell.snapshot
         )

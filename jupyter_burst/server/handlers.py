@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -115,19 +118,47 @@ class ClustersHandler(BurstHandler):
         self.finish(json.dumps(await self.blocking(_clusters_with_live_info, self.state_dir())))
 
 
-def _clusters_with_live_info(state_dir) -> list[dict[str, Any]]:
-    from jupyter_burst import clusters
-    from jupyter_burst.clusters import records
+LIVE_INFO_SECONDS = 5.0
 
-    live: list[dict[str, Any]] = []
-    if records.all_records(state_dir):
-        try:
-            # Asks each running cluster for its idle countdown; one that does not answer
-            # is still listed, from the ledger alone.
-            live = clusters.status()
-        except Exception:
-            live = []
-    return api.clusters_view(state_dir, live=live)
+
+class LiveInfo:
+    """What the running clusters say of themselves (idle countdown, busy), kept a few
+    seconds: every open page asks every few seconds, and each answer means a Dask
+    connection to each cluster. The ledger's figures are read fresh on every request."""
+
+    def __init__(self, seconds: float = LIVE_INFO_SECONDS) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._taken = -math.inf
+        self._info: list[dict[str, Any]] = []
+
+    def get(self, state_dir) -> list[dict[str, Any]]:
+        from jupyter_burst import clusters
+        from jupyter_burst.clusters import records
+
+        with self._lock:  # concurrent requests share one round of questions
+            if time.monotonic() - self._taken < self.seconds:
+                return self._info
+            info: list[dict[str, Any]] = []
+            if records.all_records(state_dir):
+                try:
+                    info = clusters.status()
+                except Exception:  # listed from the ledger alone, without the countdown
+                    info = []
+            self._info, self._taken = info, time.monotonic()
+            return info
+
+    def forget(self) -> None:
+        """After an action changed a cluster: the next request asks again."""
+        with self._lock:
+            self._taken = -math.inf
+
+
+live_info = LiveInfo()
+
+
+def _clusters_with_live_info(state_dir) -> list[dict[str, Any]]:
+    return api.clusters_view(state_dir, live=live_info.get(state_dir))
 
 
 class CostHandler(BurstHandler):
@@ -220,7 +251,9 @@ class ClusterStopHandler(BurstHandler):
     @tornado.web.authenticated
     @authorized
     async def post(self, name: str) -> None:
-        self.finish(json.dumps(await self.blocking(actions.stop_cluster, name)))
+        stopped = await self.blocking(actions.stop_cluster, name)
+        live_info.forget()
+        self.finish(json.dumps(stopped))
 
 
 class ClusterIdleHandler(BurstHandler):
@@ -234,7 +267,9 @@ class ClusterIdleHandler(BurstHandler):
         except ValueError:
             raise _error(400, 'send JSON {"minutes": N}') from None
         minutes = await self.blocking(api.idle_minutes, body)
-        self.finish(json.dumps(await self.blocking(actions.set_idle, name, minutes)))
+        changed = await self.blocking(actions.set_idle, name, minutes)
+        live_info.forget()
+        self.finish(json.dumps(changed))
 
 
 class SettingsHandler(BurstHandler):

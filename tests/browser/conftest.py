@@ -174,8 +174,19 @@ def _stop_clusters(env: dict[str, str]) -> None:
     )
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[_FAILED] = report.failed
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def browser_context(tmp_path: pathlib.Path):
+def browser_context(request: pytest.FixtureRequest, tmp_path: pathlib.Path):
     """A Chromium profile of its own; Debian's Chromium, never a downloaded one."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make chromium)")
@@ -192,4 +203,10 @@ def browser_context(tmp_path: pathlib.Path):
         try:
             yield context
         finally:
+            if request.node.stash.get(_FAILED, False):
+                # What the page showed when the test failed, for whoever reads the CI log.
+                for i, page in enumerate(context.pages):
+                    shot = ARTIFACTS / "screenshots" / f"failed-{request.node.name}-{i}.png"
+                    shot.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(shot))
             context.close()

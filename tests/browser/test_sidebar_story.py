@@ -25,14 +25,21 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"  # the one in view
+
+
 def cell(page: Page, index: int):
-    return page.locator(".jp-Notebook .jp-Cell").nth(index)
+    return page.locator(f"{NOTEBOOK} .jp-Cell").nth(index)
 
 
 def run_cell(page: Page, index: int) -> None:
     """Select the cell (command mode, as a click in its prompt area does) and run it."""
-    cell(page, index).locator(".jp-InputPrompt").click()
+    target = cell(page, index)
+    target.locator(".jp-InputPrompt").click()
+    expect(target).to_have_class(re.compile(r"\bjp-mod-active\b"))
     page.keyboard.press("Shift+Enter")
+    # Queued or run: the prompt is no longer the empty one.
+    expect(target.locator(".jp-InputPrompt")).not_to_have_text("[ ]:", timeout=10_000)
 
 
 def wait_until_ran(page: Page, index: int, timeout: float = 120_000) -> None:
@@ -47,6 +54,22 @@ def running_clusters(lab: Lab) -> list[str]:
     return [c["name"] for c in json.loads(body) if c["state"] == "running"]
 
 
+def write_notebook(lab: Lab, name: str, sources: list[str]) -> None:
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(notebook, lab.home / "root" / name)
+
+
+def open_notebook(page: Page, lab: Lab, name: str) -> None:
+    # ?reset: a workspace of its own, not the layout an earlier test left open.
+    page.goto(f"{lab.url}lab/tree/{name}?reset&token={lab.token}")
+    # The kernel is connected and idle (the status bar says so once it is).
+    expect(page.locator("#jp-main-statusbar")).to_contain_text("| Idle", timeout=90_000)
+
+
 def test_a_user_watches_a_burst_from_the_sidebar_restores_a_checkpoint_and_stops_the_cluster(
     lab: Lab, browser_context
 ):
@@ -55,10 +78,7 @@ def test_a_user_watches_a_burst_from_the_sidebar_restores_a_checkpoint_and_stops
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
-    page.goto(f"{lab.url}lab/tree/demo.ipynb?token={lab.token}")
-    expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_attached(
-        timeout=90_000
-    )
+    open_notebook(page, lab, "demo.ipynb")
     page.locator('.jp-SideBar.jp-mod-left li[data-id="jupyter-burst-sidebar"]').click()
     sidebar = page.locator(SIDEBAR)
     expect(sidebar).to_contain_text("No cluster is running.")
@@ -94,13 +114,13 @@ def test_a_user_watches_a_burst_from_the_sidebar_restores_a_checkpoint_and_stops
     job = newest.get_attribute("data-job")
     shot(page, "sidebar-checkpoints")
 
-    cells_before = page.locator(".jp-Notebook .jp-Cell").count()
+    cells_before = page.locator(f"{NOTEBOOK} .jp-Cell").count()
     newest.get_by_role("button", name="Restore").click()
-    expect(page.locator(".jp-Notebook .jp-Cell")).to_have_count(cells_before + 1)
+    expect(page.locator(f"{NOTEBOOK} .jp-Cell")).to_have_count(cells_before + 1)
     expected = f"%burst restore {job} step=150 as state"
-    active = page.locator(".jp-Notebook .jp-Cell.jp-mod-active")
+    active = page.locator(f"{NOTEBOOK} .jp-Cell.jp-mod-active")
     expect(active.locator(".jp-InputArea-editor")).to_have_text(expected)
-    restore_cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has_text=expected)
+    restore_cell = page.locator(f"{NOTEBOOK} .jp-CodeCell").filter(has_text=expected)
     page.keyboard.press("Shift+Enter")
     expect(restore_cell.locator(".jp-OutputArea-output")).to_contain_text(
         f"burst: state = the checkpoint of job {job}, step 150", timeout=60_000
@@ -121,3 +141,83 @@ def test_a_user_watches_a_burst_from_the_sidebar_restores_a_checkpoint_and_stops
     shot(page, "sidebar-cluster-stopped")
 
     assert not [e for e in errors if "jupyter-burst" in e], errors
+
+
+LONG_CELL = """%%burst cluster=cancel-me
+import time
+for i in range(6000):
+    print('tick', i, flush=True)
+    counter = i
+    time.sleep(0.1)"""
+
+# 10,000 lines a second for 4 s.
+FLOOD_CELL = """%%burst cluster=cancel-me
+import time
+for second in range(4):
+    started = time.time()
+    for i in range(10_000):
+        print(f'flood {second} {i}')
+    time.sleep(max(0, 1 - (time.time() - started)))
+print('flood over')"""
+
+# The longest gap between two 50 ms timer ticks of the page: a frozen page shows a long one.
+WATCH_FREEZE = """() => {
+  window.__burstGap = 0;
+  let last = performance.now();
+  window.__burstTimer = setInterval(() => {
+    const now = performance.now();
+    window.__burstGap = Math.max(window.__burstGap, now - last);
+    last = now;
+  }, 50);
+}"""
+
+
+def test_the_cells_cancel_button_stops_it_and_a_flood_of_lines_does_not_freeze_the_page(
+    lab: Lab, browser_context
+):
+    write_notebook(
+        lab,
+        "cancel.ipynb",
+        ["%load_ext jupyter_burst\ncounter = -1", LONG_CELL, FLOOD_CELL, "counter"],
+    )
+    page = browser_context.new_page()
+    page.set_default_timeout(60_000)
+    open_notebook(page, lab, "cancel.ipynb")
+    page.locator('.jp-SideBar.jp-mod-left li[data-id="jupyter-burst-sidebar"]').click()
+    sidebar = page.locator(SIDEBAR)
+
+    run_cell(page, 0)
+    wait_until_ran(page, 0)
+    run_cell(page, 1)
+    status = cell(page, 1).locator(".jp-BurstCell-status")
+    expect(status).to_contain_text("running", timeout=90_000)
+    expect(cell(page, 1).locator(".jp-OutputArea-output").last).to_contain_text("tick 3")
+    status.locator(".jp-BurstCell-cancel").click()
+    expect(cell(page, 1).locator(".jp-OutputArea")).to_contain_text(
+        "cancelled from JupyterLab", timeout=20_000
+    )
+    wait_until_ran(page, 1, timeout=20_000)
+    expect(status).to_contain_text("cancelled")
+    expect(sidebar.locator(".jp-BurstJob.jp-mod-cancelled")).to_have_count(1, timeout=10_000)
+    shot(page, "cell-cancelled")
+
+    page.evaluate(WATCH_FREEZE)
+    run_cell(page, 2)
+    flood = sidebar.locator(".jp-BurstJob.jp-mod-running")
+    expect(flood).to_have_count(1, timeout=60_000)
+    flood.locator(".jp-BurstJob-cell").click()  # the row, not its Cancel button
+    # The view says what it left out; the newest lines are there.
+    expect(sidebar.locator(".jp-BurstLog-dropped")).to_contain_text(
+        "not shown here", timeout=30_000
+    )
+    wait_until_ran(page, 2, timeout=90_000)
+    expect(sidebar.locator(".jp-BurstLog-lines")).to_contain_text("flood over", timeout=10_000)
+    shot(page, "sidebar-flood")
+    gap = page.evaluate("() => { clearInterval(window.__burstTimer); return window.__burstGap; }")
+    assert gap < 1500, f"the page froze for {gap:.0f} ms during the flood"
+    lines = sidebar.locator(".jp-BurstLog-line").count()
+    assert 0 < lines <= 5000
+
+    # Nothing the user had is lost: the cancelled cell changed nothing in the notebook.
+    run_cell(page, 3)
+    expect(cell(page, 3).locator(".jp-OutputArea-output")).to_contain_text("-1")
