@@ -53,6 +53,7 @@ export function ClustersSection(props: IClustersProps): JSX.Element {
       <h3 className="jp-BurstSection-title">Clusters &amp; cost</h3>
       {cost && (
         <div className="jp-BurstCost">
+          {running.length > 0 && (
           <div className="jp-BurstCost-live" aria-live="off">
             <span className="jp-BurstCost-label">running now</span>{' '}
             <span className="jp-BurstCost-figure" data-testid="live-cost">
@@ -65,6 +66,7 @@ export function ClustersSection(props: IClustersProps): JSX.Element {
             </span>{' '}
             <span className="jp-BurstCost-rate">at {cost.running.per_hour.usd}/h</span>
           </div>
+          )}
           <div className="jp-BurstCost-totals">
             today {cost.today.usd} · month {cost.month.usd}
             {cost.budget && (
@@ -312,7 +314,7 @@ export function LogView(props: ILogViewProps): JSX.Element {
       {dropped > 0 && (
         <p className="jp-BurstLog-dropped" role="status">
           {dropped.toLocaleString('en-US')} earlier line{dropped === 1 ? '' : 's'} not shown
-          here (too many to display); every line is kept: %burst logs, or the REST API.
+          here (too many to display); every line is kept in the ledger.
         </p>
       )}
       <pre className="jp-BurstLog-lines" ref={scroller} tabIndex={0} aria-label="Log lines">

@@ -84,8 +84,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
 /**
  * What the user set in the Settings Editor goes to the server extension, which writes it
- * where the kernels' `%%burst` reads its defaults. Only values the user set are sent, so
- * the schema's defaults never override a Dask config file of the user's own.
+ * where the kernels' `%%burst` reads its defaults. Only values the user set to something
+ * other than the schema's default are sent, so the defaults never override a Dask config
+ * file of the user's own.
  */
 async function sendKernelSettings(
   store: BurstStore,
@@ -94,7 +95,9 @@ async function sendKernelSettings(
   const body: Record<string, unknown> = {};
   for (const key of KERNEL_SETTINGS) {
     const value = settings.user[key];
-    if (value !== undefined) {
+    // The form editor saves every field it shows: a value equal to the schema's default
+    // is not a choice of the user's.
+    if (value !== undefined && JSON.stringify(value) !== JSON.stringify(settings.default(key))) {
       body[key] = value;
     }
   }

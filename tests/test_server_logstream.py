@@ -137,6 +137,8 @@ def test_without_a_token_the_upgrade_is_refused(served):
 
 
 def test_a_foreign_origin_is_refused_and_the_servers_own_accepted(served):
+    # A job of its own: the tests of this file may run in other processes (xdist).
+    served.ledger.job_started("origin-check", None, "k", "print(1)", {})
     # A browser's session: the token once in the URL, then only the login cookie.
     session = requests.Session()
     status = session.get(f"{served.server.url}{API}status?token={served.server.token}")
@@ -147,16 +149,16 @@ def test_a_foreign_origin_is_refused_and_the_servers_own_accepted(served):
 
     async def refused(**kw) -> int:
         with pytest.raises(tornado.httpclient.HTTPClientError) as refusal:
-            await connect(served, served.ws_url("live"), **kw)
+            await connect(served, served.ws_url("origin-check"), **kw)
         return refusal.value.code
 
     async def scenario() -> None:
         assert await refused(token=False, cookie=cookie, origin=evil) == 403
         assert await refused(token=True, origin=evil) == 403
         (
-            await connect(served, served.ws_url("live"), token=False, cookie=cookie, origin=own)
+            await connect(served, served.ws_url("origin-check"), token=False, cookie=cookie, origin=own)
         ).close()
-        (await connect(served, served.ws_url("live"), origin=own)).close()
+        (await connect(served, served.ws_url("origin-check"), origin=own)).close()
 
     asyncio.run(scenario())
     assert "Blocking Cross Origin WebSocket Attempt" in served.server.log_path.read_text()

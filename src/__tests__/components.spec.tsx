@@ -102,9 +102,11 @@ describe('Clusters & cost', () => {
     expect(props.onIdle).toHaveBeenCalledWith('default', 7.5);
   });
 
-  it('says when nothing runs', () => {
-    clusters({ clusters: [], cost: null });
+  it('says when nothing runs, with the spend of today and the month', () => {
+    const { view } = clusters({ clusters: [] });
     expect(screen.getByText('No cluster is running.')).toBeTruthy();
+    expect(screen.queryByTestId('live-cost')).toBeNull();
+    expect(view.container.textContent).toContain('today $7.50 · month $120.00');
   });
 });
 

@@ -9,7 +9,7 @@ import re
 from playwright.sync_api import expect
 
 import jupyter_burst
-from tests.browser.conftest import ARTIFACTS, Lab
+from tests.browser.conftest import ARTIFACTS, Lab, wait_for
 
 SIDEBAR_ID = "jupyter-burst-sidebar"
 # jupyter_server warns about every handler verb without an authentication rule (the
@@ -69,3 +69,65 @@ def test_server_log_has_no_unauthenticated_endpoint_warning(lab: Lab):
         m["path"] for m in UNAUTHENTICATED_ENDPOINT.finditer(log) if "jupyter-burst" in m["path"]
     ]
     assert not ours, f"jupyter-burst endpoints without authentication: {ours}"
+
+
+def menu_item(page, label: str):
+    """An entry of the menu bar or of an open menu, by its exact label."""
+    return page.locator(".lm-MenuBar-itemLabel, .lm-Menu-itemLabel").filter(
+        has_text=re.compile(f"^{re.escape(label)}$")
+    )
+
+
+def rgb(css: str) -> list[int]:
+    return [int(c) for c in re.findall(r"\d+", css)[:3]]
+
+
+def choose_theme(page, name: str) -> None:
+    menu_item(page, "Settings").click()
+    menu_item(page, "Theme").click()
+    menu_item(page, name).click()
+
+
+def test_the_keyboard_opens_the_sidebar_and_the_dark_theme_styles_it(lab: Lab, browser_context):
+    page = browser_context.new_page()
+    page.goto(f"{lab.url}lab?reset&token={lab.token}")
+    panel = page.locator(f"#{SIDEBAR_ID}")
+    expect(page.locator("#jp-main-statusbar")).to_be_visible(timeout=60_000)
+    expect(panel).to_be_hidden()
+    page.locator("body").press("Control+Alt+b")
+    expect(panel).to_be_visible()
+    light = panel.evaluate("e => getComputedStyle(e).backgroundColor")
+
+    choose_theme(page, "JupyterLab Dark")
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false")
+    expect(panel).not_to_have_css("background-color", light)
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0)  # the theme is applied
+    dark = panel.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert max(rgb(dark)) < 100, f"the sidebar stayed light in the dark theme: {dark}"
+    title = panel.locator(".jp-BurstSection-title").first
+    text = title.evaluate("e => getComputedStyle(e).color")
+    assert min(rgb(text)) > 150, f"the sidebar's text is not readable on dark: {text}"
+    page.screenshot(path=str(ARTIFACTS / "screenshots" / "sidebar-dark.png"))
+    choose_theme(page, "JupyterLab Light")
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "true")
+
+
+def test_the_settings_editor_sets_what_new_cells_default_to(lab: Lab, browser_context):
+    page = browser_context.new_page()
+    page.goto(f"{lab.url}lab?reset&token={lab.token}")
+    expect(page.locator("#jp-main-statusbar")).to_be_visible(timeout=60_000)
+    menu_item(page, "Settings").click()
+    menu_item(page, "Settings Editor").click()
+    page.locator(".jp-PluginList-entry", has_text="jupyter-burst").click()
+    expect(page.get_by_text("Idle minutes", exact=True)).to_be_visible()
+    idle = page.locator('input[id$="_idle"]')  # the form's field of the schema key "idle"
+    expect(idle).to_have_value("20")
+    idle.fill("7")
+    idle.press("Tab")
+    written = lab.home / "dask" / "jupyter-burst-lab.yaml"
+    wait_for(
+        lambda: written.exists() and "idle: 7" in written.read_text(),
+        30,
+        "the Settings Editor's idle to reach the kernels' Dask config",
+    )
+    assert "provider" not in written.read_text()  # only what the user set
