@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_burst import cell as cells
-from jupyter_burst import checkpoints, clusters, config, output, results
+from jupyter_burst import checkpoints, clusters, config, jobs, output, results
 from jupyter_burst.clusters import records
 from jupyter_burst.errors import BurstError, JobCancelled, JobNotFound
 from jupyter_burst.ledger import shared_ledger
@@ -83,7 +83,9 @@ def start(
     )
     ledger = shared_ledger(handle.state_dir)
     record = dict(cells.options_record(options), name=name)
-    ledger.job_started(prepared.job_id, handle.id, kernel, source, record)
+    ledger.job_started(
+        prepared.job_id, handle.id, kernel, source, record, notebook=jobs.notebook_path()
+    )
     try:
         _hand_over(handle, name, prepared.job_id, options.gpus, root["root"], request)
     except BurstError as exc:

@@ -218,7 +218,9 @@ def _run_prepared(
         # After a lost scheduler this starts a new cluster; the checkpoint store outlives it.
         return handle if attempt == 1 else connect(options)
 
-    ledger.job_started(job_id, handle.id, kernel, source, options_record(options))
+    ledger.job_started(
+        job_id, handle.id, kernel, source, options_record(options), notebook=jobs.notebook_path()
+    )
     line.started(handle.name, ledger)
     status, error_text = "failed", None
     try:

@@ -9,6 +9,7 @@ collective for the rank that is gone.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import queue
 import sqlite3
@@ -66,6 +67,13 @@ class RankFailure:
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def notebook_path() -> str | None:
+    """The notebook this kernel runs for, as the Jupyter server names it (relative to its
+    root), for the sidebar's job list; None outside a server-started kernel."""
+    # jupyter_server gives every kernel it starts for a session this variable.
+    return os.environ.get("JPY_SESSION_NAME") or None
 
 
 def _topic(handle: ClusterHandle) -> str:

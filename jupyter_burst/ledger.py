@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL,
     error TEXT,
     stop_reason TEXT,
-    cancel_requested REAL
+    cancel_requested REAL,
+    notebook TEXT
 );
 CREATE TABLE IF NOT EXISTS job_clusters (
     job_id TEXT NOT NULL,
@@ -103,7 +104,7 @@ CREATE INDEX IF NOT EXISTS nodes_cluster ON nodes(cluster_id);
 # came later and is added the same way to a ledger of either).
 _ADDED_COLUMNS = {
     "nodes": (("notional", "INTEGER"), ("billing_minimum", "REAL")),
-    "jobs": (("stop_reason", "TEXT"), ("cancel_requested", "REAL")),
+    "jobs": (("stop_reason", "TEXT"), ("cancel_requested", "REAL"), ("notebook", "TEXT")),
 }
 
 
@@ -289,13 +290,28 @@ class Ledger:
     # jobs and their output ----------------------------------------------------------
 
     def job_started(
-        self, job_id: str, cluster_id: str | None, kernel: str, source: str, options: dict
+        self,
+        job_id: str,
+        cluster_id: str | None,
+        kernel: str,
+        source: str,
+        options: dict,
+        notebook: str | None = None,
     ) -> None:
+        """A job began; ``notebook``: the path of the notebook whose kernel runs it, if known."""
         with self._write() as db:
             db.execute(
-                "INSERT INTO jobs(id, cluster_id, kernel, source, options, started, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'running')",
-                (job_id, cluster_id, kernel, source, json.dumps(options, default=str), time.time()),
+                "INSERT INTO jobs(id, cluster_id, kernel, source, options, started, status, notebook)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                (
+                    job_id,
+                    cluster_id,
+                    kernel,
+                    source,
+                    json.dumps(options, default=str),
+                    time.time(),
+                    notebook,
+                ),
             )
 
     def job_ran_on(self, job_id: str, cluster_id: str) -> None:

@@ -222,6 +222,7 @@ export function JobsSection(props: IJobsProps): JSX.Element {
               <code className="jp-BurstJob-cell">{job.name ?? job.cell}</code>
             </div>
             <div className="jp-BurstJob-facts">
+              {job.notebook ? `${job.notebook} · ` : ''}
               {formatDuration(job.duration_seconds)} · {job.cost.usd}
               {job.error ? ` · ${job.error}` : ''}
               {job.status === 'running' && (

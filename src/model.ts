@@ -52,6 +52,8 @@ export interface IJob {
   stop_reason: string | null;
   error: string | null;
   kernel: string;
+  /** The notebook whose kernel ran it (the server's path), when known. */
+  notebook: string | null;
   cell: string;
   started: number;
   ended: number | null;

@@ -60,11 +60,11 @@ class Server:
 def _fill(ledger: Ledger, state_dir: pathlib.Path) -> None:
     """A stopped AWS cluster of 2 GPUs that ran a job with output of two ranks, checkpoints."""
     now = time.time()
-    ledger.cluster_started("old-1", "old", "aws", "tls://10.0.0.1:8786", 2, ["0", "1"], 20)
-    ledger.node_started(
-        "old-1-head", "old-1", "aws", "head", 2, ["0", "1"], None, 3.6, started=now - 100
-    )
-    ledger.job_started("job-a", "old-1", "k1", "\n  import torch  \nprint('hi')\n", {"gpus": 2})
+    gpus = ["cuda:0", "cuda:1"]
+    ledger.cluster_started("old-1", "old", "aws", "tls://10.0.0.1:8786", 2, gpus, 20)
+    ledger.node_started("old-1-head", "old-1", "aws", "head", 2, gpus, None, 3.6, started=now - 100)
+    source = "\n  import torch  \nprint('hi')\n"
+    ledger.job_started("job-a", "old-1", "k1", source, {"gpus": 2}, notebook="exp/train.ipynb")
     ledger.add_lines(
         "job-a",
         [(now, 0, "stdout", "rank0 line1"), (now, 1, "stdout", "rank1 line1")]
@@ -219,8 +219,9 @@ def test_clusters_lists_the_live_one_and_the_stopped_one(server):
     assert live["idle_minutes"] == 30
     assert 0 < live["idle_remaining_seconds"] <= 30 * 60  # asked of the cluster itself
     assert live["uptime_seconds"] >= 0
+    assert live["gpus"] + live["cpu_slots"] == 1  # one slot: a GPU, or its CPU stand-in
     assert old["provider"] == "aws" and old["state"] == "stopped" and old["stop_reason"] == "idle"
-    assert old["gpus"] == 2 and old["nodes"] == 1
+    assert old["gpus"] == 2 and old["cpu_slots"] == 0 and old["nodes"] == 1
     assert _exact(old["per_hour"]) == 0
     # The bill of its one node (~100 s at $3.60/h), the same figure %burst cost adds up.
     billed = node_cost(server.ledger.nodes(cluster_ids=["old-1"])[0], time.time())
@@ -244,6 +245,7 @@ def test_cost_has_exact_amounts_and_no_budget_when_none_is_set(server):
 def test_jobs_show_status_an_excerpt_duration_and_cost(server):
     jobs = {j["id"]: j for j in server.get("jobs").json()}
     assert jobs["job-a"]["status"] == "done" and jobs["job-a"]["cell"] == "import torch"
+    assert jobs["job-a"]["notebook"] == "exp/train.ipynb" and jobs["job-b"]["notebook"] is None
     assert jobs["job-b"]["status"] == "running"
     cell = jobs["job-b"]["cell"]
     assert len(cell) == 80 and cell.endswith("…")

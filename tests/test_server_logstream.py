@@ -156,7 +156,9 @@ def test_a_foreign_origin_is_refused_and_the_servers_own_accepted(served):
         assert await refused(token=False, cookie=cookie, origin=evil) == 403
         assert await refused(token=True, origin=evil) == 403
         (
-            await connect(served, served.ws_url("origin-check"), token=False, cookie=cookie, origin=own)
+            await connect(
+                served, served.ws_url("origin-check"), token=False, cookie=cookie, origin=own
+            )
         ).close()
         (await connect(served, served.ws_url("origin-check"), origin=own)).close()
 

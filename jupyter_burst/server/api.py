@@ -177,6 +177,7 @@ def jobs_view(state_dir: pathlib.Path, now: float | None = None, limit: int = 50
                 "stop_reason": job["stop_reason"],
                 "error": job["error"],
                 "kernel": job["kernel"],
+                "notebook": job["notebook"],
                 "cell": excerpt(job["source"]),
                 "started": job["started"],
                 "ended": job["ended"],

@@ -140,6 +140,7 @@ describe('Jobs & logs', () => {
     stop_reason: null,
     error: null,
     kernel: 'k',
+    notebook: 'experiments/train.ipynb',
     cell: 'for epoch in range(10):',
     started: 0,
     ended: null,
@@ -161,7 +162,7 @@ describe('Jobs & logs', () => {
       />
     );
     const options = screen.getAllByRole('option');
-    expect(options[0].textContent).toContain('1 min 5 s · $0.65');
+    expect(options[0].textContent).toContain('experiments/train.ipynb · 1 min 5 s · $0.65');
     fireEvent.keyDown(options[1], { key: 'Enter' });
     expect(onSelect).toHaveBeenCalledWith('job0');
     expect(within(options[1]).queryByRole('button')).toBeNull(); // a done job: no cancel

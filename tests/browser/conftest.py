@@ -130,7 +130,9 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         # A notional price, so that the cost visibly ticks: a cent a second.
         "DASK_BURST__LOCAL__PRICE_PER_HOUR": str(LOCAL_PRICE_PER_HOUR),
     }
-    env.pop("JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS", None)
+    # The server's own default allows it; refused here, the server warns about any
+    # endpoint without an authentication rule (test_sidebar.py fails on that warning).
+    env["JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS"] = "false"
     token = secrets.token_hex(16)
     port = free_port()
     log_dir = ARTIFACTS / "logs"

@@ -93,6 +93,7 @@ def test_a_user_watches_a_burst_from_the_sidebar_restores_a_checkpoint_and_stops
     expect(log).to_contain_text("epoch   0  loss", timeout=60_000)
     expect(cell(page, TRAIN_CELL).locator(".jp-InputPrompt")).to_have_text("[*]:")
     expect(sidebar.locator(".jp-BurstJob.jp-mod-running")).to_have_count(1)
+    expect(sidebar.locator(".jp-BurstJob.jp-mod-running")).to_contain_text("demo.ipynb")
     shot(page, "sidebar-live-logs")
 
     # The cost ticks by itself, between the server's figures, while the cluster runs.
