@@ -25,7 +25,7 @@ from jupyter_burst import (
 )
 from jupyter_burst import payload as wire
 from jupyter_burst.clusters import choose
-from jupyter_burst.errors import BurstError, JobCancelled, SendError
+from jupyter_burst.errors import BurstError, JobCancelled, JobInterrupted, SendError
 from jupyter_burst.ledger import JobRecorder, shared_ledger
 from jupyter_burst.merge import merge_in_place
 from jupyter_burst.options import CellOptions
@@ -214,9 +214,21 @@ def _run_prepared(
         print(text, file=sys.stderr, flush=True)
         recorder.note(rank, text)
 
+    used = [handle]
+
     def attempt_cluster(attempt: int) -> clusters.ClusterHandle:
+        if attempt == 1:
+            return handle
+        if ledger.stopped_on_purpose(used[-1].id):
+            # Stopping a cluster means: stop spending now. A rerun would start another.
+            raise JobInterrupted(
+                f"interrupted: cluster '{used[-1].name}' was stopped while the cell ran "
+                "(%burst down, or Stop in the sidebar), so the cell was not run again; "
+                f"its checkpoints: %burst checkpoints {job_id}"
+            )
         # After a lost scheduler this starts a new cluster; the checkpoint store outlives it.
-        return handle if attempt == 1 else connect(options)
+        used.append(connect(options))
+        return used[-1]
 
     ledger.job_started(
         job_id, handle.id, kernel, source, options_record(options), notebook=jobs.notebook_path()

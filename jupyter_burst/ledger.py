@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS clusters (
     idle_minutes REAL,
     started REAL NOT NULL,
     stopped REAL,
-    stop_reason TEXT
+    stop_reason TEXT,
+    stop_requested REAL
 );
 CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY,
@@ -103,6 +104,7 @@ CREATE INDEX IF NOT EXISTS nodes_cluster ON nodes(cluster_id);
 # old table as it is, so these are added to it on open (schema 1 -> 2; cancel_requested
 # came later and is added the same way to a ledger of either).
 _ADDED_COLUMNS = {
+    "clusters": (("stop_requested", "REAL"),),
     "nodes": (("notional", "INTEGER"), ("billing_minimum", "REAL")),
     "jobs": (("stop_reason", "TEXT"), ("cancel_requested", "REAL"), ("notebook", "TEXT")),
 }
@@ -220,6 +222,20 @@ class Ledger:
                 "UPDATE nodes SET stopped = ?, stop_reason = ? WHERE cluster_id = ? AND stopped IS NULL",
                 (now, reason, cluster_id),
             )
+
+    def cluster_stop_requested(self, cluster_id: str) -> None:
+        """Someone stopped the cluster on purpose (``%burst down``, the sidebar's Stop):
+        recorded before it is stopped, so that a cell running on it is not run again on a
+        new cluster when its workers vanish."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE clusters SET stop_requested = ? WHERE id = ? AND stop_requested IS NULL",
+                (time.time(), cluster_id),
+            )
+
+    def stopped_on_purpose(self, cluster_id: str) -> bool:
+        rows = self.query("SELECT stop_requested FROM clusters WHERE id = ?", [cluster_id])
+        return bool(rows) and rows[0]["stop_requested"] is not None
 
     def node_stopped(self, node_id: str, when: float, reason: str) -> bool:
         """The provider's own word on when a node stopped running; True if it was news."""

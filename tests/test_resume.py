@@ -7,6 +7,9 @@ import re
 import signal
 import time
 
+import dask.config
+
+from jupyter_burst import clusters
 from jupyter_burst.ledger import Ledger
 from tests.harness import cluster_record, wait_for
 
@@ -176,3 +179,29 @@ def test_a_hung_worker_is_noticed_within_30s_and_the_cell_resumes(kernel, workdi
     assert noticed and noticed[0] < 30, noticed
     assert "from 2" in run.stdout, run.stdout  # the frozen attempt's lines may never come
     assert kernel.ok("print(last)").stdout.strip() == "5"
+
+
+def test_a_cluster_stopped_on_purpose_mid_cell_is_not_started_again(kernel, state_dir, workdir):
+    """Stop (the sidebar's, %burst down) means stop spending: the cell is not rerun elsewhere."""
+    kernel.ok("steps = 0")
+    marker = workdir / "running"
+    run_id = kernel.kc.execute(
+        "%%burst\n"
+        "import time\n"
+        "for step in range(600):\n"
+        "    burst.checkpoint({'step': step}, step=step)\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+        "    steps = step\n"
+        "    time.sleep(0.1)\n"
+    )
+    wait_for(marker.exists, 60, "the cell to run")
+    with dask.config.set({"burst.state-dir": str(state_dir)}):
+        assert clusters.down("default") == ["default"]  # what POST clusters/default/stop does
+    run = kernel.collect(run_id, timeout=60)
+    assert run.status == "error" and run.ename == "JobInterrupted", (run.evalue, run.stderr)
+    assert "cluster 'default' was stopped while the cell ran" in run.evalue
+    assert cluster_record(state_dir) is None  # no new cluster was started
+    ledger = Ledger(state_dir / "ledger.sqlite")
+    assert ledger.clusters(running_only=True) == []
+    assert [j["status"] for j in ledger.recent_jobs(1)] == ["interrupted"]
+    assert kernel.ok("print(steps)").stdout.strip() == "0"  # nothing merged back

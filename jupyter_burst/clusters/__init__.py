@@ -19,6 +19,7 @@ from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.registry import get_provider
 from jupyter_burst.cost import check_daily_budget
 from jupyter_burst.errors import ClusterError
+from jupyter_burst.ledger import shared_ledger
 
 
 @dataclass
@@ -281,6 +282,8 @@ def down(name: str | None = None, timeout: float = 30.0) -> list[str]:
         if name is not None and record["name"] != name:
             continue
         provider = get_provider(record.get("provider", "local"))
+        if record.get("id"):
+            shared_ledger(state_dir).cluster_stop_requested(record["id"])
         handle = _handles.pop((record.get("provider", "local"), record["name"]), None)
         if handle is not None:
             _close_quietly(handle)
