@@ -81,16 +81,18 @@ sshd:
 test: venv labextension chromium sshd
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
 	$(WITH_VENV) jlpm test
-	$(PY) -m pytest -n $(TEST_WORKERS) tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25 tests
 
 lint: venv
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
 
+# Both demo notebooks headless (state in .burst-demo/): per notebook its cells, the jobs'
+# ranks, a resume, the checkpoints kept and the cost; non-zero on anything unexpected.
 demo: venv
-	$(PY) -m jupyter_burst.demo notebooks/demo.ipynb
+	$(PY) -m jupyter_burst.demo notebooks/quickstart.ipynb notebooks/training.ipynb
 
 lab: venv labextension
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks/demo.ipynb
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks/quickstart.ipynb
 
 bench: venv
 	$(call pip_editable,.[bench],-q)

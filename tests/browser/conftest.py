@@ -37,7 +37,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SERVER_START_TIMEOUT = 120.0
-DEMO_NOTEBOOK = REPO / "notebooks" / "demo.ipynb"
+DEMO_NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
 LOCAL_PRICE_PER_HOUR = 36
 
 

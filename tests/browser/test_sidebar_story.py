@@ -78,7 +78,7 @@ def test_a_user_watches_a_burst_from_the_sidebar_restores_a_checkpoint_and_stops
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
-    open_notebook(page, lab, "demo.ipynb")
+    open_notebook(page, lab, "quickstart.ipynb")
     page.locator('.jp-SideBar.jp-mod-left li[data-id="jupyter-burst-sidebar"]').click()
     sidebar = page.locator(SIDEBAR)
     expect(sidebar).to_contain_text("No cluster is running.")
@@ -93,8 +93,11 @@ def test_a_user_watches_a_burst_from_the_sidebar_restores_a_checkpoint_and_stops
     expect(log).to_contain_text("epoch   0  loss", timeout=60_000)
     expect(cell(page, TRAIN_CELL).locator(".jp-InputPrompt")).to_have_text("[*]:")
     expect(sidebar.locator(".jp-BurstJob.jp-mod-running")).to_have_count(1)
-    expect(sidebar.locator(".jp-BurstJob.jp-mod-running")).to_contain_text("demo.ipynb")
+    expect(sidebar.locator(".jp-BurstJob.jp-mod-running")).to_contain_text("quickstart.ipynb")
     shot(page, "sidebar-live-logs")
+    # A line printed on the worker is in the sidebar within a second of its showing in the cell.
+    expect(cell(page, TRAIN_CELL).locator(".jp-OutputArea")).to_contain_text("epoch  50  loss")
+    expect(log).to_contain_text("epoch  50  loss", timeout=1_000)
 
     # The cost ticks by itself, between the server's figures, while the cluster runs.
     live_cost = sidebar.get_by_test_id("live-cost")
