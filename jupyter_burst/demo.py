@@ -268,7 +268,7 @@ def ledger_summary(state_dir: pathlib.Path, run: NotebookRun) -> list[str]:
         ids = [j["id"] for j in jobs]
         marks = ", ".join("?" * len(ids))
         lines = ledger.query(
-            f"SELECT job_id, text FROM log_lines WHERE job_id IN ({marks}) ORDER BY id", ids
+            f"SELECT job_id, ts, text FROM log_lines WHERE job_id IN ({marks}) ORDER BY id", ids
         )
         ran_on = ledger.job_clusters(ids)
         nodes = ledger.nodes(cluster_ids={c for found in ran_on.values() for c in found})
@@ -283,6 +283,7 @@ def ledger_summary(state_dir: pathlib.Path, run: NotebookRun) -> list[str]:
         by_ranks = ", ".join(f"{r} ({_plural(n, 'job')})" for r, n in sorted(ranks.items()))
         summary = [
             f"jobs: {len(jobs)} ({by_status}); ranks: {by_ranks}; slots: {slots}",
+            _live(jobs, lines),
             _resumes(lines),
         ]
 
@@ -313,6 +314,22 @@ def ledger_summary(state_dir: pathlib.Path, run: NotebookRun) -> list[str]:
         return summary
     finally:
         ledger.close()
+
+
+def _live(jobs: list[dict[str, Any]], lines: list[dict[str, Any]]) -> str:
+    """That output streamed: the longest job's first line came long before its end."""
+    first: dict[str, float] = {}
+    for line in lines:
+        first.setdefault(line["job_id"], line["ts"])
+    ran = [j for j in jobs if j["id"] in first and j["ended"] is not None]
+    if not ran:
+        return "live output: no job printed"
+    job = max(ran, key=lambda j: j["ended"] - j["started"])
+    after, before = first[job["id"]] - job["started"], job["ended"] - first[job["id"]]
+    return (
+        f"live output: job {job['id']}'s first line was kept {after:.1f} s after it started, "
+        f"{before:.1f} s before it ended"
+    )
 
 
 def _resumes(lines: list[dict[str, Any]]) -> str:

@@ -42,6 +42,10 @@ def test_the_training_notebook_runs_on_two_ranks_loses_a_worker_resumes_and_cost
     out = run.stdout
     assert re.search(r"^jobs: 1 \(1 done\); ranks: 2 \(1 job\)", out, re.M), out
     assert re.search(r"^resumed: yes \(job \w+ lost a worker; attempt 2 of 3 resumed", out, re.M)
+    live = re.search(
+        r"^live output: .* kept ([\d.]+) s after it started, ([\d.]+) s before", out, re.M
+    )
+    assert live and float(live.group(2)) > 2, out  # lines arrived while the training ran
     kept = re.search(r"^checkpoints kept: (\d+) ", out, re.M)
     assert kept and int(kept.group(1)) > 0, out
     cost = re.search(r"^cost: \$(\d+\.\d\d) notional", out, re.M)
