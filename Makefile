@@ -22,8 +22,9 @@ LABEXT_LINK := $(VENV)/share/jupyter/labextensions/jupyter-burst
 
 COMMA := ,
 # Test processes side by side: most of a test is waiting on the kernels, schedulers and
-# workers it starts, so three keep CI's 2 cores busy (measured: 333 tests in 643 s with 3).
-TEST_WORKERS ?= 3
+# workers it starts, so two halve the suite's time on CI's 2 cores (three were no faster
+# from a fresh clone and loaded the machine more).
+TEST_WORKERS ?= 2
 
 # `pip install -e .` (its build hook builds labextension/ once), then link the build into
 # the venv so that `make labextension` rebuilds show without reinstalling. pip would write

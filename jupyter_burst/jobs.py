@@ -547,6 +547,9 @@ def stop(job: Job, on_events: OnEvents, ranks: list[int] | None = None) -> None:
         except Exception:
             pass
         _wait_done(job, futures, 5, on_events)
+        # A worker told to exit may take a moment under load; until it has left, the next
+        # cell could be given it and lose a rank mid-start (gloo: "connection closed").
+        _wait_gone(job.handle, running_on, _STOP_SECONDS * 2)
     for future in futures:
         if future.done():
             continue  # its result (an error, mostly) is still worth reading
@@ -554,6 +557,18 @@ def stop(job: Job, on_events: OnEvents, ranks: list[int] | None = None) -> None:
             future.cancel()
         except Exception:
             pass
+
+
+def _wait_gone(handle: ClusterHandle, addresses: list[str], seconds: float) -> None:
+    """Until none of ``addresses`` is among the cluster's workers (or ``seconds`` passed)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if not set(handle.workers()) & set(addresses):
+                return
+        except Exception:
+            return  # a cluster that does not answer: the next cell finds out for itself
+        time.sleep(0.05)
 
 
 def _wait_done(job: Job, futures: list, seconds: float, on_events: OnEvents) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pathlib
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -199,23 +198,6 @@ def test_cancel_refuses_an_ended_job_and_names_an_unknown_one(server_state):
     assert first is not None
     assert actions.cancel_job("fg") == {"id": "fg", "status": "cancelling"}  # asked twice
     assert ledger.cancel_requested("fg") == first  # the first request's time is kept
-
-
-def test_an_older_ledger_gets_the_cancel_column(tmp_path: pathlib.Path):
-    path = tmp_path / "ledger.sqlite"
-    db = sqlite3.connect(path)
-    db.executescript(
-        "CREATE TABLE jobs (id TEXT PRIMARY KEY, cluster_id TEXT, kernel TEXT, source TEXT NOT NULL,"
-        " options TEXT NOT NULL, started REAL NOT NULL, ended REAL, status TEXT NOT NULL,"
-        " error TEXT, stop_reason TEXT);"
-        "INSERT INTO jobs(id, source, options, started, status)"
-        " VALUES ('j', 'pass', '{}', 10, 'running');"
-    )
-    db.close()
-    ledger = Ledger(path)
-    assert ledger.cancel_requested("j") is None
-    assert ledger.request_cancel("j") and ledger.cancel_requested("j") is not None
-    assert not ledger.request_cancel("missing")
 
 
 def test_the_line_shows_nothing_outside_ipython_and_reads_the_same_in_plain_text():

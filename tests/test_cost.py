@@ -248,6 +248,14 @@ def test_an_older_ledger_file_gets_the_new_columns_and_keeps_its_rows(tmp_path: 
     ledger.job_stop_reason("j", "budget")
     assert ledger.job_clusters(["j"]) == {"j": {"c", "c2"}}
     assert ledger.job("j")["stop_reason"] == "budget"
+    # Later columns: a cancel from JupyterLab, the job's notebook, a cluster stopped on purpose.
+    assert ledger.cancel_requested("j") is None and ledger.job("j")["notebook"] is None
+    assert ledger.request_cancel("j") and ledger.cancel_requested("j") is not None
+    assert not ledger.request_cancel("missing")
+    ledger.cluster_started("c3", "n", "local", "tcp://127.0.0.1:1", 1, ["cpu"], 20)
+    assert not ledger.stopped_on_purpose("c3")
+    ledger.cluster_stop_requested("c3")
+    assert ledger.stopped_on_purpose("c3")
 
 
 # in real kernels ---------------------------------------------------------------------------
