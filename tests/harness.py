@@ -12,6 +12,7 @@ import pathlib
 import queue
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -189,6 +190,18 @@ def burst_processes(state_dir: pathlib.Path) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
+    """End a server the test started: politely, then for sure; waited for either way."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def stop_clusters(state_dir: pathlib.Path, timeout: float = 30) -> None:

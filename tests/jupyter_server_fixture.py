@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import requests
 
-from tests.harness import REPO, wait_for
+from tests.harness import REPO, stop_process, wait_for
 
 API = "jupyter-burst/"
 
@@ -84,9 +84,4 @@ def jupyter_server(home: pathlib.Path, env: dict[str, str]) -> Iterator[RunningS
         wait_for(answers, 60, "jupyter server to answer")
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)

@@ -227,6 +227,14 @@ def _flip(path: pathlib.Path, at: int = 1000) -> None:
     path.write_bytes(bytes(data))
 
 
+def third_skipped(saved: list) -> str:
+    """The warning when the third of three saves of job ``job`` is corrupt: step 2 is used."""
+    return (
+        f"burst: skipped checkpoint {saved[2].name} of job job (step 3): its data does not match "
+        f"the sha256 in the manifest; using the checkpoint of step 2 ({saved[1].name}) instead"
+    )
+
+
 def test_a_corrupted_checkpoint_is_skipped_with_a_warning_and_the_one_before_is_used(tmp_path):
     store = CheckpointStore(str(tmp_path), "job", keep=3)
     saved = [store.save(state_of(k), step=k) for k in (1, 2, 3)]
@@ -235,10 +243,7 @@ def test_a_corrupted_checkpoint_is_skipped_with_a_warning_and_the_one_before_is_
         state, checkpoint = store.restore()
     assert checkpoint.step == 2 and state == state_of(2)
     (message,) = [str(w.message) for w in caught]
-    assert message == (
-        f"burst: skipped checkpoint {saved[2].name} of job job (step 3): its data does not match "
-        f"the sha256 in the manifest; using the checkpoint of step 2 ({saved[1].name}) instead"
-    )
+    assert message == third_skipped(saved)
     # A file cut short, and one gone, are skipped the same way.
     (tmp_path / "job" / f"{saved[1].name}.ckpt").write_bytes(b"short")
     (tmp_path / "job" / f"{saved[0].name}.ckpt").unlink()

@@ -23,6 +23,7 @@ from jupyter_burst.checkpoints import MANIFEST, CheckpointSkipped, CheckpointSto
 from jupyter_burst.errors import CheckpointError
 from tests.aws_fakes import CREDENTIALS, moto_server
 from tests.harness import REPO, burst_kernel
+from tests.test_checkpoints import third_skipped
 
 BUCKET = "burst-checkpoints"
 BLOB = 256 << 10
@@ -103,10 +104,7 @@ def test_a_corrupted_object_is_skipped_with_a_warning_and_the_one_before_is_used
         state, checkpoint = store.restore()
     assert checkpoint.step == 2 and state == state_of(2)
     (message,) = [str(w.message) for w in caught]
-    assert message == (
-        f"burst: skipped checkpoint {saved[2].name} of job job (step 3): its data does not match "
-        f"the sha256 in the manifest; using the checkpoint of step 2 ({saved[1].name}) instead"
-    )
+    assert message == third_skipped(saved)
 
 
 # Saves steps 1-3, then SIGKILLs itself at one point of the save of step 4.

@@ -12,16 +12,17 @@ import os
 import pathlib
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
+from tests.harness import stop_process, wait_for
+from tests.jupyter_server_fixture import free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -66,20 +67,6 @@ class Lab:
             return error.code, error.read()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _server_answers(lab: Lab) -> bool:
     if lab.process.poll() is not None:
         raise RuntimeError(
@@ -91,17 +78,6 @@ def _server_answers(lab: Lab) -> bool:
     except OSError:
         return False
     return status == 200
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +138,7 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         wait_for(lambda: _server_answers(server), SERVER_START_TIMEOUT, "jupyter lab to answer")
         yield server
     finally:
-        _stop(process)
+        stop_process(process)
         _stop_clusters(env)
 
 

@@ -9,7 +9,8 @@ import re
 from playwright.sync_api import expect
 
 import jupyter_burst
-from tests.browser.conftest import ARTIFACTS, Lab, wait_for
+from tests.browser.conftest import ARTIFACTS, Lab
+from tests.harness import wait_for
 
 SIDEBAR_ID = "jupyter-burst-sidebar"
 # jupyter_server warns about every handler verb without an authentication rule (the
