@@ -295,24 +295,27 @@ def _stopped_following(name: str) -> None:
 
 def _show(found: Found, cursor: int, follow: bool) -> int:
     render = output.renderer(int(found.summary.get("ranks", 1)))
-    while True:
-        reply = _call(found.handle, "burst_job_events", name=found.name, since=cursor)
-        if "error" in reply:
-            raise JobNotFound(reply["error"])
-        if reply["missed"]:
-            print(
-                f"burst: {reply['missed']} earlier output batches were dropped from the "
-                "cluster's buffer (the ledger keeps every line)",
-                file=sys.stderr,
-            )
-        for rank, events in reply["batches"]:
-            render(rank, events)
-        cursor = reply["next"]
-        if reply["more"]:
-            continue
-        if not follow or reply["job"]["status"] != "running":
-            return cursor
-        time.sleep(_POLL_SECONDS)
+    try:
+        while True:
+            reply = _call(found.handle, "burst_job_events", name=found.name, since=cursor)
+            if "error" in reply:
+                raise JobNotFound(reply["error"])
+            if reply["missed"]:
+                print(
+                    f"burst: {reply['missed']} earlier output batches were dropped from the "
+                    "cluster's buffer (the ledger keeps every line)",
+                    file=sys.stderr,
+                )
+            for rank, events in reply["batches"]:
+                render(rank, events)
+            cursor = reply["next"]
+            if reply["more"]:
+                continue
+            if not follow or reply["job"]["status"] != "running":
+                return cursor
+            time.sleep(_POLL_SECONDS)
+    finally:
+        render.close()  # the last lines a flood held back
 
 
 def wait(name: str, user_ns: MutableMapping[str, Any]) -> dict[str, Any]:

@@ -250,7 +250,7 @@ def _run_prepared(
                 on_job=lambda _: line.running(),
             )
         finally:
-            if isinstance(show, output.Renderer):
+            if render is None:
                 show.close()  # the last lines a flood held back, before any traceback
         main = apply_outcome(
             outcome.payloads, outcome.failure, options.gpus, options.gather, user_ns, cell.snapshot

@@ -38,11 +38,9 @@ def renderer(world_size: int = 1, job_id: str | None = None) -> Renderer:
     """A function that shows one rank's batch of output events in the cell's output.
 
     Call its ``close()`` when the job has ended, so that the last lines held back during a
-    flood are shown; inside IPython that also happens on its own when the cell finishes.
+    flood are shown.
     """
-    show = Renderer(world_size, job_id)
-    _close_after_the_cell(show)
-    return show
+    return Renderer(world_size, job_id)
 
 
 class Renderer:
@@ -264,23 +262,6 @@ def _last_redraw(text: str) -> str:
     # A \r at the very end (or \r\n) redraws nothing yet.
     cut = text.rfind("\r", 0, len(text.rstrip("\r\n")))
     return text[cut:] if cut > 0 else text
-
-
-def _close_after_the_cell(show: Renderer) -> None:
-    """Inside IPython, show what is held back when the running cell finishes."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None:
-        return
-
-    def done(*_: object) -> None:
-        shell.events.unregister("post_execute", done)
-        show.close()
-
-    shell.events.register("post_execute", done)
 
 
 def _publish(data: dict, metadata: dict) -> None:

@@ -16,7 +16,8 @@ import {
   IJob,
   ILogLine,
   tickDecimals,
-  tickedMicros
+  tickedMicros,
+  toMicros
 } from './model';
 
 /** A figure that is still going up: the server's, plus `perHour` since it was taken. */
@@ -147,7 +148,7 @@ function ClusterRow(props: IClustersProps & { cluster: ICluster }): JSX.Element 
           {tickingUsd(cluster.so_far.exact, cluster.per_hour.exact, fetchedAt, now)}
         </span>{' '}
         so far at {cluster.per_hour.usd}/h
-        {cluster.per_hour.notional.exact !== '0' && toNumber(cluster.per_hour.notional.exact) > 0
+        {toMicros(cluster.per_hour.notional.exact) > 0n
           ? ' (notional)'
           : ''}
       </div>
@@ -173,11 +174,6 @@ function ClusterRow(props: IClustersProps & { cluster: ICluster }): JSX.Element 
       </form>
     </li>
   );
-}
-
-function toNumber(exact: string): number {
-  const value = Number(exact);
-  return Number.isFinite(value) ? value : 0;
 }
 
 // Jobs & logs -----------------------------------------------------------------------------
