@@ -20,6 +20,7 @@ from jupyter_burst import (
     config,
     jobs,
     namespace,
+    namespace_cache,
     output,
     tracebacks,
 )
@@ -85,11 +86,14 @@ def prepare(
         # On this machine the cell runs where the notebook runs, so relative paths agree.
         "cwd": os.getcwd() if options.provider == "local" else None,
         "background": options.background,
+        "cache": namespace_cache.settings(),  # this kernel's entries in the workers' caches
     }
     snapshot = dict(user_ns)
     if not isinstance(user_ns, dict):
         raise SendError("the namespace must be a dict")
-    message = wire.pack_namespace(values, user_ns, spec, imports=analysis.modules)
+    message = wire.pack_namespace(
+        values, user_ns, spec, imports=analysis.modules, cache_from=namespace_cache.threshold()
+    )
     return PreparedCell(job_id, source, spec, message, snapshot, options)
 
 

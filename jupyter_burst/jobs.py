@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any, NoReturn
 from urllib.parse import urlparse
 
-from jupyter_burst import budget, config, cost, runtime
+from jupyter_burst import budget, config, cost, namespace_cache, runtime
 from jupyter_burst.clusters import ClusterHandle, wait_for_workers
 from jupyter_burst.errors import (
     BudgetExceeded,
@@ -33,6 +33,7 @@ from jupyter_burst.errors import (
 )
 from jupyter_burst.ledger import Ledger, shared_ledger
 from jupyter_burst.payload import Payload, event_count
+from jupyter_burst.worker_cache import CacheMiss
 
 # Below this a payload rides inside the task message; above it, it goes straight to the
 # workers first (scatter), never through the scheduler.
@@ -93,8 +94,37 @@ def _topic(handle: ClusterHandle) -> str:
     return topic
 
 
-def _choose_workers(handle: ClusterHandle, n: int) -> list[str]:
-    """``n`` distinct worker addresses, least busy first; rank 0 is the first."""
+def _place(client: Any, messages: list[Payload], workers: list[str | None]) -> list[Any]:
+    """Each rank's message, or a future of it already on its worker when it is big.
+
+    Big messages go straight to their workers (scatter), never through the scheduler; ranks
+    whose workers need the same bytes get them in one broadcast.
+    """
+    placed: list[Any] = list(messages)
+    same: dict[int, list[int]] = {}
+    for rank, message in enumerate(messages):
+        if message.nbytes > _INLINE_BYTES:
+            same.setdefault(id(message), []).append(rank)
+    for ranks in same.values():
+        future = client.scatter(
+            messages[ranks[0]],
+            workers=[workers[r] for r in ranks],
+            broadcast=True,
+            direct=True,
+            hash=False,
+        )
+        for rank in ranks:
+            placed[rank] = future
+    return placed
+
+
+def _choose_workers(
+    handle: ClusterHandle, n: int, cached: dict[str, int] | None = None
+) -> list[str]:
+    """``n`` distinct worker addresses, least busy first; rank 0 is the first.
+
+    Among workers as busy, those already holding more of the cell's ``cached`` bytes first.
+    """
     slots = int(handle.record.get("slots", n))
     if slots < n:
         raise ClusterError(
@@ -103,10 +133,13 @@ def _choose_workers(handle: ClusterHandle, n: int) -> list[str]:
             "or name another cluster with cluster=NAME"
         )
     workers = wait_for_workers(handle, n, float(config.get("start-timeout", 60)))
+    # The scheduler's own count, not the workers' heartbeat metrics: those lag by a beat and
+    # would show the worker that just ran the previous cell (and holds its values) as busy.
+    processing = handle.client.processing()
 
-    def load(addr: str) -> tuple[int, str]:
-        counts = workers[addr].get("metrics", {}).get("task_counts", {})
-        return (counts.get("executing", 0) + counts.get("ready", 0), str(workers[addr].get("name")))
+    def load(addr: str) -> tuple[int, int, str]:
+        busy = len(processing.get(addr, ()))
+        return (busy, -(cached or {}).get(addr, 0), str(workers[addr].get("name")))
 
     return sorted(workers, key=load)[:n]
 
@@ -125,18 +158,14 @@ def submit(
     client = handle.client
     spec = dict(spec, job=job_id, topic=topic, world_size=ranks)
 
-    if ranks == 1 and message.nbytes <= _INLINE_BYTES:
+    if ranks == 1 and message.nbytes <= _INLINE_BYTES and not message.cached_sizes():
         # The common case stays one scheduler round trip: any free slot will do.
         workers: list[str | None] = [None]
-        argument: Any = message
     else:
-        workers = list(_choose_workers(handle, ranks))
-        argument = message
-        if message.nbytes > _INLINE_BYTES:
-            # Big values go straight to the chosen workers; each rank runs where they are.
-            argument = client.scatter(
-                message, workers=workers, broadcast=True, direct=True, hash=False
-            )
+        workers = list(_choose_workers(handle, ranks, namespace_cache.held_bytes(handle, message)))
+    owner = (spec.get("cache") or {}).get("owner")
+    messages = namespace_cache.plan(handle, message, workers, job_id, owner)
+    arguments = _place(client, messages, workers)
     if ranks > 1:
         master = workers[0]
         port = client.run(runtime.free_port, workers=[master])[master]
@@ -150,7 +179,7 @@ def submit(
         hosts[host] = local_rank + 1
         future = client.submit(
             runtime.run_cell,
-            argument,
+            arguments[rank],
             dict(spec, rank=rank, local_rank=local_rank),
             key=f"burst-cell-{job_id}-a{attempt}-r{rank}",
             workers=[worker] if worker else None,
@@ -209,7 +238,11 @@ def follow(
             else:
                 if not _failed(results[rank]):
                     continue
-                failure = RankFailure(rank, payload=results[rank])
+                unjoined = _could_not_join(results[rank])
+                if unjoined is not None:
+                    failure = RankFailure(rank, lost=unjoined)
+                else:
+                    failure = RankFailure(rank, payload=results[rank])
             lost = failure if failure.lost is not None else None
             if pending:
                 stop(job, on_events, ranks=sorted(pending))
@@ -428,6 +461,7 @@ def run_attempts(
         if on_job is not None:
             on_job(job)
         payloads, failure = follow(job, on_events, timeout_minutes)
+        namespace_cache.learn(job.handle, payloads)
         if failure is None or failure.lost is None or attempt == attempts:
             break
         if CancelWatch.of(job).requested():
@@ -461,6 +495,13 @@ def lost_rank(failure: RankFailure, world_size: int) -> str:
 
 def _failed(payload: Payload) -> bool:
     return bool(pickle.loads(payload.meta).get("failed"))
+
+
+def _could_not_join(payload: Payload) -> WorkerLost | None:
+    """A rank that failed to join its peers before the cell ran: the cluster's fault, not the
+    cell's (a peer's worker was being replaced), so it is retried like a lost worker."""
+    reason = pickle.loads(payload.meta).get("could_not_join")
+    return None if reason is None else WorkerLost(f"it could not join its peers ({reason})")
 
 
 def _earliest(first_seen: RankFailure, results: dict[int, Payload]) -> RankFailure:
@@ -504,6 +545,9 @@ def _deliver(job: Job, message: dict, on_events: OnEvents) -> None:
 def _result(future) -> Payload:
     if future.status == "error":
         exc = future.exception()
+        if isinstance(exc, CacheMiss):
+            # Promised by the worker moments before (see namespace_cache.plan): it restarted.
+            raise WorkerLost(f"the worker running the cell restarted before it began ({exc})")
         if not _is_lost_worker(exc):
             raise exc  # a bug in jupyter-burst's own worker code: keep its traceback
         raise WorkerLost(

@@ -10,7 +10,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from jupyter_burst import background, cell_status, clusters, config, options
 from jupyter_burst.cell import run_cell
-from jupyter_burst.errors import NotYetAvailable, OptionError
+from jupyter_burst.errors import OptionError
 
 _VERBS = {
     "status": "status",
@@ -26,9 +26,7 @@ _VERBS = {
     "cost": "cost",
     "offers": "offers",
     "gc": "gc",
-}
-_LATER_VERBS = {
-    "cache": 8,
+    "cache": "cache",
 }
 
 
@@ -47,6 +45,7 @@ class BurstMagics(Magics):
         %burst cost  -- clusters running now, the last jobs' cost, spend today and this month
         %burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]  -- cheapest first
         %burst gc [--yes] [--region a,b]  -- AWS instances of yours without a live cluster; --yes terminates them
+        %burst cache [clear] [NAME]  -- this notebook's values kept on the cluster's workers; clear frees them
         """
         __tracebackhide__ = True
         config.refresh()
@@ -98,10 +97,8 @@ class BurstMagics(Magics):
                 "say what to do: %burst status, down, jobs, cost, offers ... (%burst? lists them); %%burst on a cell runs it"
             )
         verb, args = words[0], words[1:]
-        if verb in _LATER_VERBS:
-            raise NotYetAvailable(f"%burst {verb} arrives with issue #{_LATER_VERBS[verb]}")
         if verb not in _VERBS:
-            close = difflib.get_close_matches(verb, list(_VERBS) + list(_LATER_VERBS), n=1)
+            close = difflib.get_close_matches(verb, list(_VERBS), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise OptionError(f"unknown command '%burst {verb}'{hint}; known: {', '.join(_VERBS)}")
         return getattr(self, f"_{_VERBS[verb]}")(args)
@@ -246,6 +243,22 @@ class BurstMagics(Magics):
         print(
             f"burst: stopped {', '.join(stopped)}" if stopped else "burst: no cluster was running"
         )
+
+    def _cache(self, args: list[str]) -> None:
+        """%burst cache [clear] [NAME]: what the cluster keeps of this notebook's values."""
+        from jupyter_burst import namespace_cache
+
+        clear = bool(args) and args[0] == "clear"
+        rest = args[1:] if clear else args
+        if len(rest) > 1 or any("=" in word for word in rest):
+            raise OptionError("write %burst cache [clear] [CLUSTER]")
+        name = rest[0] if rest else str(config.get("cluster", "default"))
+        provider = clusters.running_provider(name)
+        handle = clusters.attach(name, provider) if provider else None
+        if handle is None:
+            print(f"burst: cluster '{name}' is not running; nothing of this notebook is kept on it")
+            return
+        print(namespace_cache.clear(handle) if clear else namespace_cache.describe(handle))
 
 
 _estimates: dict[int, object] = {}

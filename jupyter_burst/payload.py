@@ -12,6 +12,8 @@ What goes by value, what by reference, and why:
 * Large buffers (numpy arrays, torch CPU tensors, pandas blocks) travel out of band as
   separate frames (pickle protocol 5), which Dask writes to the socket without copying.
   CUDA tensors are moved to the CPU for the trip and back to a CUDA device on arrival.
+* A value of ``burst.cache.min-bytes`` or more gets a content key per buffer; a worker that
+  already holds a buffer is sent its key instead (:mod:`jupyter_burst.namespace_cache`).
 * On the way back, values the cell did not change are sent as a reference to the notebook's
   own object, and the notebook's globals as a reference to the notebook's namespace, so a
   function defined remotely sees the notebook's variables, just as if it had been defined
@@ -33,13 +35,17 @@ import sysconfig
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import xxhash
 from distributed.protocol import dask_deserialize, dask_serialize
 
+from jupyter_burst import digest
 from jupyter_burst.errors import SendError
+
+if TYPE_CHECKING:
+    from jupyter_burst.worker_cache import JobCache
 
 _FRIENDLY_TYPES = {
     "_thread.lock": "threading.Lock",
@@ -67,34 +73,72 @@ class Payload:
 
     Dask moves each buffer as its own frame (see the ``dask_serialize`` registration below),
     which is what keeps a 1 GiB array from being copied into a pickle on its way.
+
+    ``keys``: the content key of each buffer the worker may keep (None for the others); a
+    buffer whose position is in ``omitted`` does not travel: the worker has it, by key.
     """
 
-    __slots__ = ("meta", "data", "buffers")
+    __slots__ = ("meta", "data", "buffers", "keys", "omitted", "names")
 
-    def __init__(self, meta: bytes, data: bytes, buffers: list[memoryview]):
+    def __init__(
+        self,
+        meta: bytes,
+        data: bytes,
+        buffers: list[memoryview | None],
+        keys: list[str | None] | None = None,
+        omitted: Iterable[int] = (),
+    ):
         self.meta = meta
         self.data = data
         self.buffers = buffers
+        self.keys = keys or [None] * len(buffers)
+        self.omitted = frozenset(omitted)
+        self.names: dict[str, str] = {}  # key -> the variable it came from (kernel side only)
 
     @property
     def nbytes(self) -> int:
-        return len(self.meta) + len(self.data) + sum(b.nbytes for b in self.buffers)
+        """The bytes this message carries (omitted buffers not counted)."""
+        return (
+            len(self.meta) + len(self.data) + sum(b.nbytes for b in self.buffers if b is not None)
+        )
+
+    def cached_sizes(self) -> dict[str, int]:
+        """Each content key, with its buffer's size."""
+        return {
+            key: buffer.nbytes
+            for key, buffer in zip(self.keys, self.buffers, strict=True)
+            if key is not None and buffer is not None
+        }
+
+    def without(self, present: Iterable[str]) -> Payload:
+        """The same message, less the buffers whose keys are in ``present``."""
+        present = set(present)
+        omitted = {i for i, key in enumerate(self.keys) if key is not None and key in present}
+        if not omitted:
+            return self
+        buffers = [None if i in omitted else b for i, b in enumerate(self.buffers)]
+        return Payload(self.meta, self.data, buffers, self.keys, omitted)
 
     def __reduce_ex__(self, protocol):
         # Plain pickling (a small payload inside a task) keeps the buffers out of band too.
         # After a trip through Dask, ``data`` may be a memoryview of a received frame.
         data = self.data if isinstance(self.data, bytes) else pickle.PickleBuffer(self.data)
-        return (Payload, (self.meta, data, [pickle.PickleBuffer(b) for b in self.buffers]))
+        buffers = [None if b is None else pickle.PickleBuffer(b) for b in self.buffers]
+        return (Payload, (self.meta, data, buffers, self.keys, tuple(self.omitted)))
 
 
 @dask_serialize.register(Payload)
 def _serialize_payload(payload: Payload) -> tuple[dict, list]:
-    return {"n": len(payload.buffers)}, [payload.meta, payload.data, *payload.buffers]
+    header = {"keys": payload.keys, "omitted": sorted(payload.omitted)}
+    return header, [payload.meta, payload.data, *(b for b in payload.buffers if b is not None)]
 
 
 @dask_deserialize.register(Payload)
 def _deserialize_payload(header: dict, frames: list) -> Payload:
-    return Payload(bytes(frames[0]), frames[1], [memoryview(f) for f in frames[2:]])
+    keys, omitted = list(header["keys"]), set(header["omitted"])
+    received = iter(frames[2:])
+    buffers = [None if i in omitted else memoryview(next(received)) for i in range(len(keys))]
+    return Payload(bytes(frames[0]), frames[1], buffers, keys, omitted)
 
 
 # --------------------------------------------------------------------------------------
@@ -258,13 +302,24 @@ class _Pickler(cloudpickle.Pickler):
     """cloudpickle, plus: torch tensors out of band, local modules noted, references back."""
 
     def __init__(self, file, buffers: list):
-        super().__init__(file, protocol=5, buffer_callback=buffers.append)
+        super().__init__(file, protocol=5, buffer_callback=self._out_of_band)
         self.local_modules: set[str] = set()
         self.moved_devices: set[str] = set()
         self._storages: dict[int, _StorageBytes] = {}
+        self._buffers = buffers
+        self._value: str | None = None
+        self.buffer_values: list[str | None] = []  # for each buffer, the value that reached it
+
+    def _out_of_band(self, buffer: pickle.PickleBuffer) -> None:
+        self._buffers.append(buffer)
+        self.buffer_values.append(self._value)
 
     def reducer_override(self, obj):
         t = type(obj)
+        if t is _Named:
+            # Pickling is depth first: every buffer until the next name belongs to this value.
+            self._value = obj.name
+            return (_unnamed, (obj.value,))
         if t is types.ModuleType:
             if is_local_module(obj):
                 self.local_modules.add(obj.__name__)
@@ -311,6 +366,20 @@ class _Pickler(cloudpickle.Pickler):
                 tensor.requires_grad,
             ),
         )
+
+
+class _Named:
+    """A notebook value with its variable name, so that its buffers can be told apart."""
+
+    __slots__ = ("name", "value")
+
+    def __init__(self, name: str, value: Any):
+        self.name = name
+        self.value = value
+
+
+def _unnamed(value: Any) -> Any:
+    return value
 
 
 def _code_reduce_keeping_filename(code: types.CodeType):
@@ -390,15 +459,22 @@ def _anchor() -> None:
 
 
 def pack_namespace(
-    values: Mapping[str, Any], user_ns: dict, spec: Mapping[str, Any], imports: Iterable[str] = ()
+    values: Mapping[str, Any],
+    user_ns: dict,
+    spec: Mapping[str, Any],
+    imports: Iterable[str] = (),
+    cache_from: int | None = None,
 ) -> Payload:
     """Pickle the cell's values in one pass; name the variable when one cannot travel.
 
     ``imports``: modules the cell itself imports; those beside the notebook travel too.
+    ``cache_from``: the buffers of a value this big or bigger get content keys, so that a
+    worker can keep them and later be sent the key alone (None: no keys).
     """
     anchor = types.FunctionType(_anchor.__code__, user_ns, "_burst_anchor")
+    named = {name: _Named(name, value) for name, value in values.items()}
     try:
-        data, buffers, pickler = dumps({"anchor": anchor, "values": dict(values)})
+        data, buffers, pickler = dumps({"anchor": anchor, "values": named})
     except Exception as exc:
         raise _send_error(values, exc) from None
     meta = {
@@ -406,14 +482,47 @@ def pack_namespace(
         "modules": _module_sources(pickler.local_modules | set(imports)),
         "moved_devices": sorted(pickler.moved_devices),
     }
-    return Payload(pickle.dumps(meta, protocol=5), data, buffers)
+    message = Payload(pickle.dumps(meta, protocol=5), data, buffers)
+    if cache_from is not None:
+        for i, (key, name) in content_keys(pickler.buffer_values, buffers, cache_from).items():
+            message.keys[i] = key
+            message.names[key] = name
+    return message
 
 
-def unpack_namespace(payload: Payload) -> tuple[dict, dict, dict]:
-    """On the worker: (meta, namespace, values); the namespace is what notebook functions see."""
+def content_keys(
+    buffer_values: list[str | None],
+    buffers: list[memoryview],
+    min_bytes: int,
+    memo: dict[tuple[int, int], str] | None = None,
+) -> dict[int, tuple[str, str]]:
+    """Buffer position -> (content key, value name), for the values of ``min_bytes`` or more.
+
+    ``memo``: digests already known, by (address, size).
+    """
+    sizes: dict[str, int] = {}
+    for name, buffer in zip(buffer_values, buffers, strict=True):
+        if name is not None:
+            sizes[name] = sizes.get(name, 0) + buffer.nbytes
+    keys = {}
+    for i, (name, buffer) in enumerate(zip(buffer_values, buffers, strict=True)):
+        if name is None or sizes[name] < min_bytes or not buffer.nbytes:
+            continue
+        known = memo.get((digest.address(buffer), buffer.nbytes)) if memo else None
+        keys[i] = (known or digest.of(buffer), name)
+    return keys
+
+
+def unpack_namespace(payload: Payload, cache: JobCache | None = None) -> tuple[dict, dict, dict]:
+    """On the worker: (meta, namespace, values); the namespace is what notebook functions see.
+
+    With ``cache``, buffers that did not travel come from this worker's cache, and those that
+    did are kept in it.
+    """
     meta = pickle.loads(payload.meta)
     install_modules(meta["modules"])
-    shipped = loads(payload.data, payload.buffers)
+    buffers = cache.fill(payload) if cache is not None else payload.buffers
+    shipped = loads(payload.data, buffers)
     namespace = shipped["anchor"].__globals__
     namespace.setdefault("__name__", "__main__")
     namespace.setdefault("__builtins__", __builtins__)
@@ -425,13 +534,21 @@ def pack_result(
     namespace: dict,
     unchanged: Mapping[int, str],
     status: Mapping[str, Any] | None = None,
+    cache: JobCache | None = None,
 ) -> Payload:
     """On the worker: pickle what goes back, referring to unchanged notebook objects by name.
 
     ``status`` (failed or not, when) travels apart, readable without unpickling the values.
+    With ``cache``, this worker keeps the large values that go back, so that a later cell
+    that reads them unchanged need not send them here again.
     """
-    data, buffers, pickler = dumps(dict(result), refs=unchanged, ns_id=id(namespace))
+    result = dict(result)
+    if cache is not None and result.get("values"):
+        result["values"] = {k: _Named(k, v) for k, v in result["values"].items()}
+    data, buffers, pickler = dumps(result, refs=unchanged, ns_id=id(namespace))
     meta = {"moved_devices": sorted(pickler.moved_devices), **(status or {})}
+    if cache is not None:
+        meta["cached"] = cache.keep(pickler.buffer_values, buffers)
     return Payload(pickle.dumps(meta, protocol=5), data, buffers)
 
 
@@ -454,7 +571,7 @@ def unpack_result(payload: Payload, user_ns: dict, snapshot: Mapping[str, Any]) 
 # Fingerprints: did the cell change a value in place?
 
 
-def fingerprint(value: Any, memo: dict[tuple[int, int], bytes]) -> bytes | None:
+def fingerprint(value: Any, memo: dict[tuple[int, int], str]) -> bytes | None:
     """A hash of everything that would travel for ``value``; None when it cannot be pickled.
 
     Buffers are hashed where they lie (never copied), and a buffer reached twice is hashed once.
@@ -463,20 +580,14 @@ def fingerprint(value: Any, memo: dict[tuple[int, int], bytes]) -> bytes | None:
         data, buffers, _ = dumps(value)
     except Exception:
         return None
-    digest = xxhash.xxh3_128(data)
+    whole = xxhash.xxh3_128(data)
     for buffer in buffers:
-        key = (_address(buffer), buffer.nbytes)
-        part = memo.get(key)
+        where = (digest.address(buffer), buffer.nbytes)
+        part = memo.get(where)
         if part is None:
-            part = memo[key] = xxhash.xxh3_128_digest(buffer)
-        digest.update(part)
-    return digest.digest()
-
-
-def _address(buffer: memoryview) -> int:
-    import numpy
-
-    return numpy.frombuffer(buffer, dtype=numpy.uint8).__array_interface__["data"][0]
+            part = memo[where] = digest.of(buffer)
+        whole.update(part.encode())
+    return whole.digest()
 
 
 # --------------------------------------------------------------------------------------

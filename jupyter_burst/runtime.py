@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from jupyter_burst import helper
+from jupyter_burst import helper, worker_cache
 from jupyter_burst import payload as wire
 from jupyter_burst.errors import BurstError
 from jupyter_burst.node import preemption
@@ -327,7 +327,8 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     rank, world_size = int(spec.get("rank", 0)), int(spec.get("world_size", 1))
     gather = spec.get("returns") == "gather"
     brings_back = rank == 0 or gather
-    meta, namespace, values = wire.unpack_namespace(message)
+    cache = _cache_use(spec)
+    meta, namespace, values = wire.unpack_namespace(message, cache)
     namespace.update(values)
     assigned = set(spec["assigns"])
     initial = {k: v for k, v in namespace.items() if not k.startswith("__")}
@@ -336,7 +337,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
         for k, v in initial.items()
         if brings_back and k not in assigned and not isinstance(v, types.ModuleType)
     }
-    before = _fingerprints(watched)
+    before = _fingerprints(watched, cache.arrived() if cache is not None else {})
     namespace.setdefault("display", burst_display)
 
     job = spec["job"]
@@ -355,6 +356,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     # After `_current` is set: a notice that came earlier is told to this cell at once.
     unfollow = preemption.follow(namespace["burst"]._preempted)
     error = None
+    could_not_join = None
     previous_cwd = os.getcwd()
     previous_env = _set_rank_environment(spec)
     distributed = None
@@ -368,7 +370,11 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
                 file=sys.stderr,
             )
         if world_size > 1:
-            distributed = _ProcessGroup(spec)
+            try:
+                distributed = _ProcessGroup(spec)
+            except Exception as exc:
+                could_not_join = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                raise
         code = compile("\n" * spec["line_offset"] + spec["source"], spec["filename"], "exec")
         exec(code, namespace)
         show_open_figures()
@@ -391,12 +397,37 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
         "failed_at": error["time"] if error else None,
         "rank": rank,
         "events": events,
+        "could_not_join": could_not_join,
     }
-    if error is not None or not brings_back:
+    try:
+        return _result(result, status, namespace, spec, watched, before, initial, cache)
+    finally:
+        if cache is not None:
+            cache.release()
+
+
+def _result(
+    result: dict[str, Any],
+    status: dict[str, Any],
+    namespace: dict,
+    spec: dict,
+    watched: dict[str, Any],
+    before: dict[str, bytes | None],
+    initial: dict[str, Any],
+    cache: worker_cache.JobCache | None,
+) -> wire.Payload:
+    """What goes back: the names the cell assigned, and the values it changed in place."""
+    brings_back = int(spec.get("rank", 0)) == 0 or spec.get("returns") == "gather"
+    if result["error"] is not None or not brings_back:
+        if cache is not None:
+            cache.check()
         result.update(values={}, deleted=[], changed=[])
         return wire.pack_result(result, namespace, {}, status)
 
-    after = _fingerprints(watched)
+    after = _fingerprints(watched, cache.after if cache is not None else {})
+    if cache is not None:
+        cache.check()  # the bytes the change check just hashed are not hashed again
+    assigned = set(spec["assigns"])
     changed = {k for k in watched if before[k] is None or before[k] != after[k]}
     # `t += 1` on a tensor, `lst += [x]`: assigned, but still the object that travelled.
     changed |= {
@@ -423,7 +454,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
         {} if spec.get("background") else {id(v): k for k, v in watched.items() if k not in changed}
     )
     try:
-        return wire.pack_result(result, namespace, unchanged, status)
+        return wire.pack_result(result, namespace, unchanged, status, cache)
     except Exception:
         # Keep the cell's work: bring back what can travel, name what stays behind.
         result["warnings"] = []
@@ -432,7 +463,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
             if problem:
                 del result["values"][name]
                 result["warnings"].append(problem)
-        return wire.pack_result(result, namespace, unchanged, status)
+        return wire.pack_result(result, namespace, unchanged, status, cache)
 
 
 def _torch_device() -> str:
@@ -533,9 +564,19 @@ def _cannot_travel(name: str, value: Any) -> str | None:
         )
 
 
-def _fingerprints(values: dict[str, Any]) -> dict[str, bytes | None]:
-    memo: dict = {}
+def _fingerprints(
+    values: dict[str, Any], memo: dict[tuple[int, int], str]
+) -> dict[str, bytes | None]:
     return {k: wire.fingerprint(v, memo) for k, v in values.items()}
+
+
+def _cache_use(spec: dict) -> worker_cache.JobCache | None:
+    """The job's use of this worker's value cache, as the kernel's ``cache`` settings say."""
+    settings = spec.get("cache")
+    if not settings:
+        return None
+    limit = worker_cache.limit_bytes(settings["limit"])
+    return worker_cache.JobCache(settings["owner"], limit, settings["min_bytes"], spec["job"])
 
 
 def _describe_error(exc: BaseException, cell_filename: str) -> dict:

@@ -32,6 +32,8 @@ class ClusterHandle:
     client: Any
     state_dir: pathlib.Path
     topic_handlers: dict[str, Any] = field(default_factory=dict)
+    # worker address -> content key -> what this kernel sent it (see namespace_cache)
+    cached: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:

@@ -1,0 +1,55 @@
+"""Content keys of buffers: what the namespace cache and the change check compare.
+
+xxh3 runs at memory speed on one core; a large buffer is cut into fixed chunks hashed on
+several threads (xxhash releases the GIL), so the kernel and a worker, whatever their core
+counts, compute the same key for the same bytes.
+
+The bytes are always hashed: torch's version counter would be cheaper, but writes through
+``tensor.data`` or ``tensor.numpy()`` do not move it, and a stale key is a wrong result.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import xxhash
+
+_CHUNK = 16 << 20
+_PARALLEL_FROM = 4 * _CHUNK
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def threads() -> int:
+    """How many threads hash one large buffer."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _pool_of_threads() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(threads(), thread_name_prefix="burst-digest")
+        return _pool
+
+
+def of(buffer: memoryview) -> str:
+    """The content key of ``buffer`` (C-contiguous bytes): 32 hex digits, its length folded in."""
+    view = buffer.cast("B") if buffer.format != "B" or buffer.ndim != 1 else buffer
+    size = view.nbytes
+    if size < _PARALLEL_FROM:
+        return xxhash.xxh3_128_hexdigest(view, seed=size)
+    parts = _pool_of_threads().map(
+        lambda start: xxhash.xxh3_128_digest(view[start : start + _CHUNK]),
+        range(0, size, _CHUNK),
+    )
+    return xxhash.xxh3_128_hexdigest(b"".join(parts), seed=size)
+
+
+def address(buffer: memoryview) -> int:
+    """Where ``buffer``'s bytes start in memory: two views of the same bytes have the same."""
+    import numpy
+
+    return numpy.frombuffer(buffer, dtype=numpy.uint8).__array_interface__["data"][0]
