@@ -21,7 +21,7 @@ import time
 from bench.common import Report, Session
 
 # The order they run in.
-MEASUREMENTS = ("roundtrip", "throughput", "coldstart", "estimate", "resume")
+MEASUREMENTS = ("roundtrip", "throughput", "peers", "coldstart", "estimate", "resume")
 README = pathlib.Path(__file__).with_name("README.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 

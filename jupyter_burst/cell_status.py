@@ -209,6 +209,7 @@ class CellStatus(StatusLine):
         # The ticker and the cell's own thread both change the widgets: one at a time.
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._ticker: threading.Thread | None = None
 
     def text(self) -> str:
@@ -237,15 +238,17 @@ class CellStatus(StatusLine):
             if self._view is not None:
                 with contextlib.suppress(Exception):
                     self._view.allow_cancel()
-        self._refresh()
+        self._wake.set()
 
     def running(self) -> None:
         with self._lock:
             self.state = "running"
-        self._refresh()
+        # The ticker shows it: reading the cost from the ledger here would delay the cell.
+        self._wake.set()
 
     def end(self, state: str) -> None:
         self._stop.set()
+        self._wake.set()
         if self._ticker is not None:
             self._ticker.join(_JOIN_SECONDS)
             self._ticker = None
@@ -267,8 +270,10 @@ class CellStatus(StatusLine):
             return True
 
     def _tick(self) -> None:
-        while not self._stop.wait(_TICK_SECONDS):
-            if not self._refresh():
+        while not self._stop.is_set():
+            self._wake.wait(_TICK_SECONDS)
+            self._wake.clear()
+            if self._stop.is_set() or not self._refresh():
                 return
 
 

@@ -21,9 +21,35 @@ def _load_defaults() -> None:
 _load_defaults()
 
 
+_seen: tuple | None = None
+
+
 def refresh() -> None:
-    """Re-read config files and ``DASK_BURST__*`` variables (once per cell, not per lookup)."""
-    dask.config.refresh()
+    """Re-read config files and ``DASK_*`` variables when they changed (checked once per cell).
+
+    Re-reading costs milliseconds a cell; listing the config folders costs microseconds.
+    """
+    global _seen
+    now = _sources()
+    if now != _seen:
+        dask.config.refresh()
+        _seen = now
+
+
+def _sources() -> tuple:
+    """What dask.config is read from: the files of its folders (name, size, time), the variables."""
+    files = []
+    for folder in dask.config.paths:
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.endswith((".yaml", ".yml", ".json")):
+                        info = entry.stat()
+                        files.append((entry.path, info.st_size, info.st_mtime_ns))
+        except OSError:
+            continue
+    variables = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("DASK_")))
+    return tuple(dask.config.paths), tuple(files), variables
 
 
 def get(key: str, default: Any = None) -> Any:

@@ -328,7 +328,12 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     gather = spec.get("returns") == "gather"
     brings_back = rank == 0 or gather
     cache = _cache_use(spec)
-    meta, namespace, values = wire.unpack_namespace(message, cache)
+    try:
+        meta, namespace, values = wire.unpack_namespace(message, cache)
+    except BaseException:
+        if cache is not None:
+            cache.release()  # the entries this job pinned on arrival
+        raise
     namespace.update(values)
     assigned = set(spec["assigns"])
     initial = {k: v for k, v in namespace.items() if not k.startswith("__")}

@@ -172,7 +172,6 @@ class JobCache:
                 cache.put(self.owner, key, buffers[i], self.limit, self.job)
             self.used[key] = buffers[i]
         if missing:
-            cache.release(self.job)
             raise CacheMiss(missing)
         return buffers
 
