@@ -95,9 +95,12 @@ demo: venv
 lab: venv labextension
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks/quickstart.ipynb
 
+# Not part of the tests; non-zero when a target is missed. BENCH_ARGS="--profile --write"
+# also prints the breakdowns and rewrites the table in bench/README.md.
+BENCH_ARGS ?=
 bench: venv
 	$(call pip_editable,.[bench],-q)
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 # One real cell on one real AWS GPU with your account (a few cents); see README.
 aws-smoke: venv

@@ -80,6 +80,9 @@ def plan(
 ) -> list[Payload]:
     """For each worker (in order), ``message`` less the buffers that worker still holds.
 
+    The workers are asked first, in one call: each forgets the earlier bytes of the
+    variables this message sends anew (before the new bytes arrive, so that a changed value
+    never takes twice its room), and pins what it holds of the rest for ``job``.
     ``owner``: the kernel the job is for (a background job is submitted by its cluster's
     head node, for the kernel that started it); None: no cache.
     """
@@ -87,22 +90,28 @@ def plan(
     if not sizes:
         last_cell.sent, last_cell.reused, last_cell.reused_names = message.nbytes, 0, []
         return [message] * len(workers)
-    believed = {w: [k for k in sizes if k in handle.cached.get(w, {})] for w in workers}
-    ask = {w: keys for w, keys in believed.items() if keys}
+    names = set(message.names.values())
+    asks: dict[str, tuple[list[str], list[str]]] = {}
+    for worker in workers:
+        held = handle.cached.setdefault(worker, {})
+        believed = [k for k in sizes if k in held]
+        old = [k for k, h in held.items() if h.name in names and k not in sizes]
+        for key in old:
+            del held[key]
+        if believed or old:
+            asks[worker] = (believed, old)
     missing: dict[str, list[str]] = {}
-    if ask:
-        missing = handle.client.run(_hold, owner, ask, job, workers=list(ask))
+    if asks:
+        missing = handle.client.run(_hold, owner, asks, job, workers=list(asks))
     variants = []
     reused, reused_names = 0, set()
     for worker in workers:
-        have = set(believed[worker]) - set(missing.get(worker, ()))
-        variant = message.without(have)
-        variants.append(variant)
+        believed = asks.get(worker, ([], []))[0]
+        have = set(believed) - set(missing.get(worker, ()))
+        variants.append(message.without(have))
         reused += sum(sizes[k] for k in have)
         reused_names.update(message.names[k] for k in have)
-        held = handle.cached.setdefault(worker, {})
-        for key, size in sizes.items():
-            held[key] = Held(message.names[key], size)
+        handle.cached[worker].update({k: Held(message.names[k], n) for k, n in sizes.items()})
     last_cell.sent = sum(v.nbytes for v in variants)
     last_cell.reused = reused
     last_cell.reused_names = sorted(reused_names)
@@ -121,9 +130,13 @@ def learn(handle: Any, results: list[Payload | None]) -> None:
                 held[key] = Held(name, size)
 
 
-def _hold(owner: str, keys_by_worker: dict[str, list[str]], job: str, dask_worker=None) -> list:
-    """On each worker asked: pin this kernel's entries for ``job``; the keys it lacks."""
-    return worker_cache.hold(owner, keys_by_worker[dask_worker.address], job)
+def _hold(
+    owner: str, asks: dict[str, tuple[list[str], list[str]]], job: str, dask_worker=None
+) -> list[str]:
+    """On each worker asked: forget the superseded keys, pin the others; those it lacks."""
+    keys, superseded = asks[dask_worker.address]
+    worker_cache.cache.forget(owner, superseded)
+    return worker_cache.hold(owner, keys, job)
 
 
 def forget(handle: Any, worker: str | None = None) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,15 @@ class ValueCache:
             for entry in self._entries.values():
                 entry.pins.pop(job, None)
             self._shrink(self.limit)
+
+    def forget(self, owner: str, keys: Iterable[str]) -> None:
+        """Drop ``owner``'s entries among ``keys`` that no job is using."""
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get((owner, key))
+                if entry is not None and not entry.pins:
+                    del self._entries[(owner, key)]
+                    self.nbytes -= entry.nbytes
 
     def discard(self, owner: str, key: str) -> None:
         with self._lock:
