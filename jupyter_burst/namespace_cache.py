@@ -139,14 +139,6 @@ def _hold(
     return worker_cache.hold(owner, keys, job)
 
 
-def forget(handle: Any, worker: str | None = None) -> None:
-    """Drop what this kernel believes ``worker`` (every worker: None) holds."""
-    if worker is None:
-        handle.cached.clear()
-    else:
-        handle.cached.pop(worker, None)
-
-
 def describe(handle: Any) -> str:
     """``%burst cache``: this notebook's values kept on each worker of the cluster."""
     listings = handle.client.run(worker_cache.listing, OWNER)
@@ -188,7 +180,7 @@ def describe(handle: Any) -> str:
 def clear(handle: Any) -> str:
     """``%burst cache clear``: forget this notebook's values on every worker."""
     freed = handle.client.run(worker_cache.clear, OWNER)
-    forget(handle)
+    handle.cached.clear()
     return (
         f"burst: freed {format_bytes(sum(freed.values()))} of this notebook's values on cluster "
         f"'{handle.name}'; the next cell sends what it reads in full"
