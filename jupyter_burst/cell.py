@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from dask.utils import parse_bytes
+
 from jupyter_burst import (
     cell_status,
     checkpoints,
     clusters,
     config,
+    credentials,
     jobs,
     namespace,
     namespace_cache,
@@ -73,6 +76,8 @@ def prepare(
     except SyntaxError:
         raise  # the user's own mistake, shown by IPython with its caret
     values = namespace.select(user_ns, analysis, send=options.send, exclude=options.exclude)
+    credentials.refuse(values, send=options.send)
+    credentials.remember(user_ns)  # so that output quoting one is redacted in the ledger
     spec = {
         "source": source,
         "filename": filename,
@@ -91,8 +96,14 @@ def prepare(
     snapshot = dict(user_ns)
     if not isinstance(user_ns, dict):
         raise SendError("the namespace must be a dict")
+    limit = config.get("send-limit")
     message = wire.pack_namespace(
-        values, user_ns, spec, imports=analysis.modules, cache_from=namespace_cache.threshold()
+        values,
+        user_ns,
+        spec,
+        imports=analysis.modules,
+        cache_from=namespace_cache.threshold(),
+        limit=None if limit is None else int(parse_bytes(str(limit))),
     )
     return PreparedCell(job_id, source, spec, message, snapshot, options)
 

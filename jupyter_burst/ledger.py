@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from jupyter_burst import credentials
+
 SCHEMA_VERSION = 2
 
 _SCHEMA = """
@@ -387,12 +389,13 @@ class Ledger:
         with self._write() as db:
             db.execute(
                 "UPDATE jobs SET ended = ?, status = ?, error = ? WHERE id = ?",
-                (time.time(), status, error, job_id),
+                (time.time(), status, credentials.redact(error) if error else error, job_id),
             )
 
     def add_lines(self, job_id: str, lines: Iterable[tuple[float, int, str, str]]) -> None:
-        """Append (time, rank, stream, text) output lines of a job."""
-        rows = [(job_id, ts, rank, stream, text) for ts, rank, stream, text in lines]
+        """Append (time, rank, stream, text) output lines of a job, credentials redacted."""
+        redact = credentials.redact
+        rows = [(job_id, ts, rank, stream, redact(text)) for ts, rank, stream, text in lines]
         if not rows:
             return
         with self._write() as db:

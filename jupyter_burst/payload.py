@@ -50,15 +50,13 @@ if TYPE_CHECKING:
 _FRIENDLY_TYPES = {
     "_thread.lock": "threading.Lock",
     "_thread.RLock": "threading.RLock",
-    "_io.TextIOWrapper": "open file",
-    "_io.BufferedReader": "open file",
-    "_io.BufferedWriter": "open file",
-    "_io.FileIO": "open file",
 }
 
 
 def type_name(value: Any) -> str:
     """The type of ``value`` as a user would write it."""
+    if _open_file(value):
+        return "open file"
     t = type(value)
     name = (
         t.__qualname__
@@ -66,6 +64,15 @@ def type_name(value: Any) -> str:
         else f"{t.__module__}.{t.__qualname__}"
     )
     return _FRIENDLY_TYPES.get(name, name)
+
+
+def _open_file(value: Any) -> bool:
+    return isinstance(value, io.IOBase) and not isinstance(value, io.BytesIO | io.StringIO)
+
+
+def a_or_an(noun: str) -> str:
+    """``noun`` with its indefinite article: "an open file", "a threading.Lock"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 class Payload:
@@ -331,6 +338,10 @@ class _Pickler(cloudpickle.Pickler):
             return super().reducer_override(obj)
         if t is types.CodeType:
             return _code_reduce_keeping_filename(obj)
+        if _open_file(obj):
+            # cloudpickle would send a readable file's content as if it were the file: what a
+            # worker reads then is a snapshot, and a big file is a surprise. Say so instead.
+            raise pickle.PicklingError(f"cannot send an open file ({getattr(obj, 'name', '?')})")
         torch = _torch()
         if torch is not None and isinstance(obj, torch.Tensor):
             return self._reduce_tensor(obj, torch)
@@ -464,12 +475,14 @@ def pack_namespace(
     spec: Mapping[str, Any],
     imports: Iterable[str] = (),
     cache_from: int | None = None,
+    limit: int | None = None,
 ) -> Payload:
     """Pickle the cell's values in one pass; name the variable when one cannot travel.
 
     ``imports``: modules the cell itself imports; those beside the notebook travel too.
     ``cache_from``: the buffers of a value this big or bigger get content keys, so that a
     worker can keep them and later be sent the key alone (None: no keys).
+    ``limit``: the most bytes the values may come to (``burst.send-limit``; None: no limit).
     """
     anchor = types.FunctionType(_anchor.__code__, user_ns, "_burst_anchor")
     named = {name: _Named(name, value) for name, value in values.items()}
@@ -483,6 +496,8 @@ def pack_namespace(
         "moved_devices": sorted(pickler.moved_devices),
     }
     message = Payload(pickle.dumps(meta, protocol=5), data, buffers)
+    if limit is not None and message.nbytes > limit:
+        raise _too_big(message.nbytes, limit, pickler.buffer_values, buffers)
     if cache_from is not None:
         for i, (key, name) in content_keys(pickler.buffer_values, buffers, cache_from).items():
             message.keys[i] = key
@@ -600,12 +615,31 @@ def _send_error(values: Mapping[str, Any], exc: Exception) -> SendError:
             dumps(value)
         except Exception as inner:
             path, culprit = find_unpicklable(value, name)
-            held = f"; it holds a {type_name(culprit)} at {path}" if path != name else ""
+            held = f"; it holds {a_or_an(type_name(culprit))} at {path}" if path != name else ""
             return SendError(
                 f"cannot send '{name}' ({type_name(value)}){held}: create it inside the cell, "
                 f"or exclude={name}  [{type(inner).__name__}: {_first_line(inner)}]"
             )
     return SendError(f"cannot send the cell's variables: {_first_line(exc)}")
+
+
+def _too_big(
+    total: int, limit: int, buffer_values: list[str | None], buffers: list[memoryview]
+) -> SendError:
+    from dask.utils import format_bytes
+
+    sizes: dict[str, int] = {}
+    for name, buffer in zip(buffer_values, buffers, strict=True):
+        if name is not None:
+            sizes[name] = sizes.get(name, 0) + buffer.nbytes
+    biggest = max(sizes, key=sizes.__getitem__) if sizes else None
+    which = f"; the largest is '{biggest}' ({format_bytes(sizes[biggest])})" if biggest else ""
+    fix = f"exclude={biggest}, " if biggest else ""
+    return SendError(
+        f"the cell's values come to {format_bytes(total)}, over burst.send-limit "
+        f"({format_bytes(limit)}){which}: load it inside the cell from where the cluster can "
+        f"read it, {fix}or raise burst.send-limit"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -621,13 +655,20 @@ def _picklable(value: Any) -> bool:
         return False
 
 
-def find_unpicklable(value: Any, path: str, depth: int = 0) -> tuple[str, Any]:
-    """The deepest part of ``value`` that fails to pickle, as a Python expression path."""
+def find_unpicklable(
+    value: Any, path: str, depth: int = 0, seen: set[int] | None = None
+) -> tuple[str, Any]:
+    """The deepest part of ``value`` that fails to pickle, as a Python expression path.
+
+    An object reached again (a child that points back at its parent) is not followed.
+    """
+    seen = set() if seen is None else seen
+    seen.add(id(value))
     if depth > 8:
         return path, value
     for child_path, child in _children(value, path):
-        if not _picklable(child):
-            return find_unpicklable(child, child_path, depth + 1)
+        if id(child) not in seen and not _picklable(child):
+            return find_unpicklable(child, child_path, depth + 1, seen)
     return path, value
 
 

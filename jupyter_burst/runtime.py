@@ -562,7 +562,9 @@ def _cannot_travel(name: str, value: Any) -> str | None:
         return None
     except Exception:
         path, culprit = wire.find_unpicklable(value, name)
-        held = f"; it holds a {wire.type_name(culprit)} at {path}" if path != name else ""
+        held = (
+            f"; it holds {wire.a_or_an(wire.type_name(culprit))} at {path}" if path != name else ""
+        )
         return (
             f"burst: '{name}' ({wire.type_name(value)}) stays on the worker, it cannot travel back{held}; "
             f"the notebook keeps its old '{name}', if any (leave it out with exclude={name})"
