@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from jupyter_burst import credentials
+from jupyter_burst import ledger_salvage as salvage
 
 SCHEMA_VERSION = 2
 
@@ -141,6 +142,16 @@ class Ledger:
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+                raise  # busy, locked, no disk: not the file's fault
+            self._db.close()
+            salvage.rebuild(self.path, exc, _new_file)
+            self._open()
+
+    def _open(self) -> None:
         self._db = sqlite3.connect(
             self.path, timeout=30, check_same_thread=False, isolation_level=None
         )
@@ -148,6 +159,7 @@ class Ledger:
         self._db.execute("PRAGMA busy_timeout = 30000")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
+        salvage.check(self._db, self.path)
         with self._lock:
             # executescript commits on its own; IF NOT EXISTS makes it safe to race.
             self._db.executescript(_SCHEMA)
@@ -502,6 +514,12 @@ class JobRecorder:
         self.ledger.add_lines(
             self.job_id, [(now, rank, stream, text) for rank, stream, text in rest]
         )
+
+
+def _new_file(db: sqlite3.Connection) -> None:
+    """The tables of a ledger file, as this version writes them."""
+    db.executescript(_SCHEMA)
+    _add_missing_columns(db)
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
