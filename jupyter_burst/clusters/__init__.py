@@ -7,6 +7,7 @@ A cluster is known by name through its record in the state folder, so a restarte
 from __future__ import annotations
 
 import pathlib
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -67,14 +68,55 @@ def _slots_for(provider_name: str, gpus: int) -> int:
 def _connect(address: str, timeout: float, record: dict[str, Any] | None = None):
     from distributed import Client
 
+    security = _security(record)
+    _answers(address, timeout, security)
     return Client(
         address,
         timeout=timeout,
         direct_to_workers=True,
         set_as_default=False,
         name="jupyter-burst",
-        security=_security(record),
+        security=security,
     )
+
+
+def _answers(address: str, timeout: float, security: Any) -> None:
+    """Raise OSError unless a Dask scheduler answers at ``address`` within ``timeout``.
+
+    ``Client`` bounds the connection by its timeout but not the first exchange: a scheduler
+    that accepts and then never answers (a frozen machine, a stopped process) would hold the
+    kernel for ever. The probe runs in a thread of its own (the kernel's has a running loop).
+    """
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm import connect
+    from distributed.core import send_recv
+
+    async def identity() -> None:
+        args = security.get_connection_args("client") if security is not None else {}
+        comm = await connect(address, timeout=timeout, **args)  # its handshake is unbounded
+        try:
+            await send_recv(comm, op="identity")
+        finally:
+            comm.abort()
+
+    async def bounded() -> None:
+        await asyncio.wait_for(identity(), timeout)
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="burst-probe") as pool:
+        try:
+            pool.submit(asyncio.run, bounded()).result()
+        except TimeoutError:  # also asyncio's and concurrent.futures' (aliases)
+            raise TimeoutError(
+                f"the scheduler at {address} did not answer within {timeout:g} s"
+            ) from None
+        except OSError:
+            raise
+        except Exception as exc:
+            raise OSError(
+                f"what answers at {address} is not a Dask scheduler ({type(exc).__name__})"
+            ) from None
 
 
 def _security(record: dict[str, Any] | None):
@@ -139,7 +181,13 @@ def connect(
                     client = _connect(
                         record["scheduler"], float(config.get("connect-timeout", 5)), record
                     )
-                except OSError:
+                except OSError as exc:
+                    print(
+                        f"burst: cluster '{name}' did not answer ({exc}); it is stopped and a "
+                        "new one started",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     provider.terminate(record)
                     client = None
             if client is None:
