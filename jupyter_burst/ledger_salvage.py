@@ -9,14 +9,14 @@ own and are not touched.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import pathlib
 import shutil
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
+
+from jupyter_burst.filelock import exclusive
 
 # quick_check reads every page: past this size it would hold up the first cell for seconds.
 _CHECK_UP_TO = 256 << 20
@@ -44,7 +44,7 @@ def rebuild(
     ``prepare`` makes the tables of a new ledger file. Several processes may find the damage
     at once: one rebuilds, the others find a readable ledger when their turn comes.
     """
-    with _exclusive(path.with_name(path.name + ".lock")):
+    with exclusive(path.with_name(path.name + ".lock")):
         if _readable(path):
             return
         aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -65,16 +65,6 @@ def rebuild(
         file=sys.stderr,
         flush=True,
     )
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: pathlib.Path) -> Iterator[None]:
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _readable(path: pathlib.Path) -> bool:

@@ -7,12 +7,13 @@ read by any kernel that wants to attach (also after a kernel restart).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pathlib
 from collections.abc import Iterator
 from typing import Any
+
+from jupyter_burst.filelock import exclusive
 
 
 def records_dir(state_dir: pathlib.Path) -> pathlib.Path:
@@ -62,10 +63,5 @@ def all_records(state_dir: pathlib.Path) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def cluster_lock(state_dir: pathlib.Path, name: str) -> Iterator[None]:
     """Held while a kernel finds or starts cluster ``name``, so two kernels start one cluster."""
-    path = records_dir(state_dir) / f"{name}.lock"
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with exclusive(records_dir(state_dir) / f"{name}.lock"):
+        yield
