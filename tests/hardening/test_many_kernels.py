@@ -20,19 +20,21 @@ CELL = (
 
 def test_eight_kernels_bursting_at_once_each_get_their_own_results(state_dir, workdir):
     env = {"DASK_BURST__LOCAL__SLOTS": "2"}
-    with contextlib.ExitStack() as stack, ThreadPoolExecutor(KERNELS) as pool:
-        kernels: list[Kernel] = list(
-            pool.map(
-                lambda _: stack.enter_context(burst_kernel(state_dir, workdir, env)), range(KERNELS)
-            )
-        )
+    with contextlib.ExitStack() as stack:
+        # One after another: jupyter_client picks each kernel's ports by binding and letting
+        # go, so kernels started at the same moment can be handed the same ports.
+        kernels: list[Kernel] = [
+            stack.enter_context(burst_kernel(state_dir, workdir, env)) for _ in range(KERNELS)
+        ]
         for i, kernel in enumerate(kernels):
             kernel.ok(f"x = {i}")
 
         def burst_twice(i: int) -> list[str]:
             return [kernels[i].ok(CELL, timeout=180).stdout for _ in range(2)]
 
-        outputs = list(pool.map(burst_twice, range(KERNELS)))
+        # Each thread talks to its own kernel only; the cells run at the same time.
+        with ThreadPoolExecutor(KERNELS) as pool:
+            outputs = list(pool.map(burst_twice, range(KERNELS)))
         for i, (kernel, printed) in enumerate(zip(kernels, outputs, strict=True)):
             assert all(f"kernel {i} on worker" in text for text in printed), (i, printed)
             assert kernel.ok("print(y)").stdout.strip() == str(i * 1000 + 7)
