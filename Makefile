@@ -37,7 +37,7 @@ define pip_editable
 	$(WITH_VENV) $(VENV)/bin/jupyter-builder develop --overwrite .
 endef
 
-.PHONY: venv labextension chromium sshd test lint demo lab bench aws-smoke clean distclean
+.PHONY: venv labextension chromium sshd iproute2 test lint demo lab bench aws-smoke clean distclean
 
 venv: $(VENV)/.stamp
 
@@ -79,7 +79,19 @@ sshd:
 		exit 1; \
 	fi
 
-test: venv labextension chromium sshd
+# The hardening tests put a cluster and its client on two hosts (network namespaces joined
+# by a veth pair) and cut the client's link.
+iproute2:
+	@if command -v ip >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2; \
+	else \
+		echo "error: the network tests need iproute2's ip (and root, else they are skipped);" \
+			"install it with: sudo apt-get install iproute2" >&2; \
+		exit 1; \
+	fi
+
+test: venv labextension chromium sshd iproute2
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
 	$(WITH_VENV) jlpm test
 	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25 tests

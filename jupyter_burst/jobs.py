@@ -555,6 +555,13 @@ def _result(future) -> Payload:
             "the cell did not finish"
         )
     if future.status == "cancelled":
+        # distributed keeps why (FutureCancelledError.reason) on the future's private state.
+        why = getattr(getattr(getattr(future, "_state", None), "exception", None), "reason", None)
+        if why == "scheduler-connection-lost":
+            raise WorkerLost(
+                "the cluster's scheduler was lost mid-cell (its head node stopped or cannot "
+                "be reached); the cell did not finish"
+            )
         raise WorkerLost(
             "the cell's task was cancelled on the cluster (the cluster may have stopped)"
         )

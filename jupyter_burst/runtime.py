@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from jupyter_burst import helper, worker_cache
+from jupyter_burst import helper, orphans, worker_cache
 from jupyter_burst import payload as wire
 from jupyter_burst.errors import BurstError
 from jupyter_burst.node import preemption
@@ -358,6 +358,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     _current = output
     _running[job] = threading.get_ident()
     _helpers[job] = namespace["burst"]
+    stop_watching = orphans.watch(job, lambda: interrupt_job(job))
     # After `_current` is set: a notice that came earlier is told to this cell at once.
     unfollow = preemption.follow(namespace["burst"]._preempted)
     error = None
@@ -386,6 +387,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     except BaseException as exc:  # noqa: B036 - the cell's own exception, KeyboardInterrupt too
         error = _describe_error(exc, spec["filename"])
     finally:
+        stop_watching()
         unfollow()  # waits for an on_preempt callback under way
         _wait_for_asked(job)
         if distributed is not None:

@@ -8,6 +8,8 @@ import pytest
 
 from tests.aws_cloud import cloud, moto_endpoint, moto_image  # noqa: F401 - fixtures for all
 from tests.harness import burst_kernel, burst_processes, stop_clusters
+from tests.netns import two_hosts  # noqa: F401 - a fixture for all
+from tests.node_machines import machines  # noqa: F401 - a fixture for all
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import base64
 import time
 from decimal import Decimal
 
+import pytest
+
 from jupyter_burst import cost
 from jupyter_burst.budget import usd
 from jupyter_burst.clusters.aws import prices, sdk
@@ -29,6 +31,7 @@ def _instances(ec2, states=("pending", "running")) -> list[dict]:
     return [i for r in reply["Reservations"] for i in r["Instances"]]
 
 
+@pytest.mark.hardening
 def test_a_cell_runs_on_an_emulated_ec2_cluster_over_tls_and_down_terminates_it(
     cloud, state_dir, workdir
 ):

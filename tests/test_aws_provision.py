@@ -137,6 +137,7 @@ def test_the_head_node_is_never_spot(aws):
     assert [i.spot for i in got] == [False] and "InstanceMarketOptions" not in behaviour.calls[0]
 
 
+@pytest.mark.hardening
 def test_throttling_is_retried_with_backoff(aws):
     clients, behaviour, image = aws
     left = [3]
@@ -180,6 +181,7 @@ def test_running_out_of_offers_is_one_line_and_hands_back_what_was_launched(aws)
     assert held(clients, cluster="c-1") == []
 
 
+@pytest.mark.hardening
 def test_auth_errors_are_explained_never_retried(aws):
     clients, behaviour, image = aws
     behaviour.fault = lambda p: "AuthFailure"

@@ -235,6 +235,7 @@ def third_skipped(saved: list) -> str:
     )
 
 
+@pytest.mark.hardening
 def test_a_corrupted_checkpoint_is_skipped_with_a_warning_and_the_one_before_is_used(tmp_path):
     store = CheckpointStore(str(tmp_path), "job", keep=3)
     saved = [store.save(state_of(k), step=k) for k in (1, 2, 3)]
@@ -376,6 +377,7 @@ def full_disk(monkeypatch):
     _FullDisk.clear_instance_cache()
 
 
+@pytest.mark.hardening
 @pytest.mark.parametrize(
     ("only", "free"), [("", 1 << 20), (MANIFEST, 100)], ids=["in-the-data", "in-the-manifest"]
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 
+import pytest
+
 from jupyter_burst.ledger import Ledger, LineSplitter
 
 
@@ -15,6 +17,7 @@ def _writer(path: str, worker: int, n: int) -> None:
     ledger.job_ended(f"job-{worker}", "done")
 
 
+@pytest.mark.hardening
 def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path):
     path = str(tmp_path / "ledger.sqlite")
     Ledger(path).close()
@@ -42,8 +45,6 @@ def test_lines_are_split_and_progress_bars_keep_their_last_state():
 def test_an_interrupt_during_a_write_neither_loses_it_nor_leaves_the_ledger_locked(tmp_path):
     import os
     import signal
-
-    import pytest
 
     ledger = Ledger(tmp_path / "ledger.sqlite")
     with pytest.raises(KeyboardInterrupt):

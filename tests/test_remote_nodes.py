@@ -7,11 +7,8 @@ cluster's certificate cannot connect.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,58 +16,8 @@ import pytest
 from jupyter_burst.clusters import tls
 from jupyter_burst.node.idle import LifetimePolicy, ReachabilityPolicy
 from tests.aws_fakes import free_port
-from tests.harness import REPO, wait_for
-
-
-class Machine:
-    """One node process, as a machine: it is 'off' once its power-off command has run."""
-
-    def __init__(
-        self, folder: pathlib.Path, name: str, *args: str, env: dict[str, str] | None = None
-    ):
-        self.off_file = folder / f"{name}.off"
-        state = folder / f"{name}-state"
-        state.mkdir()
-        command = [sys.executable, "-c", f"open({str(self.off_file)!r}, 'w').write('off')"]
-        env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
-        self.log = open(folder / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter_burst.node",
-                "--cluster",
-                "remote",
-                "--provider",
-                "aws",
-                "--state-dir",
-                str(state),
-                "--power-off",
-                subprocess.list2cmdline(command),
-                *args,
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    @property
-    def off(self) -> bool:
-        return self.off_file.exists()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
-        self.log.close()
-
-
-@pytest.fixture
-def machines():
-    started: list[Machine] = []
-    yield started
-    for machine in started:
-        machine.stop()
+from tests.harness import wait_for
+from tests.node_machines import Machine
 
 
 def _connect(address: str, security, timeout: float = 5):
@@ -117,6 +64,7 @@ def _workers(address: str, certs) -> int:
         return 0
 
 
+@pytest.mark.hardening
 def test_a_tls_cluster_forms_from_a_head_and_a_worker_node_and_refuses_strangers(
     tmp_path, machines
 ):

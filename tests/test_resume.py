@@ -8,6 +8,7 @@ import signal
 import time
 
 import dask.config
+import pytest
 
 from jupyter_burst import clusters
 from jupyter_burst.ledger import Ledger
@@ -108,6 +109,7 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint_with_the_same_
     assert [c["step"] for c in ledger.checkpoints(job["id"])][-1] == 30
 
 
+@pytest.mark.hardening
 def test_a_cell_that_kills_its_worker_every_time_stops_after_its_retries(kernel):
     run = kernel.execute("%%burst retries=1\nimport os\nos._exit(3)\n", timeout=120)
     assert run.status == "error" and run.traceback == [run.evalue]

@@ -270,6 +270,7 @@ def test_logs_are_backfilled_from_a_cursor_and_by_rank(server):
     assert server.get("jobs/job-a/logs?since=-1").status_code == 400
 
 
+@pytest.mark.hardening
 def test_checkpoints_are_listed_and_downloaded_by_their_listed_name_only(server):
     listed = server.get("checkpoints/job-a").json()
     assert [c["step"] for c in listed] == [1, 2] and server.get("checkpoints").json() == listed

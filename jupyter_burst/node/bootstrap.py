@@ -390,6 +390,9 @@ def main(argv: list[str] | None = None) -> None:
     # Workers inherit this through their environment, so they share the same settings.
     os.environ["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "0"
     os.environ["DASK_DISTRIBUTED__COMM__COMPRESSION"] = "None"
+    # In the environment the worker processes start with (a nanny's env= is only applied
+    # inside them, after the start), so that `ps e`, gc and tests can tell whose they are.
+    os.environ["JUPYTER_BURST_STATE_DIR"] = str(args.state_dir)
     try:
         reason = asyncio.run(run(args))
     except Exception as exc:

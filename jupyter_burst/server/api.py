@@ -23,6 +23,12 @@ from jupyter_burst.ledger import shared_ledger
 EXCERPT_CHARS = 80
 MAX_LOG_LINES = 5000  # one backfill page; the sidebar asks again from ``next``
 RECENT_STOPPED_SECONDS = 24 * 3600  # stopped clusters stay listed this long
+# A foreground cell's end is written by its kernel alone, so a kernel that died mid-cell
+# leaves its job 'running' in the ledger (the cell itself was stopped on the worker:
+# orphans.py). Once every cluster it ran on has been stopped for longer than a live kernel
+# takes to start another one for a rerun (burst.start-timeout, 60 s), nobody runs it.
+LOST_AFTER_SECONDS = 180.0
+LOST_ERROR = "lost: its kernel went away while it ran, and its cluster has stopped since"
 
 
 class NotFound(LookupError):
@@ -162,11 +168,16 @@ def jobs_view(state_dir: pathlib.Path, now: float | None = None, limit: int = 50
     ledger = shared_ledger(state_dir)
     jobs = ledger.recent_jobs(limit)
     ran_on = ledger.job_clusters(j["id"] for j in jobs)
-    nodes = ledger.nodes(cluster_ids={c for ids in ran_on.values() for c in ids})
+    cluster_ids = {c for ids in ran_on.values() for c in ids}
+    nodes = ledger.nodes(cluster_ids=cluster_ids)
+    stopped = _stop_times(ledger, cluster_ids)
     out = []
     for job in jobs:
         mine = [n for n in nodes if n["cluster_id"] in ran_on.get(job["id"], set())]
         options = _options(job)
+        lost_at = _lost_at(job, options, [stopped.get(c) for c in ran_on.get(job["id"], ())], now)
+        if lost_at is not None:
+            job = {**job, "status": "lost", "ended": lost_at, "error": LOST_ERROR}
         ended = job["ended"] if job["ended"] is not None else now
         out.append(
             {
@@ -186,6 +197,28 @@ def jobs_view(state_dir: pathlib.Path, now: float | None = None, limit: int = 50
             }
         )
     return out
+
+
+def _stop_times(ledger: Any, cluster_ids: set[str]) -> dict[str, float | None]:
+    if not cluster_ids:
+        return {}
+    ids = sorted(cluster_ids)
+    rows = ledger.query(
+        f"SELECT id, stopped FROM clusters WHERE id IN ({', '.join('?' * len(ids))})", ids
+    )
+    return {row["id"]: row["stopped"] for row in rows}
+
+
+def _lost_at(
+    job: Mapping[str, Any], options: Mapping[str, Any], stops: list[float | None], now: float
+) -> float | None:
+    """When a foreground job left 'running' by a kernel that died ended: its last cluster's stop."""
+    if job["status"] != "running" or options.get("background") or not stops:
+        return None
+    if any(stop is None for stop in stops):
+        return None
+    last = max(s for s in stops if s is not None)
+    return last if now - last > LOST_AFTER_SECONDS else None
 
 
 def _options(job: Mapping[str, Any]) -> dict[str, Any]:
