@@ -57,39 +57,29 @@ labextension/static/style.js: $(LABEXT_SOURCES) | $(VENV)/.stamp
 	$(WITH_VENV) jlpm build
 	touch $@
 
-chromium:
-	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+# $(call debian_package,TEST,PACKAGES,WHY): install PACKAGES from Debian unless TEST holds
+# (as root; anyone else is told the command).
+define debian_package
+	@if $(1); then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(2); \
 	else \
-		echo "error: the browser tests need Debian's chromium at $(CHROMIUM);" \
-			"install it with: sudo apt-get install chromium" >&2; \
+		echo "error: $(3); install with: sudo apt-get install $(2)" >&2; \
 		exit 1; \
 	fi
+endef
+
+chromium:
+	$(call debian_package,[ -x $(CHROMIUM) ],chromium,the browser tests need Debian's chromium at $(CHROMIUM))
 
 # The ssh provider's tests start a real sshd on 127.0.0.1 and log in with the ssh client.
 sshd:
-	@if [ -x $(SSHD) ] && command -v ssh >/dev/null; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-			openssh-server openssh-client; \
-	else \
-		echo "error: the ssh provider tests need $(SSHD) and ssh;" \
-			"install them with: sudo apt-get install openssh-server openssh-client" >&2; \
-		exit 1; \
-	fi
+	$(call debian_package,[ -x $(SSHD) ] && command -v ssh >/dev/null,openssh-server openssh-client,the ssh provider tests need $(SSHD) and ssh)
 
 # The hardening tests put a cluster and its client on two hosts (network namespaces joined
 # by a veth pair) and cut the client's link.
 iproute2:
-	@if command -v ip >/dev/null; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2; \
-	else \
-		echo "error: the network tests need iproute2's ip (and root, else they are skipped);" \
-			"install it with: sudo apt-get install iproute2" >&2; \
-		exit 1; \
-	fi
+	$(call debian_package,command -v ip >/dev/null,iproute2,the network tests need iproute2's ip (and root; elsewhere they are skipped))
 
 test: venv labextension chromium sshd iproute2
 	$(VENV)/bin/ruff check $(RUFF_PATHS)

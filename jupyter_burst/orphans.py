@@ -20,7 +20,10 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +36,33 @@ GRACE_SECONDS = 5.0
 EXIT_CODE = 76
 
 
+@dataclass
+class _Watched:
+    worker: Any
+    key: Any
+    interrupt: Callable[[], bool]
+    unwanted: int = 0
+    interrupted_at: float | None = None
+
+    def wanted(self) -> bool:
+        task = self.worker.state.tasks.get(self.key)
+        return task is not None and task.state != "cancelled"
+
+
+# One thread per worker process looks at every running cell: a cell costs a dict entry,
+# not a thread of its own.
+_watched: dict[str, _Watched] = {}
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+
+
 def watch(job: str, interrupt: Callable[[], bool]) -> Callable[[], None]:
     """Watch the task running this cell from here on; the returned function ends the watch.
 
     ``interrupt`` raises KeyboardInterrupt in the cell's thread. Outside a Dask worker
     (a test calling the runtime directly) there is nothing to watch.
     """
+    global _thread
     try:
         from distributed import get_worker
 
@@ -48,36 +72,43 @@ def watch(job: str, interrupt: Callable[[], bool]) -> Callable[[], None]:
         return lambda: None
     if key is None:
         return lambda: None
-    done = threading.Event()
+    with _lock:
+        _watched[job] = _Watched(worker, key, interrupt)
+        if _thread is None:
+            _thread = threading.Thread(target=_run, name="burst-orphan-watch", daemon=True)
+            _thread.start()
+    return lambda: _forget(job)
 
-    def wanted() -> bool:
-        task = worker.state.tasks.get(key)
-        return task is not None and task.state != "cancelled"
 
-    def run() -> None:
-        unwanted = 0
-        while not done.wait(CHECK_SECONDS):
-            unwanted = 0 if wanted() else unwanted + 1
-            if unwanted < _LOOKS:
-                continue
-            log.warning(
-                "burst: job %s: nobody waits for this cell any more (its kernel stopped or "
-                "lost its connection): interrupting it",
-                job,
-            )
-            interrupt()
-            if not done.wait(GRACE_SECONDS):
-                log.warning("burst: job %s did not stop when interrupted: ending its worker", job)
-                sys.stderr.flush()
-                os._exit(EXIT_CODE)
-            return
+def _forget(job: str) -> None:
+    with _lock:
+        _watched.pop(job, None)
 
-    thread = threading.Thread(target=run, name=f"burst-orphan-watch-{job}", daemon=True)
-    thread.start()
 
-    def stop_watching() -> None:
-        done.set()
-        if thread is not threading.current_thread():
-            thread.join()
+def _run() -> None:
+    while True:
+        time.sleep(CHECK_SECONDS)
+        with _lock:
+            watched = list(_watched.items())
+        for job, cell in watched:
+            _look(job, cell, time.monotonic())
 
-    return stop_watching
+
+def _look(job: str, cell: _Watched, now: float) -> None:
+    if cell.interrupted_at is not None:
+        with _lock:
+            still_running = _watched.get(job) is cell
+        if still_running and now - cell.interrupted_at >= GRACE_SECONDS:
+            log.warning("burst: job %s did not stop when interrupted: ending its worker", job)
+            sys.stderr.flush()
+            os._exit(EXIT_CODE)
+        return
+    cell.unwanted = 0 if cell.wanted() else cell.unwanted + 1
+    if cell.unwanted >= _LOOKS:
+        log.warning(
+            "burst: job %s: nobody waits for this cell any more (its kernel stopped or lost "
+            "its connection): interrupting it",
+            job,
+        )
+        cell.interrupted_at = now
+        cell.interrupt()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 
+import psutil
+
 from jupyter_burst.ledger import Ledger
 from jupyter_burst.server import api
-from tests.harness import Kernel, burst_processes, cluster_record, wait_for
+from tests.harness import Kernel, burst_processes, cluster_record, stop_clusters, wait_for
 
 CELL = """%%burst idle=5s
 import itertools, pathlib, time
@@ -55,3 +57,32 @@ def test_a_kernel_killed_mid_cell_stops_its_cell_and_nothing_runs_past_idle(
         cluster["stopped"],
         api.LOST_ERROR,
     )
+
+
+def test_a_kernel_killed_while_its_cell_is_stuck_in_c_code_ends_that_worker_process(
+    state_dir, workdir, no_leaks
+):
+    """An interrupt cannot stop `time.sleep(600)`: the worker process goes instead, freeing
+    its slot (its GPU) at once, long before the cluster's idle time is up."""
+    pid_file = workdir / "pid"
+    kernel = Kernel(state_dir, workdir)
+    try:
+        kernel.ok("%load_ext jupyter_burst")
+        kernel.kc.execute(
+            "%%burst idle=10\n"
+            "import os, pathlib, time\n"
+            f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+            "time.sleep(600)\n"
+        )
+        wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60, "the cell to run")
+        worker = psutil.Process(int(pid_file.read_text()))
+        kernel.kill()
+    finally:
+        kernel.shutdown()
+    try:
+        wait_for(lambda: not worker.is_running(), 20, "the stuck worker process to end")
+        head = cluster_record(state_dir)
+        assert head is not None and psutil.pid_exists(head["pid"])  # the cluster idles on
+    finally:
+        stop_clusters(state_dir)
+        wait_for(lambda: not burst_processes(state_dir), 30, "the cluster's processes to exit")
