@@ -91,7 +91,10 @@ def _run() -> None:
         with _lock:
             watched = list(_watched.items())
         for job, cell in watched:
-            _look(job, cell, time.monotonic())
+            try:
+                _look(job, cell, time.monotonic())
+            except Exception:  # a worker closing under us: the next look, or none, decides
+                log.exception("burst: could not look at job %s", job)
 
 
 def _look(job: str, cell: _Watched, now: float) -> None:
