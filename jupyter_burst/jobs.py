@@ -51,8 +51,6 @@ class Job:
     events: queue.Queue
     started: float = field(default_factory=time.monotonic)
     received: int = 0
-    # Results gathered on the client's loop as each rank ended (see _fetch_when_done).
-    fetched: dict[int, Payload] = field(default_factory=dict)
 
     @property
     def world_size(self) -> int:
@@ -174,7 +172,6 @@ def submit(
         spec.update(master_addr=urlparse(master).hostname, master_port=port)
 
     futures = []
-    fetched: dict[int, Payload] = {}
     hosts: dict[str, int] = {}
     for rank, worker in enumerate(workers):
         host = urlparse(worker).hostname if worker else ""
@@ -189,31 +186,9 @@ def submit(
             allow_other_workers=False,
             pure=False,
         )
-        _fetch_when_done(client, future, rank, fetched, events)
+        future.add_done_callback(lambda _, r=rank: events.put(("done", r)))
         futures.append(future)
-    return Job(id=job_id, handle=handle, futures=futures, events=events, fetched=fetched)
-
-
-def _fetch_when_done(
-    client: Any, future: Any, rank: int, fetched: dict[int, Payload], events: queue.Queue
-) -> None:
-    """Put ("done", rank) on ``events`` when the rank's task ends, its result already here.
-
-    The result is gathered on the client's own event loop the moment the task finishes, so
-    the cell's thread wakes once, result in hand, rather than handing the gather back to the
-    loop and waiting again: each hand-over between threads can wait for the GIL, and on a
-    trivial cell those waits were a fifth of its time. A rank that failed leaves nothing in
-    ``fetched``; :func:`_result` then reads its future.
-    """
-
-    async def fetch() -> None:
-        try:
-            fetched[rank] = await client.gather(future, asynchronous=True)
-        except BaseException:  # noqa: B036 - an error, a cancel, a lost worker: read later
-            pass
-        events.put(("done", rank))
-
-    client.loop.add_callback(fetch)
+    return Job(id=job_id, handle=handle, futures=futures, events=events)
 
 
 def follow(
@@ -257,7 +232,7 @@ def follow(
             rank = item
             pending.discard(rank)
             try:
-                results[rank] = _result(job.futures[rank], job.fetched.pop(rank, None))
+                results[rank] = _result(job.futures[rank])
             except WorkerLost as lost:
                 failure = RankFailure(rank, lost=lost)
             else:
@@ -567,10 +542,7 @@ def _deliver(job: Job, message: dict, on_events: OnEvents) -> None:
     on_events(message.get("rank", 0), message["events"])
 
 
-def _result(future, fetched: Payload | None = None) -> Payload:
-    if fetched is not None and future.status == "finished":
-        future.release()
-        return fetched
+def _result(future) -> Payload:
     if future.status == "error":
         exc = future.exception()
         if isinstance(exc, CacheMiss):
