@@ -44,6 +44,18 @@ def wait_for(
         time.sleep(interval)
 
 
+def needs(why_not: str | None) -> None:
+    """Skip the test for ``why_not`` (a missing privilege or tool); under CI, fail instead,
+    so that CI never passes without it."""
+    if why_not is None:
+        return
+    import pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(f"{why_not}: CI must run this test")
+    pytest.skip(why_not)
+
+
 @dataclass
 class Execution:
     """What one cell showed: streams, displays, the error (as plain text), the reply status."""

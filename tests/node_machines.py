@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from tests.harness import REPO
+from tests.netns import inside
 
 
 class Machine:
@@ -34,10 +35,9 @@ class Machine:
         env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
         self.log_path = folder / f"{name}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        inside = ["ip", "netns", "exec", netns] if netns else []  # execs: the same process
         self.process = subprocess.Popen(
             [
-                *inside,
+                *(inside(netns) if netns else []),
                 sys.executable,
                 "-m",
                 "jupyter_burst.node",

@@ -23,20 +23,30 @@ finally:
 """
 
 
+def _kill_the_kernel_mid_cell(state_dir, workdir, cell: str, running) -> float:
+    """Send ``cell`` from a new kernel, wait for ``running()``, SIGKILL the kernel; when."""
+    kernel = Kernel(state_dir, workdir)
+    try:
+        kernel.ok("%load_ext jupyter_burst")
+        kernel.kc.execute(cell)
+        wait_for(running, 60, "the cell to run")
+        assert cluster_record(state_dir) is not None
+        kernel.kill()  # a laptop closed: the kernel tells nobody
+        return time.monotonic()
+    finally:
+        kernel.shutdown()
+
+
 def test_a_kernel_killed_mid_cell_stops_its_cell_and_nothing_runs_past_idle(
     state_dir, workdir, no_leaks
 ):
     beats, ended = workdir / "beats", workdir / "ended"
-    kernel = Kernel(state_dir, workdir)
-    try:
-        kernel.ok("%load_ext jupyter_burst")
-        kernel.kc.execute(CELL.format(beats=str(beats), ended=str(ended)))
-        wait_for(lambda: beats.exists() and int(beats.read_text() or 0) > 10, 60, "the cell to run")
-        assert cluster_record(state_dir) is not None
-        kernel.kill()  # a laptop closed: the kernel tells nobody
-        killed = time.monotonic()
-    finally:
-        kernel.shutdown()
+    killed = _kill_the_kernel_mid_cell(
+        state_dir,
+        workdir,
+        CELL.format(beats=str(beats), ended=str(ended)),
+        lambda: beats.exists() and int(beats.read_text() or 0) > 10,
+    )
     # The cell was interrupted (its `finally` ran), not left computing for nobody...
     wait_for(ended.exists, 15, "the orphaned cell to stop")
     assert ended.read_text().startswith("stopped after")
@@ -65,20 +75,16 @@ def test_a_kernel_killed_while_its_cell_is_stuck_in_c_code_ends_that_worker_proc
     """An interrupt cannot stop `time.sleep(600)`: the worker process goes instead, freeing
     its slot (its GPU) at once, long before the cluster's idle time is up."""
     pid_file = workdir / "pid"
-    kernel = Kernel(state_dir, workdir)
-    try:
-        kernel.ok("%load_ext jupyter_burst")
-        kernel.kc.execute(
-            "%%burst idle=10\n"
-            "import os, pathlib, time\n"
-            f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
-            "time.sleep(600)\n"
-        )
-        wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60, "the cell to run")
-        worker = psutil.Process(int(pid_file.read_text()))
-        kernel.kill()
-    finally:
-        kernel.shutdown()
+    _kill_the_kernel_mid_cell(
+        state_dir,
+        workdir,
+        "%%burst idle=10\n"
+        "import os, pathlib, time\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+        "time.sleep(600)\n",
+        lambda: pid_file.exists() and pid_file.read_text(),
+    )
+    worker = psutil.Process(int(pid_file.read_text()))
     try:
         wait_for(lambda: not worker.is_running(), 20, "the stuck worker process to end")
         head = cluster_record(state_dir)

@@ -15,7 +15,7 @@ import textwrap
 from jupyter_burst.clusters import tls
 from tests.aws_fakes import free_port
 from tests.harness import REPO, wait_for
-from tests.netns import CLOUD_ADDRESS
+from tests.netns import CLOUD_ADDRESS, inside
 from tests.node_machines import Machine
 
 # The laptop: a client with the cluster's certificate whose cell runs for an hour.
@@ -61,7 +61,7 @@ def test_a_laptop_cut_off_mid_cell_leaves_no_cloud_machine_running(tmp_path, two
     laptop_log = open(tmp_path / "laptop.log", "wb")  # noqa: SIM115 - closed below
     laptop = subprocess.Popen(
         [
-            *two_hosts.inside(two_hosts.laptop),
+            *inside(two_hosts.laptop),
             sys.executable,
             "-c",
             CLIENT,
