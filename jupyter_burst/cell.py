@@ -118,6 +118,7 @@ def connect(options: CellOptions) -> clusters.ClusterHandle:
         options.gpus,
         options.idle,
         idle_given="idle" in options.given,
+        named="cluster" in options.given,
         spot=options.spot,
         gpu_mem=options.gpu_mem,
         regions=options.regions,

@@ -272,18 +272,23 @@ def local_price_per_hour() -> Decimal:
 
 
 def check_daily_budget(
-    state_dir: Any, provider: Any, request: Any, now: float | None = None
+    state_dir: Any,
+    provider: Any,
+    request: Any,
+    now: float | None = None,
+    price: float | None = None,
 ) -> None:
     """Refuse a launch that would take today's spend past ``burst.budget.daily`` (one line).
 
-    Called just before a provider launches: a refused launch starts nothing.
+    Called just before a provider launches (or adds nodes to a running cluster: ``price`` is
+    then what the added nodes cost an hour): a refused launch starts nothing.
     """
     from jupyter_burst.ledger import shared_ledger
 
     daily = daily_budget()
     if daily is None:
         return
-    price = launch_price(provider, request)
+    price = launch_price(provider, request) if price is None else Decimal(repr(float(price)))
     if price <= 0:
         return  # a free launch cannot pass any budget
     now = time.time() if now is None else now
@@ -318,6 +323,9 @@ def live_cluster_ids(state_dir: Any) -> set[str]:
             provider = get_provider(record.get("provider", "local"))
             if provider.is_alive(record):
                 live.add(record["id"])
+                if hasattr(provider, "settle") and len(record.get("instances") or ()) > 1:
+                    # A node the cluster grew by, ended when it went idle: billed to its end.
+                    provider.settle(dict(record, state_dir=str(state_dir)))
             elif hasattr(provider, "settle"):
                 # Its machines ended by themselves (idle, lifetime): the ledger learns when,
                 # from the provider's own records, so the bill shown is the bill sent.

@@ -25,7 +25,6 @@ from jupyter_burst import budget, config, cost, namespace_cache, runtime
 from jupyter_burst.clusters import ClusterHandle, wait_for_workers
 from jupyter_burst.errors import (
     BudgetExceeded,
-    ClusterError,
     JobCancelled,
     JobInterrupted,
     JobTimeout,
@@ -124,15 +123,10 @@ def _choose_workers(
     """``n`` distinct worker addresses, least busy first; rank 0 is the first.
 
     Among workers as busy, those already holding more of the cell's ``cached`` bytes first.
+    The cluster was grown to ``n`` slots when it was connected (``clusters.fit``).
     """
-    slots = int(handle.record.get("slots", n))
-    if slots < n:
-        raise ClusterError(
-            f"cluster '{handle.name}' has {slots} slot{'s' if slots != 1 else ''} and gpus={n} needs {n}; "
-            f"stop it with %burst down {handle.name} (the next cell starts one with {n}), "
-            "or name another cluster with cluster=NAME"
-        )
-    workers = wait_for_workers(handle, n, float(config.get("start-timeout", 60)))
+    # A cell that asked for bigger GPUs than the cluster started with: its ranks go to those.
+    workers = wait_for_workers(handle, n, float(config.get("start-timeout", 60)), handle.fitting)
     # The scheduler's own count, not the workers' heartbeat metrics: those lag by a beat and
     # would show the worker that just ran the previous cell (and holds its values) as busy.
     processing = handle.client.processing()
@@ -158,7 +152,12 @@ def submit(
     client = handle.client
     spec = dict(spec, job=job_id, topic=topic, world_size=ranks)
 
-    if ranks == 1 and message.nbytes <= _INLINE_BYTES and not message.cached_sizes():
+    if (
+        ranks == 1
+        and message.nbytes <= _INLINE_BYTES
+        and not message.cached_sizes()
+        and handle.fitting is None
+    ):
         # The common case stays one scheduler round trip: any free slot will do.
         workers: list[str | None] = [None]
     else:

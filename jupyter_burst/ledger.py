@@ -296,6 +296,22 @@ class Ledger:
                 ),
             )
 
+    def node_resized(self, node_id: str, slots: int, devices: list[str]) -> None:
+        """A running node's slots changed (the local head grew or shrank): its price stays."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE nodes SET slots = ?, devices = ? WHERE id = ? AND stopped IS NULL",
+                (slots, json.dumps(devices), node_id),
+            )
+
+    def cluster_resized(self, cluster_id: str, slots: int, devices: list[str]) -> None:
+        """A running cluster's slots changed: it grew to fit a cell, or what it grew by went."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE clusters SET slots = ?, devices = ? WHERE id = ? AND stopped IS NULL",
+                (slots, json.dumps(devices), cluster_id),
+            )
+
     def nodes(
         self, cluster_ids: Iterable[str] | None = None, alive_since: float | None = None
     ) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ class BurstMagics(Magics):
         Run this cell on a Dask cluster; its output streams back and its results land here.
         %%burst async name=NAME ...  -- run it in the background; the notebook stays free
         %burst status  -- the clusters and their state
-        %burst down [NAME]  -- stop a cluster (all, without a name)
+        %burst down [NAME] [provider=P]  -- stop a cluster (all, without a name)
         %burst jobs | logs NAME [-f] | wait NAME | cancel NAME | attach NAME  -- background jobs
         %burst checkpoints [JOB] | restore JOB [step=K] as NAME  -- checkpoints
         %burst cost  -- clusters running now, the last jobs' cost, spend today and this month
@@ -237,9 +237,22 @@ class BurstMagics(Magics):
         print(format_status(clusters.status()))
 
     def _down(self, args: list[str]) -> None:
-        if len(args) > 1:
+        """%burst down [NAME] [provider=P]: a name stops it on every provider it runs on."""
+        provider = None
+        names = []
+        for word in args:
+            key, sep, value = word.partition("=")
+            if sep and key == "provider" and value and provider is None:
+                provider = value
+            elif not sep:
+                names.append(word)
+            else:
+                raise OptionError(
+                    f"'{word}' is not a %burst down option; write %burst down [NAME] [provider=P]"
+                )
+        if len(names) > 1:
             raise OptionError("%burst down takes at most one cluster name")
-        stopped = clusters.down(args[0] if args else None)
+        stopped = clusters.down(names[0] if names else None, provider=provider)
         print(
             f"burst: stopped {', '.join(stopped)}" if stopped else "burst: no cluster was running"
         )
@@ -311,7 +324,9 @@ def _remote_renderer(shell, exc: BaseException, tb):
 
 
 def format_status(entries: list[dict]) -> str:
-    """``%burst status`` as a small table; GPUs shown as 'cpu' where the slot is a CPU."""
+    """``%burst status`` as a small table, one row per cluster (a name may run on several
+    providers: ``default`` on each); GPUs shown as 'cpu' where the slot is a CPU, and the slots
+    a cluster grew by to fit a cell counted as added (they go again when idle)."""
     if not entries:
         return "burst: no clusters (a %%burst cell starts one)"
     rows = [("cluster", "provider", "state", "slots", "idle after", "address", "up")]
@@ -329,6 +344,9 @@ def format_status(entries: list[dict]) -> str:
             )
         devices = e.get("devices") or []
         slots = ", ".join(f"{d}" for d in devices) if devices else str(e.get("slots", "?"))
+        added = int(e.get("slots") or 0) - int(e.get("started_slots") or e.get("slots") or 0)
+        if added > 0:  # grown to fit a cell: the added slots go again when idle
+            slots += f" ({added} added)"
         rows.append(
             (
                 e["name"],

@@ -41,8 +41,9 @@ export interface IClustersProps {
   now: number;
   /** Clusters with a stop on its way (their button says so and is disabled). */
   stopping: ReadonlySet<string>;
-  onStop: (name: string) => void;
-  onIdle: (name: string, minutes: number) => void;
+  /** By the cluster's id: a name may run on several providers (`default` on each). */
+  onStop: (id: string) => void;
+  onIdle: (id: string, minutes: number) => void;
 }
 
 export function ClustersSection(props: IClustersProps): JSX.Element {
@@ -107,7 +108,7 @@ function ClusterRow(props: IClustersProps & { cluster: ICluster }): JSX.Element 
   const { cluster, fetchedAt, now, stopping, onStop, onIdle } = props;
   const [idle, setIdle] = React.useState<string>('');
   const elapsed = (now - fetchedAt) / 1000;
-  const isStopping = stopping.has(cluster.name);
+  const isStopping = stopping.has(cluster.id);
   let countdown = 'idle countdown unknown';
   if (cluster.busy) {
     countdown = 'busy';
@@ -118,7 +119,7 @@ function ClusterRow(props: IClustersProps & { cluster: ICluster }): JSX.Element 
     event.preventDefault();
     const minutes = Number(idle);
     if (idle !== '' && Number.isFinite(minutes) && minutes > 0) {
-      onIdle(cluster.name, minutes);
+      onIdle(cluster.id, minutes);
       setIdle('');
     }
   };
@@ -131,7 +132,7 @@ function ClusterRow(props: IClustersProps & { cluster: ICluster }): JSX.Element 
           type="button"
           className="jp-Button jp-mod-styled jp-mod-warn jp-BurstCluster-stop"
           disabled={isStopping}
-          onClick={() => onStop(cluster.name)}
+          onClick={() => onStop(cluster.id)}
           aria-label={`Stop cluster ${cluster.name} now`}
         >
           {isStopping ? 'Stopping…' : 'Stop'}

@@ -64,9 +64,9 @@ export class BurstStore {
       ]);
       Object.assign(this, { clusters, cost, jobs, checkpoints, error: null });
       this.fetchedAt = Date.now();
-      for (const name of [...this.stopping]) {
-        if (!clusters.some(c => c.name === name && c.state === 'running')) {
-          this.stopping.delete(name);
+      for (const id of [...this.stopping]) {
+        if (!clusters.some(c => c.id === id && c.state === 'running')) {
+          this.stopping.delete(id);
         }
       }
       for (const id of [...this.cancelling]) {
@@ -80,17 +80,17 @@ export class BurstStore {
     this._changed.emit();
   }
 
-  /** Stop the cluster now; resolves once the server says it is gone. */
-  async stopCluster(name: string): Promise<void> {
-    this.stopping.add(name);
+  /** Stop the cluster (by its id) now; resolves once the server says it is gone. */
+  async stopCluster(id: string): Promise<void> {
+    this.stopping.add(id);
     this._changed.emit();
-    await this._act(`clusters/${encodeURIComponent(name)}/stop`, {}, () =>
-      this.stopping.delete(name)
+    await this._act(`clusters/${encodeURIComponent(id)}/stop`, {}, () =>
+      this.stopping.delete(id)
     );
   }
 
-  async setIdle(name: string, minutes: number): Promise<void> {
-    await this._act(`clusters/${encodeURIComponent(name)}/idle`, { minutes });
+  async setIdle(id: string, minutes: number): Promise<void> {
+    await this._act(`clusters/${encodeURIComponent(id)}/idle`, { minutes });
   }
 
   async cancelJob(jobId: string): Promise<void> {

@@ -180,12 +180,23 @@ class Kernel:
                 self.km.shutdown_kernel(now=True)
 
 
-def cluster_record(state_dir: pathlib.Path, name: str = "default") -> dict | None:
-    path = state_dir / "clusters" / f"{name}.json"
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+def cluster_record(
+    state_dir: pathlib.Path, name: str = "default", provider: str | None = None
+) -> dict | None:
+    """The record of cluster ``name`` (on ``provider``; unsaid: on whichever provider has one,
+    local first); None while there is none."""
+    folder = state_dir / "clusters"
+    providers = [provider] if provider else ["local"]
+    if provider is None and folder.is_dir():
+        providers += sorted(p.stem.split("@", 1)[1] for p in folder.glob(f"{name}@*.json"))
+    for path in [folder / f"{name}@{p}.json" for p in providers] + [folder / f"{name}.json"]:
+        try:
+            record = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+        if provider is None or record.get("provider", "local") == provider:
+            return record
+    return None
 
 
 def burst_processes(state_dir: pathlib.Path) -> list[psutil.Process]:

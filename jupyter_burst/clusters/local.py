@@ -1,7 +1,9 @@
 """The embedded default provider: this machine's processes, bound to 127.0.0.1 only.
 
 It runs the same node bootstrap and watchdog a cloud machine runs (``jupyter_burst.node``),
-as a process of its own session, so the cluster outlives the kernel that started it.
+as a process of its own session, so the cluster outlives the kernel that started it. A cell
+that needs more slots than it has makes the head start more worker processes here
+(``--grow-here``); they close again after the cluster's idle time of their own idleness.
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ class LocalProvider:
             str(config.get("local.memory-limit", "auto")),
             "--price-per-hour",
             str(local_price_per_hour()),  # notional: an internal price, not a bill
+            "--grow-here",  # a bigger cell gets more worker processes here (they go when idle)
         ]
+        from jupyter_burst.node.bootstrap import cuda_device_count
+
+        if cuda_device_count():  # what gpu_mem= a cell on this cluster may ask for
+            command += ["--gpu-mem", f"{local_gpu_model()[1]:g}"]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 command,
@@ -65,7 +72,7 @@ class LocalProvider:
 
         deadline = time.monotonic() + float(config.get("start-timeout", 60))
         while time.monotonic() < deadline:
-            record = records.read_record(request.state_dir, request.name)
+            record = records.read_record(request.state_dir, request.name, self.name)
             if record is not None and record.get("pid") == process.pid:
                 return record
             if process.poll() is not None:

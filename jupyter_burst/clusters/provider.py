@@ -2,9 +2,12 @@
 
 Optional methods, used where a provider has them: ``offers(OfferRequest) -> list[Offer]``
 (``%burst offers`` and the choice across providers), ``price_per_hour(ClusterRequest)``
-(the daily budget asks before a launch), and ``settle(record)``: write in the ledger when
+(the daily budget asks before a launch), ``settle(record)``: write in the ledger when
 the cluster's machines stopped, by the provider's own records, for machines that ended by
-themselves while no kernel watched.
+themselves while no kernel watched, and ``grow(record, request, have) -> record``: add
+worker nodes to a running cluster that has ``have`` of the ``request.slots`` slots a cell
+needs (quoted and budget-checked first; the nodes boot with ``--extra`` and the head powers
+them off when idle). Without ``grow`` such a cell is refused in one line with the fix.
 """
 
 from __future__ import annotations

@@ -3,6 +3,14 @@
 Run as ``python -m jupyter_burst.node --cluster NAME --slots N --idle MINUTES --state-dir DIR``.
 The process is the node: when the watchdog decides the cluster is idle, or it is told to
 stop, it closes the workers and the scheduler and exits. It never needs the kernel.
+
+The cluster grows to fit a cell (``burst_fit``): with ``--grow-here`` (the local provider)
+the head starts more worker processes on its own machine; elsewhere the kernel adds worker
+nodes through the provider, and they report to the head as they join (``burst_node_joined``).
+Either way, what was added goes again after the cluster's idle time of its own idleness
+(:class:`~jupyter_burst.node.idle.ExtrasPolicy`): a worker process is closed, a worker node
+told to power off. The slots the cluster started with, and the head, go with the whole
+cluster's idle watchdog, last.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import dask.config
 from jupyter_burst.clusters import records
 from jupyter_burst.ledger import open_ledger
 from jupyter_burst.node.background import BackgroundJobs
-from jupyter_burst.node.idle import IdlePolicy, LifetimePolicy
+from jupyter_burst.node.idle import ExtrasPolicy, IdlePolicy, LifetimePolicy
 from jupyter_burst.node.power import power_off
 
 log = logging.getLogger("jupyter_burst.node")
@@ -33,6 +41,9 @@ _CHECK_SECONDS = 1.0
 # A worker of this node silent for this long is hung (a heartbeat is due every 0.5 s).
 _SILENT_SECONDS = 15.0
 _BUSY_STATES = frozenset({"processing", "queued", "no-worker", "waiting"})
+# Tasks that wait for a slot: while any does, no slot the cluster grew by is idle.
+_WAITING_STATES = frozenset({"queued", "no-worker"})
+_RETIRE_AGAIN_SECONDS = 30.0  # a worker node told to power off and still here is told again
 
 # Dask settings for our clusters: a lost worker fails the cell at once (a retry would run the
 # cell twice behind the user's back), output batches are not hoarded by the scheduler, and
@@ -85,27 +96,45 @@ def slot_environment(args: argparse.Namespace, i: int, device: str, devices: lis
     return env
 
 
+def slot_nanny(
+    args: argparse.Namespace,
+    scheduler: str,
+    i: int,
+    device: str,
+    devices: list[str],
+    security,
+    name_prefix: str,
+) -> Any:
+    """The nanny (and so the worker process) of slot ``i``: its one GPU, or a share of the CPUs."""
+    from distributed import Nanny
+
+    return Nanny(
+        scheduler,
+        nthreads=1,
+        host=args.host,
+        name=f"{name_prefix}slot-{i}",
+        env=slot_environment(args, i, device, devices),
+        memory_limit=args.memory_limit,
+        dashboard=False,
+        dashboard_address=None,
+        resources={"slot": 1},
+        security=security,
+    )
+
+
 def slot_nannies(
     args: argparse.Namespace, scheduler: str, devices: list[str], security, name_prefix: str
 ) -> list:
     """One nanny (and so one worker process) per slot: one GPU each, or a share of the CPUs."""
-    from distributed import Nanny
-
     return [
-        Nanny(
-            scheduler,
-            nthreads=1,
-            host=args.host,
-            name=f"{name_prefix}slot-{i}",
-            env=slot_environment(args, i, device, devices),
-            memory_limit=args.memory_limit,
-            dashboard=False,
-            dashboard_address=None,
-            resources={"slot": 1},
-            security=security,
-        )
+        slot_nanny(args, scheduler, i, device, devices, security, name_prefix)
         for i, device in enumerate(devices)
     ]
+
+
+def slot_index(name: str) -> int:
+    """``slot-3`` (or ``NODE-slot-3``) -> 3."""
+    return int(name.rsplit("-", 1)[1])
 
 
 class HeadNode:
@@ -117,10 +146,20 @@ class HeadNode:
         self.node_id = f"{self.cluster_id}-head"
         self.policy = IdlePolicy(args.idle * 60, time.monotonic())
         self.lifetime = LifetimePolicy(args.max_lifetime * 60, time.monotonic())
+        # What the cluster grew by: worker processes here (by worker name) and worker nodes
+        # (by node name); the slots it started with are never among them.
+        self.extras = ExtrasPolicy(args.idle * 60)
+        self.added: dict[str, Any] = {}  # worker name -> the nanny of a slot added here
+        self.nodes: dict[str, dict[str, Any]] = {}  # worker nodes, as they reported joining
+        self.retired: dict[str, float] = {}  # worker node -> when it was told to power off
+        self._grow_lock = asyncio.Lock()
+        # (slots, gpu_mem, since): the kernel is adding worker nodes for that many slots in all
+        self.expected: tuple[int, float | None, float] | None = None
         self.stop_requested = asyncio.Event()
         self.stop_reason = "stopped"
         self.scheduler = None
         self.nannies: list = []
+        self._slot_devices: dict[int, str] = {}  # this machine's slots: index -> device
         self.ledger = open_ledger(self.state_dir)
         self.background: BackgroundJobs | None = None
         self._last_look = time.time()
@@ -142,8 +181,11 @@ class HeadNode:
         self.scheduler.handlers["burst_set_idle"] = self._set_idle
         self.scheduler.handlers["burst_info"] = self._info
         self.scheduler.handlers["burst_stop"] = self._stop
+        self.scheduler.handlers["burst_fit"] = self._fit
+        self.scheduler.handlers["burst_node_joined"] = self._node_joined
 
-        devices = self.devices = slot_devices(self.args.slots, cuda_device_count())
+        devices = slot_devices(self.args.slots, cuda_device_count())
+        self._slot_devices = dict(enumerate(devices))
         self.nannies = slot_nannies(
             self.args, self.scheduler.address, devices, self.security, name_prefix=""
         )
@@ -198,6 +240,7 @@ class HeadNode:
 
     def _set_idle(self, minutes: float) -> dict:
         self.policy.idle_seconds = float(minutes) * 60
+        self.extras.idle_seconds = float(minutes) * 60
         self.record["idle"] = float(minutes)
         records.write_record(self.state_dir, self.args.cluster, self.record)
         self.ledger.cluster_idle_changed(self.cluster_id, float(minutes))
@@ -205,28 +248,247 @@ class HeadNode:
 
     def _info(self) -> dict:
         now = time.monotonic()
+        nodes = [n for name, n in self.nodes.items() if name not in self.retired]
         return {
             **self.record,
+            "slots": self.cluster_slots(),
+            "devices": [*self.record["devices"], *(d for n in nodes for d in n["devices"])],
+            "started_slots": self.args.slots + sum(n["slots"] for n in nodes if not n["extra"]),
+            # what the cluster grew by, and the seconds each has left before it goes
+            "extras": {u: self.extras.remaining(u, now) for u in sorted(self.extras.last_busy)},
             "busy": self.busy(),
             "idle_remaining": self.policy.remaining(now),
             "workers": len(self.scheduler.workers),
         }
 
+    async def _fit(self, slots: int, gpu_mem: float | None = None, expect: bool = False) -> dict:
+        """Make the cluster at least ``slots`` slots (of GPUs with ``gpu_mem`` GiB or more, when
+        given), as far as this machine can; its info after.
+
+        With ``--grow-here`` the missing slots are started here as worker processes (answered
+        once they have joined); otherwise ``short`` says how many the kernel must add as
+        worker nodes; ``expect``: the kernel is about to add them (the cluster is forming, not
+        idle, until they join; asked again with ``slots=1`` when that failed). ``fitting``:
+        the workers whose GPUs have ``gpu_mem`` (None when any slot fits). Either way a cell is
+        on its way: every countdown starts again, so that nothing goes between this answer and
+        the cell's arrival.
+        """
+        slots = int(slots)
+        added = 0
+        async with self._grow_lock:
+            short = slots - self.slots_fitting(gpu_mem)
+            if short > 0 and self.args.grow_here:
+                if gpu_mem is not None:  # only this machine's free GPUs, if they are enough
+                    used = sum(d != "cpu" for d in self._slot_devices.values())
+                    free = cuda_device_count() - used
+                    short = min(short, free) if self.args.gpu_mem >= gpu_mem else 0
+                if short > 0:
+                    added = await self._add_slots(short)
+        now = time.monotonic()
+        have = self.slots_fitting(gpu_mem)
+        if expect:
+            # Nodes the kernel adds take minutes to boot: the cluster is forming meanwhile,
+            # not idle (until they have joined, or the forming timeout).
+            self.expected = (slots, gpu_mem, now) if have < slots else None
+        self.extras.touch(now)
+        self.policy.observe(True, now)
+        fitting = self.fitting(gpu_mem)
+        return {
+            **self._info(),
+            "added": added,
+            "have": have,
+            "short": max(0, slots - have),
+            "fitting": None if fitting is None else sorted(fitting),
+        }
+
+    def fitting(self, gpu_mem: float | None) -> set[str] | None:
+        """The workers (by name) whose GPU has ``gpu_mem`` GiB or more; None: any slot fits."""
+        if gpu_mem is None:
+            return None
+        names: set[str] = set()
+        if self.args.gpu_mem >= gpu_mem:
+            # This machine's GPU slots (where no GPU shows, as in the tests' VM emulator, the
+            # memory it was launched with is taken at its word).
+            seen = cuda_device_count() > 0
+            names |= {n.name for n in self.nannies if self._device_of(n.name) != "cpu" or not seen}
+        present = {ws.name for ws in self.scheduler.workers.values()}
+        for node, info in self.nodes.items():
+            if node not in self.retired and (info["gpu_mem_gib"] or 0) >= gpu_mem:
+                names |= present & set(info["workers"])
+        return names
+
+    def slots_fitting(self, gpu_mem: float | None) -> int:
+        fitting = self.fitting(gpu_mem)
+        return self.cluster_slots() if fitting is None else len(fitting)
+
+    def _device_of(self, name: str) -> str:
+        return self._slot_devices.get(slot_index(name), "cpu")
+
+    def _node_joined(
+        self,
+        node: str,
+        workers: list[str],
+        devices: list[str],
+        extra: bool = False,
+        gpu_mem_gib: float | None = None,
+    ) -> str:
+        """A worker node says it has joined: its workers' names, devices, and whether it is an
+        addition (which then goes after its own idle time) or one the cluster started with."""
+        self.nodes[node] = {
+            "workers": list(workers),
+            "slots": len(workers),
+            "devices": list(devices),
+            "extra": bool(extra),
+            "gpu_mem_gib": gpu_mem_gib,
+        }
+        if extra:
+            self.extras.add(node, time.monotonic())
+        log.info("worker node %s joined with %s%s", node, devices, " (added)" if extra else "")
+        return "OK"
+
     def _stop(self, reason: str = "stopped by the user") -> None:
         self.stop_reason = reason
         self.stop_requested.set()
 
+    # growing and shrinking ----------------------------------------------------------------
+
+    def cluster_slots(self) -> int:
+        """The cluster's slots: this machine's, and those of the worker nodes joined (and not
+        told to go). A worker restarting by its nanny still counts; a lost node does not."""
+        own = {n.name for n in self.nannies}
+        going = {w for node in self.retired for w in self.nodes.get(node, {}).get("workers", ())}
+        remote = [
+            ws
+            for ws in self.scheduler.workers.values()
+            if ws.name not in own and ws.name not in going
+        ]
+        return len(self.nannies) + len(remote)
+
+    def _own_devices(self) -> list[str]:
+        return [d for _, d in sorted(self._slot_devices.items())]
+
+    async def _add_slots(self, count: int) -> int:
+        """Start ``count`` more worker processes here; each its own GPU while there are, else CPU."""
+        gpus = cuda_device_count()
+        taken = set(self._slot_devices)
+        indices: list[int] = []
+        i = 0
+        while len(indices) < count:
+            if i not in taken:
+                indices.append(i)
+            i += 1
+        devices = dict(self._slot_devices)
+        devices.update({i: f"cuda:{i}" if i < gpus else "cpu" for i in indices})
+        every = [d for _, d in sorted(devices.items())]
+        nannies = [
+            slot_nanny(self.args, self.scheduler.address, i, devices[i], every, self.security, "")
+            for i in indices
+        ]
+        started = await asyncio.gather(*(n.start() for n in nannies), return_exceptions=True)
+        failed = [r for r in started if isinstance(r, BaseException)]
+        if failed:
+            await asyncio.gather(*(n.close(timeout=10) for n in nannies), return_exceptions=True)
+            raise RuntimeError(
+                f"could not start {count} more worker processes: {type(failed[0]).__name__}: "
+                f"{failed[0]}"
+            )
+        now = time.monotonic()
+        for i, nanny in zip(indices, nannies, strict=True):
+            self.nannies.append(nanny)
+            self.added[nanny.name] = nanny
+            self._slot_devices[i] = devices[i]
+            self.extras.add(nanny.name, now)
+        self._slots_changed()
+        log.info("grew by %d worker processes to %d slots", count, len(self.nannies))
+        return count
+
+    def _slots_changed(self) -> None:
+        """The record, the ledger and the background jobs see this machine's slots as they are."""
+        devices = self._own_devices()
+        self.record["slots"] = len(devices)
+        self.record["devices"] = devices
+        records.write_record(self.state_dir, self.args.cluster, self.record)
+        self.ledger.cluster_resized(self.cluster_id, self.cluster_slots(), devices)
+        self.ledger.node_resized(self.node_id, len(devices), devices)
+
+    def _unit(self, worker_name: str) -> str | None:
+        """The extra unit a worker belongs to: its own name (a slot added here) or its node."""
+        if worker_name in self.added:
+            return worker_name
+        for node, info in self.nodes.items():
+            if info["extra"] and worker_name in info["workers"]:
+                return node
+        return None
+
+    async def retire_idle_extras(self) -> None:
+        """Let go of what the cluster grew by once it has been idle for the idle time."""
+        if not self.extras.last_busy and not self.retired:
+            return
+        now = time.monotonic()
+        waiting = any(ts.state in _WAITING_STATES for ts in self.scheduler.tasks.values())
+        busy = set(self.extras.last_busy) if waiting else set()
+        for ws in self.scheduler.workers.values():
+            unit = self._unit(ws.name)
+            if unit is not None and ws.processing:
+                busy.add(unit)
+        for unit in self.extras.observe(busy, now):
+            self.extras.forget(unit)
+            if unit in self.added:
+                await self._close_added(unit)
+            else:
+                self.retired[unit] = -_RETIRE_AGAIN_SECONDS
+        await self._power_off_retired(now)
+
+    async def _close_added(self, name: str) -> None:
+        nanny = self.added.pop(name)
+        self.nannies.remove(nanny)
+        self._slot_devices.pop(slot_index(name), None)
+        self._slots_changed()
+        minutes = self.extras.idle_seconds / 60
+        log.info("worker process %s was idle for %g min: closing it", name, minutes)
+        await nanny.close(timeout=10)
+
+    async def _power_off_retired(self, now: float) -> None:
+        """Tell each retired worker node to power off (again, while its workers are still here)."""
+        present = {ws.name: ws.address for ws in self.scheduler.workers.values()}
+        for node, told in list(self.retired.items()):
+            addresses = [present[w] for w in self.nodes[node]["workers"] if w in present]
+            if not addresses:
+                del self.retired[node]
+                self.nodes.pop(node, None)
+                continue
+            if now - told < _RETIRE_AGAIN_SECONDS:
+                continue
+            minutes = self.extras.idle_seconds / 60
+            log.info("worker node %s was idle for %g min: powering it off", node, minutes)
+            self.retired[node] = now
+            await self.scheduler.broadcast(
+                msg={"op": "burst_power_off", "reason": f"idle for {minutes:g} min"},
+                workers=addresses,
+                nanny=True,
+                on_error="ignore",
+            )
+
     # the watchdog -----------------------------------------------------------------------
 
     def forming(self) -> bool:
-        """Whether worker nodes the launch asked for (``--expect-slots``) are still joining.
+        """Whether worker nodes the launch asked for (``--expect-slots``), or that the kernel is
+        adding to fit a cell (``burst_fit``), are still joining.
 
         A forming cluster is not idle: its head must not switch off while the provider waits
         for the other machines to boot. Once formed, it stays formed (a worker lost later is
         the watchdog's and the resume's business); a launch whose nodes never come is given
         up after ``--forming-timeout`` (the lifetime ends it in any case).
         """
-        if self.formed or self.scheduler is None:
+        if self.scheduler is None:
+            return False
+        if self.expected is not None:
+            slots, gpu_mem, since = self.expected
+            waited = time.monotonic() - since
+            if self.slots_fitting(gpu_mem) < slots and waited < self.args.forming_timeout:
+                return True
+            self.expected = None
+        if self.formed:
             return False
         wanted = max(self.args.expect_slots, self.args.slots)
         if len(self.scheduler.workers) >= wanted:
@@ -267,6 +529,7 @@ class HeadNode:
                 self._stop(f"reached its maximum lifetime of {self.args.max_lifetime:g} min")
                 break
             self.replace_silent_workers()
+            await self.retire_idle_extras()
             if self.policy.observe(self.busy(), time.monotonic()):
                 self.stop_reason = f"idle for {self.args.idle:g} min"
                 self._stop(f"idle for {self.policy.idle_seconds / 60:g} min")
@@ -281,7 +544,9 @@ class HeadNode:
 
     async def close(self) -> None:
         log.info("stopping cluster %s: %s", self.args.cluster, self.stop_reason)
-        records.remove_record(self.state_dir, self.args.cluster, self.cluster_id)
+        records.remove_record(
+            self.state_dir, self.args.cluster, self.cluster_id, self.args.provider
+        )
         if self.background is not None:
             await asyncio.to_thread(self.background.close)
         if self.scheduler is not None:
@@ -356,6 +621,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-limit", default="auto")
     parser.add_argument("--price-per-hour", type=float, default=0.0)
     parser.add_argument("--role", choices=("head", "worker"), default="head")
+    parser.add_argument(
+        "--grow-here", action="store_true",
+        help="head: a cell that needs more slots gets more worker processes on this machine",
+    )  # fmt: skip
+    parser.add_argument(
+        "--extra", action="store_true",
+        help="worker: added to fit a cell; the head powers it off after its own idle time",
+    )  # fmt: skip
+    parser.add_argument("--gpu-mem", type=float, default=0.0, help="GiB per GPU of this machine")
     parser.add_argument("--scheduler", help="the head's scheduler address (worker role)")
     parser.add_argument("--node-name")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on and advertise")

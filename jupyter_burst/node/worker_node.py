@@ -1,8 +1,11 @@
 """A worker node: one Dask worker process per GPU, joined to the head node's scheduler.
 
-It needs neither the kernel nor the head to switch itself off: it stops when the head
-says so (the cluster went idle), when the scheduler has not answered for
-``--unreachable`` minutes (the head is gone), or at its maximum lifetime.
+Once its workers have joined, it reports to the head (``burst_node_joined``): its workers,
+their devices, and, with ``--extra``, that it was added to fit a cell. It needs neither the
+kernel nor the head to switch itself off: it stops when the head says so (the cluster went
+idle, or, for an added node, the node itself was idle for the cluster's idle time: the head
+sees every task, so it judges), when the scheduler has not answered for ``--unreachable``
+minutes (the head is gone), or at its maximum lifetime.
 """
 
 from __future__ import annotations
@@ -46,6 +49,24 @@ class WorkerNode:
         log.info(
             "worker node %s joined %s with %s", self.args.node_name, self.args.scheduler, devices
         )
+        await self.report(devices)
+
+    async def report(self, devices: list[str]) -> None:
+        """Tell the head this node's workers (and whether it is an addition) once they joined."""
+        from distributed.core import rpc
+
+        kwargs = self.security.get_connection_args("worker") if self.security else {}
+        try:
+            async with rpc(self.args.scheduler, connection_args=kwargs, timeout=30) as scheduler:
+                await scheduler.burst_node_joined(
+                    node=self.args.node_name,
+                    workers=[nanny.name for nanny in self.nannies],
+                    devices=devices,
+                    extra=bool(getattr(self.args, "extra", False)),
+                    gpu_mem_gib=getattr(self.args, "gpu_mem", 0.0) or None,
+                )
+        except Exception as exc:  # the head still sees the workers; it just cannot tell them apart
+            log.warning("could not report to the head: %s: %s", type(exc).__name__, exc)
 
     def _told_to_stop(self, reason: str = "the cluster stopped") -> str:
         self.stop(reason)
@@ -87,4 +108,6 @@ class WorkerNode:
 
 
 def node_name(args: argparse.Namespace) -> str:
-    return args.node_name or f"{args.cluster}-{os.uname().nodename}"
+    """The node's name: given, or the machine's with this process's id (machines that share a
+    host name, as in the tests' VM emulator, still give their workers names of their own)."""
+    return args.node_name or f"{args.cluster}-{os.uname().nodename}-{os.getpid()}"

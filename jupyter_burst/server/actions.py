@@ -19,30 +19,39 @@ class Refused(Exception):
     """The action cannot be done in the cluster's or job's present state (answered 409)."""
 
 
-def _record(name: str) -> dict[str, Any]:
-    """The running cluster's record, matched by name among those listed (a name from a
-    request is never made into a path: ``../x`` matches nothing)."""
-    for record in records.all_records(config.state_dir()):
-        if record.get("name") == name:
-            return record
-    raise NotFound(f"no running cluster named '{name}'")
+def _records(name: str) -> list[dict[str, Any]]:
+    """The running clusters a request names, matched among those listed (a name from a request
+    is never made into a path: ``../x`` matches nothing): by cluster id, or by name (a name
+    may run on several providers: ``default`` on each)."""
+    listed = records.all_records(config.state_dir())
+    found = [r for r in listed if r.get("id") == name] or [
+        r for r in listed if r.get("name") == name
+    ]
+    if not found:
+        raise NotFound(f"no running cluster named '{name}'")
+    return found
 
 
 def stop_cluster(name: str) -> dict[str, Any]:
-    """Stop the cluster ``name`` now; returns once its processes are gone."""
-    _record(name)
-    return {"stopped": clusters.down(name)}
+    """Stop the cluster ``name`` (an id, or a name on every provider) now; returns once its
+    processes are gone."""
+    stopped: list[str] = []
+    for record in _records(name):
+        stopped += clusters.down(record["name"], provider=record.get("provider", "local"))
+    return {"stopped": stopped}
 
 
 def set_idle(name: str, minutes: float) -> dict[str, Any]:
     """Change the cluster's idle timeout through its scheduler (it restarts the countdown
     there, and records the new value in the ledger and the cluster record)."""
-    record = _record(name)
-    handle = clusters.attach(name, record.get("provider", "local"))
-    if handle is None:
-        raise Refused(f"cluster '{name}' does not answer; it may be stopping")
-    clusters.set_idle(handle, minutes)
-    return {"name": name, "idle_minutes": handle.record["idle"]}
+    idle = None
+    for record in _records(name):
+        handle = clusters.attach(record["name"], record.get("provider", "local"))
+        if handle is None:
+            raise Refused(f"cluster '{name}' does not answer; it may be stopping")
+        clusters.set_idle(handle, minutes)
+        idle = handle.record["idle"]
+    return {"name": name, "idle_minutes": idle}
 
 
 def cancel_job(job_id: str) -> dict[str, Any]:

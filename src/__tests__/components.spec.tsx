@@ -84,8 +84,8 @@ describe('Clusters & cost', () => {
   it('stops a cluster with one click, and says it is stopping', () => {
     const { props, view } = clusters();
     fireEvent.click(screen.getByRole('button', { name: 'Stop cluster default now' }));
-    expect(props.onStop).toHaveBeenCalledWith('default');
-    view.rerender(<ClustersSection {...props} stopping={new Set(['default'])} />);
+    expect(props.onStop).toHaveBeenCalledWith('c1');
+    view.rerender(<ClustersSection {...props} stopping={new Set(['c1'])} />);
     const button = screen.getByRole('button', { name: 'Stop cluster default now' });
     expect(button.textContent).toBe('Stopping…');
     expect((button as HTMLButtonElement).disabled).toBe(true);
@@ -99,7 +99,7 @@ describe('Clusters & cost', () => {
     expect(props.onIdle).not.toHaveBeenCalled();
     fireEvent.change(input, { target: { value: '7.5' } });
     fireEvent.submit(input.closest('form')!);
-    expect(props.onIdle).toHaveBeenCalledWith('default', 7.5);
+    expect(props.onIdle).toHaveBeenCalledWith('c1', 7.5);
   });
 
   it('says when nothing runs, with the spend of today and the month', () => {

@@ -1,4 +1,4 @@
-"""The ``aws`` provider: a cluster of EC2 instances, over TLS, that switches itself off.
+"""The ``aws`` provider: a cluster of EC2 instances, over TLS, that switches itself off and grows.
 
 A launch: pick the cheapest offer; make the cluster's TLS certificates here; put the
 node's key bundle in S3 behind a presigned URL that expires in minutes; a security group
@@ -7,6 +7,11 @@ that opens the scheduler's port to this machine's address only; the head instanc
 head to announce its scheduler through a write-only presigned URL; then the key bundle
 is deleted. The instances carry their cluster's tags, their lifetime, and terminate on
 shutdown: the node's watchdog ends them when the cluster is idle.
+
+A cell that needs more GPUs than the running cluster has (or GPUs with more memory) gets
+worker nodes added to it (``grow``): the cheapest plan in the cluster's region, quoted in one
+line and checked against the daily budget first; they join the head's scheduler, and the head
+powers each off once it has been idle for the cluster's idle time.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import secrets
 import socket
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from jupyter_burst import config
@@ -107,6 +113,7 @@ class AwsProvider:
                 slots=offer.gpus,
                 idle_minutes=request.idle_minutes,
                 max_lifetime_minutes=float(config.get("aws.max-lifetime", 720)),
+                gpu_mem_gib=offer.gpu_mem_gib,
                 keys_url=s3.generate_presigned_url(
                     "get_object",
                     Params={"Bucket": bucket, "Key": keys_key},
@@ -175,6 +182,7 @@ class AwsProvider:
             "security_group": group,
             "slots": plan.gpus,
             "devices": [f"cuda:{i}" for i in range(offer.gpus)],
+            "gpu_mem_gib": offer.gpu_mem_gib,
             "idle": request.idle_minutes,
             "started": head.launched,
             "state_dir": str(request.state_dir),  # whose ledger records the node's end
@@ -193,6 +201,125 @@ class AwsProvider:
             )  # fmt: skip
         records.write_record(request.state_dir, request.name, record)
         return record
+
+    # growing -------------------------------------------------------------------------
+
+    def grow(self, record: dict[str, Any], request: ClusterRequest, have: int) -> dict[str, Any]:
+        """Add worker nodes to the running cluster until it has ``request.slots`` slots; its
+        record, updated (and written).
+
+        The cheapest plan for the GPUs it lacks, in the cluster's region (one network, one
+        security group), is quoted in one line and checked against the daily budget before
+        anything is launched. The nodes are tagged as the cluster's (role ``worker``; a launch
+        counts the worker nodes already there, so a retry starts only the shortfall), boot
+        with ``--extra`` and report to the head, which powers each off once it has been idle
+        for the cluster's idle time. Each is billed from its own launch time, at its price.
+        A node that does not join is terminated, the cluster left as it was.
+        """
+        state_dir = pathlib.Path(record.get("state_dir") or request.state_dir)
+        region = record["region"]
+        short = request.slots - have
+        wanted = OfferRequest(
+            gpus=short,
+            gpu_mem_gib=request.gpu_mem_gib,
+            spot=bool(request.spot),  # None (no preference) is on-demand, as for a launch
+            regions=(region,),
+        )
+        plan = cheapest(self.offers(wanted), wanted)
+        kind = "" if request.gpu_mem_gib is None else f" with >= {request.gpu_mem_gib:g} GiB"
+        print(
+            f"burst: cluster '{record['name']}' has {have} GPU{'s' if have != 1 else ''}{kind} "
+            f"and the cell needs {request.slots}: adding {plan.describe()}",
+            flush=True,
+        )
+        from jupyter_burst.cost import check_daily_budget
+
+        check_daily_budget(state_dir, self, request, price=plan.price_per_hour)
+        offer = plan.offer
+        clients = _clients()
+        s3 = sdk.client("s3", region)
+        bucket = _bucket(s3, region)
+        certs = tls.ClusterCerts(pathlib.Path(record["tls"]))
+        keys_key = f"jupyter-burst/{record['id']}/{secrets.token_hex(16)}.tar"
+        before = {
+            i.id
+            for i in provision.find(clients, region, cluster_id=record["id"])
+            if i.role == "worker"
+        }
+        node = userdata.NodeBoot(
+            cluster=record["name"],
+            cluster_id=record["id"],
+            role="worker",
+            slots=offer.gpus,
+            idle_minutes=float(record.get("idle", request.idle_minutes)),
+            max_lifetime_minutes=float(config.get("aws.max-lifetime", 720)),
+            keys_url="",
+            scheduler=record["scheduler"],
+            extra=True,
+            gpu_mem_gib=offer.gpu_mem_gib,
+        )
+        s3.put_object(Bucket=bucket, Key=keys_key, Body=certs.node_bundle())
+        try:
+            node = replace(
+                node,
+                keys_url=s3.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": bucket, "Key": keys_key},
+                    ExpiresIn=_KEYS_SECONDS,
+                ),
+            )
+            spec = provision.LaunchSpec(
+                cluster_id=record["id"],
+                role="worker",
+                count=len(before) + plan.nodes,
+                image_id=_image(),
+                user_data=userdata.render(node),
+                owner=owner(),
+                max_lifetime_minutes=node.max_lifetime_minutes,
+                security_group_ids=(record["security_group"],),
+                spot_ok=True if _wants_spot(request) else None,
+                instance_profile=config.get("aws.instance-profile", None) or None,
+            )
+            added: list[provision.Instance] = []
+            try:
+                # Where EC2 has no capacity: the next cheapest of the same shape, same region.
+                nearby = [o for o in self._same_shape(request, plan) if o.region == region]
+                launched = provision.launch(clients, spec, nearby, on_note=print)
+                added = [i for i in launched if i.id not in before]
+                total = int(record.get("slots", have)) + len(added) * offer.gpus
+                _wait_for_workers(record["scheduler"], certs, total, added, clients)
+            except BaseException:
+                # Nodes that did not join must not run on: the cluster stays as it was.
+                found = [
+                    i
+                    for i in provision.find(clients, region, cluster_id=record["id"])
+                    if i.role == "worker" and i.id not in before
+                ]
+                if found:
+                    provision.terminate(clients, found)
+                raise
+        finally:
+            s3.delete_object(Bucket=bucket, Key=keys_key)  # the key never outlives the boot
+        devices = [f"cuda:{g}" for g in range(offer.gpus)]
+        ledger = shared_ledger(state_dir)
+        for instance in added:
+            # Billed as EC2 bills it: from its own launch time, at the price it launched at.
+            ledger.node_started(
+                instance.id, record["id"], self.name, "worker", offer.gpus, devices, None,
+                price_per_hour=instance.price_per_hour, notional=False, billing_minimum=60,
+                started=instance.launched,
+            )  # fmt: skip
+        grown = dict(
+            record,
+            instances=[*record.get("instances", []), *(i.id for i in added)],
+            price_per_hour=float(record.get("price_per_hour", 0))
+            + sum(i.price_per_hour for i in added),
+            slots=int(record.get("slots", have)) + len(added) * offer.gpus,
+            devices=[*record.get("devices", []), *(devices * len(added))],
+        )
+        ledger.cluster_resized(record["id"], grown["slots"], grown["devices"])
+        records.write_record(state_dir, record["name"], grown)
+        return grown
 
     def _same_shape(self, request: ClusterRequest, plan: Plan) -> list[Offer]:
         """The plan's offer, then the next cheapest with as many GPUs a node: where a launch

@@ -35,6 +35,8 @@ class NodeBoot:
     scheduler: str = ""  # worker: the head's scheduler
     port: int = SCHEDULER_PORT
     expect_slots: int = 0  # head: the whole cluster's slots (it stays up while nodes join)
+    extra: bool = False  # worker: added to fit a cell; the head powers it off when it is idle
+    gpu_mem_gib: float = 0.0  # GiB per GPU of its instance type (0: not said)
 
 
 def notebook_versions() -> dict[str, str]:
@@ -67,6 +69,10 @@ def render(boot: NodeBoot, versions: dict[str, str] | None = None) -> str:
             node += ["--expect-slots", str(boot.expect_slots)]
     else:
         node += ["--scheduler", boot.scheduler]
+        if boot.extra:
+            node += ["--extra"]
+    if boot.gpu_mem_gib:
+        node += ["--gpu-mem", f"{boot.gpu_mem_gib:g}"]
     args = " ".join(shlex.quote(a) for a in node)
     return f"""#!/bin/bash
 # jupyter-burst node: cluster {boot.cluster} ({boot.cluster_id}), {boot.role}

@@ -152,15 +152,19 @@ def start(root, name, role, timeout, versions, node_args):
     answer = {"pid": node.pid, "gpus": _gpus(), "root": str(root)}
     if role != "head":
         _answer(answer)
-    record = state / "clusters" / f"{name}.json"
+    # The head's record, keyed by provider and name (clusters/records.py); NAME.json before.
+    records = [state / "clusters" / f"{name}@ssh.json", state / "clusters" / f"{name}.json"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if node.poll() is not None:
             _fail(f"the node exited ({node.returncode}): {_tail(log_path)}; log: {log_path}")
-        try:
-            found = json.loads(record.read_text())
-        except (OSError, ValueError):
-            found = None
+        found = None
+        for record in records:
+            try:
+                found = json.loads(record.read_text())
+                break
+            except (OSError, ValueError):
+                continue
         if found and found.get("pid") == node.pid:
             _answer(dict(answer, scheduler=found["scheduler"]))
         time.sleep(0.05)
