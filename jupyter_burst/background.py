@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_burst import cell as cells
-from jupyter_burst import checkpoints, clusters, config, jobs, output, results
+from jupyter_burst import checkpoints, clusters, config, jobs, node_packages, output, results
 from jupyter_burst.clusters import records
 from jupyter_burst.errors import BurstError, JobCancelled, JobNotFound
 from jupyter_burst.ledger import shared_ledger
@@ -68,6 +68,7 @@ def start(
     """Hand the cell to its cluster's head node and return its name at once."""
     prepared = cells.prepare(source, options, user_ns, filename, line_offset)
     handle = cells.connect(options)
+    node_packages.ensure(handle.client, prepared.spec["pip"], handle.name)
     root = cells.checkpoint_settings(handle.state_dir, prepared.job_id, source, handle.provider)
     prepared.spec["checkpoints"] = root
     name = options.name or f"job-{prepared.job_id[:6]}"

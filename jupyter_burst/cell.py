@@ -7,6 +7,7 @@ packed before any cluster is started or contacted.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import sys
 import time
@@ -21,17 +22,20 @@ from jupyter_burst import (
     clusters,
     config,
     credentials,
+    ipython_syntax,
     jobs,
     namespace,
     namespace_cache,
+    node_packages,
     output,
+    rng_state,
     tracebacks,
 )
 from jupyter_burst import payload as wire
 from jupyter_burst.clusters import choose
 from jupyter_burst.errors import BurstError, JobCancelled, JobInterrupted, SendError
 from jupyter_burst.ledger import JobRecorder, shared_ledger
-from jupyter_burst.merge import merge_in_place
+from jupyter_burst.merge import merge_in_place, repoint
 from jupyter_burst.options import CellOptions
 
 
@@ -45,6 +49,7 @@ class CellResult:
     changed: list[str]
     deleted: list[str]
     seconds: float
+    shown: Any = None  # the value of the cell's last line, when it is an expression (Out[n])
 
 
 @dataclasses.dataclass
@@ -71,18 +76,23 @@ def prepare(
     options = choose.resolve(options)
     job_id = jobs.new_job_id()
     filename = filename or f"<burst-cell-{job_id}>"
+    code = ipython_syntax.transform(source)  # !cmd, %time ...; a magic the ranks lack: one line
     try:
-        analysis = namespace.analyse(source, filename)
+        analysis = namespace.analyse(code.code, filename)
     except SyntaxError:
         raise  # the user's own mistake, shown by IPython with its caret
+    analysis = namespace.with_magic_code(analysis, code.timed, code.read_only)
+    ipython_syntax.refuse_keyboard(code.code, user_ns)
     values = namespace.select(user_ns, analysis, send=options.send, exclude=options.exclude)
     credentials.refuse(values, send=options.send)
     credentials.remember(user_ns)  # so that output quoting one is redacted in the ledger
     spec = {
-        "source": source,
+        "source": code.code,
         "filename": filename,
         "line_offset": line_offset,
         "assigns": sorted(analysis.assigns),
+        "contexts": sorted(analysis.contexts & analysis.assigns),
+        "imported_from": [list(binding) for binding in analysis.imported_from],
         "returns": "gather"
         if options.gather
         else (list(options.returns) if options.returns is not None else None),
@@ -92,6 +102,15 @@ def prepare(
         "cwd": os.getcwd() if options.provider == "local" else None,
         "background": options.background,
         "cache": namespace_cache.settings(),  # this kernel's entries in the workers' caches
+        # Child processes (DataLoader workers, Pool) start as they would in the notebook.
+        "start_method": multiprocessing.get_start_method(allow_none=True)
+        or multiprocessing.get_context().get_start_method(),
+        # done on every node before the cell runs (node_packages)
+        "pip": [ipython_syntax.expand(line, user_ns) for line in code.pip],
+        # The notebook's random generators: each rank starts from them (rng_state.py).
+        "rng": rng_state.capture(),
+        "imports_torch": any(m.split(".")[0] == "torch" for m in analysis.modules)
+        or "torch" in analysis.reads,
     }
     snapshot = dict(user_ns)
     if not isinstance(user_ns, dict):
@@ -105,11 +124,16 @@ def prepare(
         cache_from=namespace_cache.threshold(),
         limit=None if limit is None else int(parse_bytes(str(limit))),
     )
+    # The notebook's own objects, for a reference back to one that travelled (payload.SENT).
+    snapshot[wire.SENT] = message.sent
     return PreparedCell(job_id, source, spec, message, snapshot, options)
 
 
 def connect(options: CellOptions) -> clusters.ClusterHandle:
-    """The cluster the options name: attached if it runs, started if not."""
+    """The cluster the options name: attached if it runs (grown if too small), started if not.
+
+    Unnamed, it is the provider's own ``default``; a name the cell gave is one cluster.
+    """
     if options.provider is None:
         options = choose.resolve(options)
     return clusters.connect(
@@ -215,6 +239,7 @@ def _run_prepared(
     """Run a packed cell on its cluster, recorded in the ledger, and merge what it sent back."""
     source, options, job_id = cell.source, cell.options, cell.job_id
     handle = connect(options)
+    node_packages.ensure(handle.client, cell.spec["pip"], handle.name)  # %pip, on every node
     cell.spec["checkpoints"] = checkpoint_settings(
         handle.state_dir, job_id, source, handle.provider
     )
@@ -268,9 +293,24 @@ def _run_prepared(
         finally:
             if render is None:
                 show.close()  # the last lines a flood held back, before any traceback
-        main = apply_outcome(
-            outcome.payloads, outcome.failure, options.gpus, options.gather, user_ns, cell.snapshot
-        )
+        try:
+            main = apply_outcome(
+                outcome.payloads,
+                outcome.failure,
+                options.gpus,
+                options.gather,
+                user_ns,
+                cell.snapshot,
+                say=show.note if render is None else None,
+            )
+        except BaseException:
+            if render is None:
+                show.show_after_cell()  # the figures, then the error
+            raise
+        if render is None:
+            output.show_after_result(show, main.get("shown") is not None)
+        output.prepare_to_show(main.get("shown"))
+        rng_state.restore(main.get("rng"), imported_only=True)  # where rank 0's ended
         status = "done"
         return CellResult(
             job_id=job_id,
@@ -279,6 +319,7 @@ def _run_prepared(
             changed=main["changed"],
             deleted=main["deleted"],
             seconds=time.monotonic() - started,
+            shown=main.get("shown"),
         )
     except BaseException as exc:
         status, error_text = ending(exc)
@@ -295,8 +336,13 @@ def apply_outcome(
     gather: bool,
     user_ns: MutableMapping[str, Any],
     snapshot: dict[str, Any],
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Merge what the ranks sent back into ``user_ns``, or raise the error of the rank that failed."""
+    """Merge what the ranks sent back into ``user_ns``, or raise the error of the rank that failed.
+
+    ``say``: how a note about a value is shown (default: a line on stderr).
+    """
+    say = say or _say
     if failure is not None:
         raise _failed_rank(failure, world_size, user_ns, snapshot)
     results = [
@@ -305,24 +351,44 @@ def apply_outcome(
     ]
     main = results[0]
     for warning in main.get("warnings", ()):
-        print(warning, file=sys.stderr)
+        say(warning)
     if gather:
         names = sorted({name for r in results for name in r["values"]})
         for name in names:
             user_ns[name] = [r["values"].get(name) for r in results]
     else:
-        _merge(main, user_ns, snapshot)
+        _merge(main, user_ns, snapshot, say)
     return main
 
 
-def _merge(result: dict, user_ns: MutableMapping[str, Any], snapshot: dict) -> None:
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _merge(
+    result: dict, user_ns: MutableMapping[str, Any], snapshot: dict, say: Callable[[str], None]
+) -> None:
     changed = set(result["changed"])
+    merged: dict[int, Any] = {}  # id of a copy that came back -> the notebook's object it updated
     for name, value in result["values"].items():
+        if isinstance(value, wire.MissingModule):
+            say(
+                f"burst: the cell imported '{value.__name__}' as {name}, which exists on the "
+                f"cluster only (a %pip install there); the notebook has no '{name}'"
+            )
+            continue
         original = snapshot.get(name)
         if name in changed and merge_in_place(original, value):
             user_ns[name] = original  # the same object, now holding the cell's changes
+            merged[id(value)] = original
         else:
             user_ns[name] = value
+    if merged:
+        # What came back may hold the copies just poured into the notebook's objects (a
+        # scheduler holds its optimizer, a trainer its model): point it at the originals.
+        for name in result["values"]:
+            if name in user_ns:
+                repoint(user_ns[name], merged)
     for name in result["deleted"]:
         user_ns.pop(name, None)
 

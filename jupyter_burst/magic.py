@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import shlex
 import time
+from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
@@ -60,7 +61,7 @@ class BurstMagics(Magics):
                 raise exc.with_traceback(remote) from None
             raise
 
-    def _cell(self, line: str, cell: str) -> None:
+    def _cell(self, line: str, cell: str) -> Any:
         parsed = options.parse(line)
         shell = self.shell
         if parsed.gpus_auto:
@@ -80,7 +81,7 @@ class BurstMagics(Magics):
             if submitted is not None:
                 cell_status.show_background(parsed.cluster, parsed.gpus, name, submitted.job_id)
             return
-        run_cell(
+        return run_cell(
             cell,
             parsed,
             shell.user_ns,
@@ -88,7 +89,7 @@ class BurstMagics(Magics):
             line_offset=1,
             kernel=kernel,
             status=cell_status.for_cell(parsed.cluster, parsed.gpus),
-        )
+        ).shown  # the value of the cell's last expression: IPython shows it as Out[n]
 
     def _verb(self, line: str):
         words = shlex.split(line)
@@ -366,8 +367,9 @@ def format_status(entries: list[dict]) -> str:
 
 
 def load(shell) -> None:
-    from jupyter_burst import helper
+    from jupyter_burst import class_kwargs, helper
 
     shell.register_magics(BurstMagics)
+    class_kwargs.install()  # a notebook class made with keywords can be made again remotely
     # The same cell also runs without %%burst: then `burst` is this one process, rank 0 of 1.
     shell.user_ns.setdefault("burst", helper.local())

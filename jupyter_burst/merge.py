@@ -89,3 +89,21 @@ def _plain_object(original: Any, new: Any) -> bool:
     attrs.clear()
     attrs.update(new.__dict__)
     return True
+
+
+def repoint(holder: Any, merged: dict[int, Any]) -> None:
+    """In ``holder``'s own items or attributes, one level deep: a merged copy → its original."""
+    if isinstance(holder, dict):
+        for key, value in list(holder.items()):
+            if id(value) in merged:
+                holder[key] = merged[id(value)]
+    elif isinstance(holder, list):
+        for i, value in enumerate(holder):
+            if id(value) in merged:
+                holder[i] = merged[id(value)]
+    elif not isinstance(holder, _NOT_MERGED):
+        attrs = getattr(holder, "__dict__", None)
+        if isinstance(attrs, dict):
+            for key, value in list(attrs.items()):
+                if id(value) in merged:
+                    attrs[key] = merged[id(value)]

@@ -10,7 +10,9 @@ The rules, in one place:
 * Modules travel as import statements (see :mod:`jupyter_burst.payload`), notebook
   functions and classes by value together with the globals they reach.
 * What comes back: every name the cell binds at top level (assignment, ``def``, ``class``,
-  ``import``, ``for`` targets...), and every travelled value the cell changed in place.
+  ``import``, ``for`` targets...), and every travelled value the cell changed in place. A
+  ``with ... as f`` target that cannot travel (a closed file, an ended pool) stays behind
+  without a warning: it is spent.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import ast
 import builtins
 import re
 import symtable
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,11 @@ class CellAnalysis:
     deletes: frozenset[str]
     imports: frozenset[str]
     modules: frozenset[str] = frozenset()  # modules the cell imports, by full name
+    # `with ... as NAME`: a closed file, an ended pool; left on the worker without a warning
+    contexts: frozenset[str] = frozenset()
+    # `from m import a as b` at the cell's top level: b -> ("m", "a"); it comes back as an
+    # import, so the notebook gets its own `m.a` (tqdm.auto's notebook bar, not the console's)
+    imported_from: tuple[tuple[str, str, str], ...] = ()
 
 
 def analyse(source: str, filename: str = "<cell>") -> CellAnalysis:
@@ -61,7 +68,14 @@ def analyse(source: str, filename: str = "<cell>") -> CellAnalysis:
 
     deletes: set[str] = set()
     modules: set[str] = set()
+    contexts: set[str] = set()
     for node in ast.walk(tree):
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            contexts |= {
+                item.optional_vars.id
+                for item in node.items
+                if isinstance(item.optional_vars, ast.Name)
+            }
         if isinstance(node, ast.Import):
             modules.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -76,12 +90,66 @@ def analyse(source: str, filename: str = "<cell>") -> CellAnalysis:
                     deletes.add(target.id)
 
     reads -= _assigned_before_read(tree)
+    imported_from = tuple(
+        (alias.asname or alias.name, stmt.module, alias.name)
+        for stmt in _top_level(tree.body)
+        if isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module
+        for alias in stmt.names
+        if alias.name != "*"
+    )
     return CellAnalysis(
         reads=frozenset(reads),
         assigns=frozenset(assigns),
         deletes=frozenset(deletes),
         imports=frozenset(imports),
         modules=frozenset(modules),
+        contexts=frozenset(contexts),
+        imported_from=imported_from,
+    )
+
+
+def _top_level(body: list[ast.stmt]):
+    """The statements that run at the cell's top level (inside if/try/with/for, not defs)."""
+    for stmt in body:
+        yield stmt
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for field in ("body", "orelse", "finalbody"):
+            yield from _top_level(getattr(stmt, field, []))
+        for handler in getattr(stmt, "handlers", []):
+            yield from _top_level(handler.body)
+
+
+def with_magic_code(
+    analysis: CellAnalysis, timed: Iterable[str] = (), read_only: Iterable[str] = ()
+) -> CellAnalysis:
+    """``analysis`` plus the code inside the cell's magics (:mod:`jupyter_burst.ipython_syntax`).
+
+    ``%time`` runs its code in the notebook's namespace (what it binds comes back);
+    ``%timeit`` runs it inside a function, and ``{expr}`` in ``!cmd`` is only evaluated: they
+    only read. Code that does not compile is left for the rank to report, as IPython would.
+    """
+    reads, assigns = set(analysis.reads), set(analysis.assigns)
+    imports, modules = set(analysis.imports), set(analysis.modules)
+    for snippets, binds in ((timed, True), (read_only, False)):
+        for snippet in snippets:
+            try:
+                inner = analyse(snippet)
+            except SyntaxError:
+                continue
+            reads |= inner.reads
+            modules |= inner.modules
+            if binds:
+                assigns |= inner.assigns
+                imports |= inner.imports
+    return CellAnalysis(
+        reads=frozenset(reads),
+        assigns=frozenset(assigns),
+        deletes=analysis.deletes,
+        imports=frozenset(imports),
+        modules=frozenset(modules),
+        contexts=analysis.contexts,
+        imported_from=analysis.imported_from,
     )
 
 

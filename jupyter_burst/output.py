@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from jupyter_burst.payload import AFTER_CELL
+
 # Sustained rate shown per cell (all ranks together). A training log prints tens to a few
 # hundred lines a second (a line per step, tqdm redraws ~10 times a second), so these are
 # several times what a normal cell writes and only a runaway print loop is cut.
@@ -81,6 +83,9 @@ class Renderer:
         self._dropped = 0
         self._holding_since: float | None = None
         self._out: list[list[str]] = []  # [stream, text] to write, in order
+        # The figures a cell leaves open, shown after its result as the inline backend does.
+        self.after_cell: list[tuple[dict, dict]] = []
+        self._mid_line = False  # the last text written ended without a newline
 
     def __call__(self, rank: int, events: list) -> None:
         self._refill()
@@ -90,7 +95,10 @@ class Renderer:
                 self._text((rank, kind), event[1])
             elif kind == "display":
                 self._write_out()
-                self._publish(event[1], event[2])
+                if event[2].get(AFTER_CELL):
+                    self.after_cell.append((event[1], _without(event[2], AFTER_CELL)))
+                else:
+                    self._publish(event[1], event[2])
             elif kind == "clear_output":
                 # What is held back predates the clear: it would be cleared with the rest.
                 self._held.clear()
@@ -249,12 +257,70 @@ class Renderer:
             target.write(text)
             # Flushed at each change of stream, so stdout and stderr keep their order.
             target.flush()
+            self._mid_line = text[-1:] not in ("\n", "")  # a bar's redraw, a prompt
+
+    def note(self, text: str) -> None:
+        """One of our own lines on stderr, after the cell's output, on a line of its own."""
+        self._write_out()
+        target = self._stream("stderr")
+        target.write(("\n" if self._mid_line else "") + text + "\n")
+        target.flush()
+        self._mid_line = False
 
     def _stream(self, name: str) -> TextIO:
         given = self._streams[name]
         if given is not None:
             return given
         return sys.stdout if name == "stdout" else sys.stderr
+
+
+    def show_after_cell(self) -> None:
+        """The figures the cell left open (:data:`AFTER_CELL`), now."""
+        shown, self.after_cell = self.after_cell, []
+        for data, metadata in shown:
+            self._publish(data, metadata)
+
+
+def _without(mapping: dict, key: str) -> dict:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+def prepare_to_show(value: object) -> None:
+    """A matplotlib figure that is a cell's result is shown as an image, as in a plain cell.
+
+    IPython's image formatter for figures comes with the inline backend, which the kernel
+    loads only when it makes a figure itself; a figure made on a worker would show as text.
+    """
+    figure = sys.modules.get("matplotlib.figure")
+    if figure is None or not isinstance(value, figure.Figure):
+        return
+    try:
+        import matplotlib_inline.backend_inline  # noqa: F401 - registers the formatter
+    except ImportError:
+        pass
+
+
+def show_after_result(renderer: Renderer, result_shown: bool) -> None:
+    """The cell's left-open figures: after IPython shows its result (post_execute), else now."""
+    if not renderer.after_cell:
+        return
+    shell = None
+    if result_shown:
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:
+            shell = None
+    if shell is None:
+        renderer.show_after_cell()
+        return
+
+    def once() -> None:
+        shell.events.unregister("post_execute", once)
+        renderer.show_after_cell()
+
+    shell.events.register("post_execute", once)
 
 
 def _last_redraw(text: str) -> str:

@@ -32,7 +32,10 @@ import pickle
 import site
 import sys
 import sysconfig
+import threading
 import types
+import typing
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,11 +44,15 @@ import cloudpickle
 import xxhash
 from distributed.protocol import dask_deserialize, dask_serialize
 
-from jupyter_burst import digest
+from jupyter_burst import class_kwargs, digest
 from jupyter_burst.errors import SendError
 
 if TYPE_CHECKING:
     from jupyter_burst.worker_cache import JobCache
+
+# Display metadata: a figure the cell left open, which the notebook shows after the cell's
+# result (as the inline backend does, in IPython's post_execute).
+AFTER_CELL = "jupyter_burst/after_cell"
 
 _FRIENDLY_TYPES = {
     "_thread.lock": "threading.Lock",
@@ -85,7 +92,7 @@ class Payload:
     buffer whose position is in ``omitted`` does not travel: the worker has it, by key.
     """
 
-    __slots__ = ("meta", "data", "buffers", "keys", "omitted", "names")
+    __slots__ = ("meta", "data", "buffers", "keys", "omitted", "names", "sent")
 
     def __init__(
         self,
@@ -101,6 +108,7 @@ class Payload:
         self.keys = keys or [None] * len(buffers)
         self.omitted = frozenset(omitted)
         self.names: dict[str, str] = {}  # key -> the variable it came from (kernel side only)
+        self.sent: Mapping[int, Any] = {}  # position -> object pickled (kernel side only)
 
     @property
     def nbytes(self) -> int:
@@ -306,16 +314,27 @@ class _StorageBytes:
 
 
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, plus: torch tensors out of band, local modules noted, references back."""
+    """cloudpickle, plus: torch tensors out of band, local modules noted, references back.
 
-    def __init__(self, file, buffers: list):
+    ``notebook_globals``: the notebook's namespace; functions defined in it arrive with the
+    worker's stand-in for it (the cell's ``__main__``) as their globals, not a copy.
+    """
+
+    def __init__(self, file, buffers: list, notebook_globals: dict | None = None):
         super().__init__(file, protocol=5, buffer_callback=self._out_of_band)
+        self._notebook_globals = notebook_globals
         self.local_modules: set[str] = set()
         self.moved_devices: set[str] = set()
         self._storages: dict[int, _StorageBytes] = {}
         self._buffers = buffers
         self._value: str | None = None
         self.buffer_values: list[str | None] = []  # for each buffer, the value that reached it
+
+    def _function_getnewargs(self, func):
+        args = super()._function_getnewargs(func)
+        if self._notebook_globals is not None and func.__globals__ is self._notebook_globals:
+            return (args[0], _NOTEBOOK_GLOBALS, *args[2:])
+        return args
 
     def _out_of_band(self, buffer: pickle.PickleBuffer) -> None:
         self._buffers.append(buffer)
@@ -330,21 +349,38 @@ class _Pickler(cloudpickle.Pickler):
         if t is types.ModuleType:
             if is_local_module(obj):
                 self.local_modules.add(obj.__name__)
+            if cloudpickle.cloudpickle._should_pickle_by_reference(obj):
+                return (import_module, (obj.__name__,))
             return super().reducer_override(obj)
         if t is types.FunctionType or isinstance(obj, type):
             module = sys.modules.get(getattr(obj, "__module__", None) or "")
             if module is not None and is_local_module(module):
                 self.local_modules.add(module.__name__)
-            return super().reducer_override(obj)
+            if t is types.FunctionType and _is_singledispatch(obj):
+                return _singledispatch_parts(obj)
+            reduced = super().reducer_override(obj)
+            if t is not types.FunctionType:
+                reduced = _class_remake(reduced, obj)
+            return reduced
         if t is types.CodeType:
             return _code_reduce_keeping_filename(obj)
+        if t is functools.cached_property:
+            return _cached_property_parts(obj)
+        by_parts = _BY_PARTS.get(t)
+        if by_parts is not None and getattr(obj, "__module__", None) == "__main__":
+            # It would pickle as the bare name "__main__.x", which a worker cannot look up.
+            return by_parts(obj)
         if _open_file(obj):
             # cloudpickle would send a readable file's content as if it were the file: what a
             # worker reads then is a snapshot, and a big file is a surprise. Say so instead.
             raise pickle.PicklingError(f"cannot send an open file ({getattr(obj, 'name', '?')})")
         torch = _torch()
-        if torch is not None and isinstance(obj, torch.Tensor):
-            return self._reduce_tensor(obj, torch)
+        if torch is not None:
+            if isinstance(obj, torch.Tensor):
+                return self._reduce_tensor(obj, torch)
+            schedulers = sys.modules.get("torch.optim.lr_scheduler")
+            if schedulers is not None and isinstance(obj, schedulers.LRScheduler):
+                return _scheduler_reduce(obj)
         return super().reducer_override(obj)
 
     def _reduce_tensor(self, tensor, torch):
@@ -379,6 +415,244 @@ class _Pickler(cloudpickle.Pickler):
         )
 
 
+class MissingModule(types.ModuleType):
+    """A module that one side imported and the other cannot (``%pip`` put it on the cluster only)."""
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise ImportError(
+            f"burst: the module '{self.__name__}' was imported on the cluster, and this "
+            "environment does not have it; install it here too, or use it in %%burst cells only"
+        )
+
+
+def import_module(name: str) -> types.ModuleType:
+    """The module ``name`` as this side has it; a :class:`MissingModule` when it has none."""
+    try:
+        __import__(name)
+        return sys.modules[name]
+    except ImportError:
+        return MissingModule(name)
+
+
+class ImportedName:
+    """``from module import attr``, sent as that import rather than as the object it gave."""
+
+    def __init__(self, module: str, attr: str):
+        self.module = module
+        self.attr = attr
+
+    def __reduce__(self):
+        return (import_attribute, (self.module, self.attr))
+
+
+def import_attribute(module: str, attr: str) -> Any:
+    """``from module import attr`` on this side; a :class:`MissingModule` when it fails."""
+    found = import_module(module)
+    if isinstance(found, MissingModule):
+        return found
+    try:
+        return getattr(found, attr)
+    except AttributeError:
+        return import_module(f"{module}.{attr}")
+
+
+class Shown:
+    """A cell's last value that cannot travel back: what the notebook shows of it."""
+
+    def __init__(self, data: dict, metadata: dict):
+        self.data = data
+        self.metadata = metadata
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.data, self.metadata
+
+    def __repr__(self) -> str:
+        return str(self.data.get("text/plain", "<a value that stayed on the worker>"))
+
+
+class _NotebookGlobals:
+    """Stands for the notebook's namespace in a pickle: the worker puts the cell's own there."""
+
+    def __reduce__(self):
+        return (_notebook_globals, ())
+
+
+_NOTEBOOK_GLOBALS = _NotebookGlobals()
+_unpacking = threading.local()
+
+
+def _after_load(action) -> None:
+    """Run ``action`` once the message being read is whole (at once outside our unpickler)."""
+    queue = getattr(_unpacking, "after", None)
+    if queue is None:
+        action()
+    else:
+        queue.append(action)
+
+
+def _notebook_globals() -> dict:
+    namespace = getattr(_unpacking, "namespace", None)
+    return namespace if namespace is not None else {"__name__": "__main__"}
+
+
+# Objects that pickle as a bare name ("__main__.slow_square"): made in the notebook, they
+# travel as the parts they were made from and are made again from them on the worker.
+def _lru_cache_parts(wrapper):
+    parameters = wrapper.cache_parameters()
+    extra = {k: v for k, v in vars(wrapper).items() if k != "__wrapped__"}
+    return (
+        _rebuild_lru_cache,
+        (wrapper.__wrapped__, parameters["maxsize"], parameters["typed"], extra),
+    )
+
+
+def _rebuild_lru_cache(function, maxsize, typed, extra):
+    wrapper = functools.lru_cache(maxsize=maxsize, typed=typed)(function)
+    vars(wrapper).update(extra)
+    return wrapper
+
+
+def _newtype_parts(new_type):
+    return (_rebuild_newtype, (new_type.__name__, new_type.__supertype__))
+
+
+def _rebuild_newtype(name, supertype):
+    new_type = typing.NewType(name, supertype)
+    new_type.__module__ = "__main__"
+    return new_type
+
+
+def _class_remake(reduced, cls: type):
+    """cloudpickle's remake of a class by value, completed with what it leaves out.
+
+    Its ``__slots__`` (cloudpickle makes the class without them, so instances grow a
+    ``__dict__`` and the slots' descriptors are gone), and the keywords its class statement
+    had (class_kwargs.py).
+    """
+    if (
+        not isinstance(reduced, tuple)
+        or reduced[0] is not cloudpickle.cloudpickle._make_skeleton_class
+    ):
+        return reduced
+    slots = cls.__dict__.get("__slots__") or None  # () makes no descriptors: nothing lost
+    kwargs = class_kwargs.of(cls)
+    if slots is None and not kwargs:
+        return reduced
+    args = list(reduced[1])
+    if slots is not None:
+        args[3] = {**args[3], "__slots__": slots}  # type_kwargs: the class body's names
+    return (_make_class_with_kwargs, (kwargs, *args), *reduced[2:])
+
+
+def _make_class_with_kwargs(
+    kwargs, type_constructor, name, bases, type_kwargs, class_tracker_id, extra
+):
+    # cloudpickle's _make_skeleton_class, with the class statement's own keywords. A class
+    # already made from this pickle is not made again: its __init_subclass__ would register
+    # a second class that is then thrown away.
+    known = cloudpickle.cloudpickle._DYNAMIC_CLASS_TRACKER_BY_ID.get(class_tracker_id)
+    if class_tracker_id is not None and known is not None:
+        return known
+    type_kwargs = {sys.intern(k): v for k, v in type_kwargs.items()}
+    try:
+        skeleton = types.new_class(
+            name,
+            bases,
+            {"metaclass": type_constructor, **kwargs},
+            lambda ns: ns.update(type_kwargs),
+        )
+    except TypeError:
+        # The base's __init_subclass__ is not made yet: this class is part of the base's own
+        # state (a registry of its subclasses). Make it without, and call __init_subclass__
+        # with its keywords once the whole message is read.
+        skeleton = types.new_class(
+            name, bases, {"metaclass": type_constructor}, lambda ns: ns.update(type_kwargs)
+        )
+        _after_load(lambda: super(skeleton, skeleton).__init_subclass__(**kwargs))
+    class_kwargs.note(skeleton, kwargs)
+    return cloudpickle.cloudpickle._lookup_class_or_track(class_tracker_id, skeleton)
+
+
+def _is_singledispatch(function) -> bool:
+    attrs = function.__dict__
+    return (
+        "registry" in attrs
+        and "dispatch" in attrs
+        and not cloudpickle.cloudpickle._should_pickle_by_reference(function)
+    )
+
+
+def _singledispatch_parts(function):
+    # Its dispatch cache (a WeakKeyDictionary) cannot travel; its registry can.
+    registry = dict(function.registry)
+    default = registry.pop(object)
+    extra = {
+        k: v
+        for k, v in vars(function).items()
+        if k not in ("registry", "dispatch", "register", "_clear_cache", "__wrapped__")
+    }
+    return (_rebuild_singledispatch, (default, list(registry.items()), extra))
+
+
+def _rebuild_singledispatch(default, registered, extra):
+    function = functools.singledispatch(default)
+    for cls, implementation in registered:
+        function.register(cls, implementation)
+    vars(function).update(extra)
+    return function
+
+
+def _cached_property_parts(prop):
+    # Python 3.11's holds an RLock, which cannot travel; the function it caches can.
+    return (_rebuild_cached_property, (prop.func, prop.attrname, prop.__doc__))
+
+
+def _rebuild_cached_property(func, attrname, doc):
+    prop = functools.cached_property(func)
+    prop.attrname = attrname  # set by __set_name__ when its class was made
+    prop.__doc__ = doc
+    return prop
+
+
+_BY_PARTS = {
+    functools._lru_cache_wrapper: _lru_cache_parts,  # lru_cache, cache, and what wraps them
+    # (a TypeVar cloudpickle itself rebuilds from its parts)
+    typing.NewType: _newtype_parts,
+}
+
+
+def _scheduler_reduce(scheduler):
+    # A torch LR scheduler wraps its optimizer's `step` when it is made, and warns that
+    # "optimizer.step() has been overridden" when it finds it unwrapped; an optimizer pickles
+    # without that wrapper. Put it back on arrival, as the scheduler's own __init__ did.
+    reduced = scheduler.__reduce_ex__(5)
+    parts = tuple(reduced) + (None,) * (5 - len(reduced))
+    return (*parts[:5], _scheduler_setstate)
+
+
+def _scheduler_setstate(scheduler, state) -> None:
+    attrs, slots = state if isinstance(state, tuple) else (state, None)
+    vars(scheduler).update(attrs or {})
+    for name, value in (slots or {}).items():
+        setattr(scheduler, name, value)
+    optimizer = getattr(scheduler, "optimizer", None)
+    step = getattr(optimizer, "step", None)
+    if step is None or hasattr(step, "_wrapped_by_lr_sched") or not hasattr(step, "__func__"):
+        return
+    reference, method = weakref.ref(optimizer), step.__func__
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        opt = reference()
+        opt._opt_called = True
+        return method.__get__(opt, opt.__class__)(*args, **kwargs)
+
+    wrapper._wrapped_by_lr_sched = True
+    optimizer.step = wrapper
+
+
 class _Named:
     """A notebook value with its variable name, so that its buffers can be told apart."""
 
@@ -406,15 +680,26 @@ class _RefPickler(_Pickler):
     A separate class because pickle calls ``persistent_id`` for every object once defined.
     """
 
-    def __init__(self, file, buffers: list, refs: Mapping[int, str], ns_id: int):
+    def __init__(
+        self,
+        file,
+        buffers: list,
+        refs: Mapping[int, str],
+        ns_id: int,
+        arrived: Mapping[int, int] | None = None,
+    ):
         super().__init__(file, buffers)
         self._refs = refs
         self._ns_id = ns_id
+        self._arrived = arrived or {}
 
     def persistent_id(self, obj):
         name = self._refs.get(id(obj))
         if name is not None:
             return ("ref", name)
+        position = self._arrived.get(id(obj))
+        if position is not None:
+            return ("sent", position)
         stand_in = self.globals_ref.get(self._ns_id)
         if stand_in is not None and obj is stand_in:
             return "globals"
@@ -427,10 +712,35 @@ class _Unpickler(pickle.Unpickler):
         self._namespace = namespace
         self._snapshot = snapshot or {}
 
+    def load(self):
+        before = getattr(_unpacking, "namespace", None), getattr(_unpacking, "after", None)
+        _unpacking.namespace, _unpacking.after = self._namespace, []
+        try:
+            loaded = super().load()
+            for action in _unpacking.after:
+                action()
+            return loaded
+        finally:
+            _unpacking.namespace, _unpacking.after = before
+
+    def find_class(self, module: str, name: str):
+        if module == "__main__" and self._namespace is not None:
+            try:
+                return self._namespace[name]
+            except KeyError:
+                raise SendError(
+                    f"the notebook's '{name}' pickles as its bare name in __main__ (its "
+                    "__reduce__ says so), so it cannot be made again on the cluster: create it "
+                    "inside the cell, or leave out what holds it with exclude="
+                ) from None
+        return super().find_class(module, name)
+
     def persistent_load(self, pid):
         if pid == "globals":
             return self._namespace
         kind, name = pid
+        if kind == "sent":
+            return self._snapshot[SENT][name]
         return self._snapshot[name]
 
 
@@ -442,15 +752,19 @@ def _as_frame(buffer: pickle.PickleBuffer) -> memoryview:
 
 
 def dumps(
-    obj: Any, refs: Mapping[int, str] | None = None, ns_id: int | None = None
+    obj: Any,
+    refs: Mapping[int, str] | None = None,
+    ns_id: int | None = None,
+    notebook_globals: dict | None = None,
+    arrived: Mapping[int, int] | None = None,
 ) -> tuple[bytes, list[memoryview], _Pickler]:
     """Pickle ``obj``; large buffers are returned apart, uncopied."""
     buffers: list[pickle.PickleBuffer] = []
     file = io.BytesIO()
     if refs is None or ns_id is None:
-        pickler = _Pickler(file, buffers)
+        pickler = _Pickler(file, buffers, notebook_globals)
     else:
-        pickler = _RefPickler(file, buffers, refs, ns_id)
+        pickler = _RefPickler(file, buffers, refs, ns_id, arrived)
     pickler.dump(obj)
     return file.getvalue(), [_as_frame(b) for b in buffers], pickler
 
@@ -459,6 +773,55 @@ def loads(
     data, buffers: list, namespace: dict | None = None, snapshot: Mapping[str, Any] | None = None
 ) -> Any:
     return _Unpickler(io.BytesIO(data), buffers, namespace, snapshot).load()
+
+
+class SentObjects(Mapping):
+    """The objects of a message, by their position in its pickle (the kernel's side).
+
+    A new object the cell sends back may hold one that travelled and that the cell did not
+    change (an optimizer made from the notebook's model holds the model's parameters); the
+    worker then names it by its position in the message it received, and the notebook's
+    own object is put there, not a copy of it. Read from the pickler's memo on first use.
+    """
+
+    def __init__(self, pickler: _Pickler):
+        self._pickler: _Pickler | None = pickler
+        self._objects: dict[int, Any] | None = None
+
+    def _table(self) -> dict[int, Any]:
+        if self._objects is None:
+            memo = self._pickler.memo.copy() if self._pickler is not None else {}
+            self._objects = {position: _pickled_for(obj) for position, obj in memo.values()}
+            self._pickler = None
+        return self._objects
+
+    def __getitem__(self, position: int) -> Any:
+        return self._table()[position]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+def _pickled_for(obj: Any) -> Any:
+    """The notebook's object behind a stand-in the pickler put in its place (what the worker
+    has at the same position is the object the stand-in was made into)."""
+    if type(obj) is _Named:
+        return obj.value
+    if type(obj) is _StorageBytes:
+        return obj.storage
+    return obj
+
+
+# The key under which a snapshot of the notebook holds the message's SentObjects.
+SENT = ("burst", "sent objects")
+
+
+def arrived_positions(unpickler_memo: Mapping[int, Any], reachable: set[int]) -> dict[int, int]:
+    """On the worker: id -> position in the received pickle, for the objects in ``reachable``."""
+    return {id(obj): position for position, obj in unpickler_memo.items() if id(obj) in reachable}
 
 
 # --------------------------------------------------------------------------------------
@@ -487,7 +850,9 @@ def pack_namespace(
     anchor = types.FunctionType(_anchor.__code__, user_ns, "_burst_anchor")
     named = {name: _Named(name, value) for name, value in values.items()}
     try:
-        data, buffers, pickler = dumps({"anchor": anchor, "values": named})
+        data, buffers, pickler = dumps(
+            {"anchor": anchor, "values": named}, notebook_globals=user_ns
+        )
     except Exception as exc:
         raise _send_error(values, exc) from None
     meta = {
@@ -496,6 +861,7 @@ def pack_namespace(
         "moved_devices": sorted(pickler.moved_devices),
     }
     message = Payload(pickle.dumps(meta, protocol=5), data, buffers)
+    message.sent = SentObjects(pickler)
     if limit is not None and message.nbytes > limit:
         raise _too_big(message.nbytes, limit, pickler.buffer_values, buffers)
     if cache_from is not None:
@@ -528,19 +894,25 @@ def content_keys(
     return keys
 
 
-def unpack_namespace(payload: Payload, cache: JobCache | None = None) -> tuple[dict, dict, dict]:
+def unpack_namespace(
+    payload: Payload, cache: JobCache | None = None, namespace: dict | None = None
+) -> tuple[dict, dict, dict]:
     """On the worker: (meta, namespace, values); the namespace is what notebook functions see.
 
-    With ``cache``, buffers that did not travel come from this worker's cache, and those that
-    did are kept in it.
+    ``namespace``: the dict to use as the notebook's namespace (the cell's ``__main__``);
+    notebook functions get it as their globals. With ``cache``, buffers that did not travel
+    come from this worker's cache, and those that did are kept in it.
     """
     meta = pickle.loads(payload.meta)
     install_modules(meta["modules"])
     buffers = cache.fill(payload) if cache is not None else payload.buffers
-    shipped = loads(payload.data, buffers)
-    namespace = shipped["anchor"].__globals__
+    namespace = {} if namespace is None else namespace
+    unpickler = _Unpickler(io.BytesIO(payload.data), buffers, namespace, None)
+    shipped = unpickler.load()
+    shipped["arrived"] = unpickler.memo.copy()  # position -> object, for references back
     namespace.setdefault("__name__", "__main__")
     namespace.setdefault("__builtins__", __builtins__)
+    meta["arrived"] = shipped["arrived"]
     return meta, namespace, shipped["values"]
 
 
@@ -550,9 +922,12 @@ def pack_result(
     unchanged: Mapping[int, str],
     status: Mapping[str, Any] | None = None,
     cache: JobCache | None = None,
+    arrived: Mapping[int, int] | None = None,
 ) -> Payload:
     """On the worker: pickle what goes back, referring to unchanged notebook objects by name.
 
+    ``arrived``: id -> position in the received message, for unchanged objects that new
+    values may hold (they go back as references to the notebook's own).
     ``status`` (failed or not, when) travels apart, readable without unpickling the values.
     With ``cache``, this worker keeps the large values that go back, so that a later cell
     that reads them unchanged need not send them here again.
@@ -560,7 +935,7 @@ def pack_result(
     result = dict(result)
     if cache is not None and result.get("values"):
         result["values"] = {k: _Named(k, v) for k, v in result["values"].items()}
-    data, buffers, pickler = dumps(result, refs=unchanged, ns_id=id(namespace))
+    data, buffers, pickler = dumps(result, refs=unchanged, ns_id=id(namespace), arrived=arrived)
     meta = {"moved_devices": sorted(pickler.moved_devices), **(status or {})}
     if cache is not None:
         meta["cached"] = cache.keep(pickler.buffer_values, buffers)
@@ -586,15 +961,20 @@ def unpack_result(payload: Payload, user_ns: dict, snapshot: Mapping[str, Any]) 
 # Fingerprints: did the cell change a value in place?
 
 
-def fingerprint(value: Any, memo: dict[tuple[int, int], str]) -> bytes | None:
+def fingerprint(
+    value: Any, memo: dict[tuple[int, int], str], reached: set[int] | None = None
+) -> bytes | None:
     """A hash of everything that would travel for ``value``; None when it cannot be pickled.
 
     Buffers are hashed where they lie (never copied), and a buffer reached twice is hashed once.
+    ``reached``: gets the ids of the objects the pickle holds.
     """
     try:
-        data, buffers, _ = dumps(value)
+        data, buffers, pickler = dumps(value)
     except Exception:
         return None
+    if reached is not None:
+        reached.update(pickler.memo.copy())
     whole = xxhash.xxh3_128(data)
     for buffer in buffers:
         where = (digest.address(buffer), buffer.nbytes)

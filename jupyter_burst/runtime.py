@@ -7,8 +7,12 @@ topic with ``Worker.log_event``; the kernel subscribes to that topic.
 
 from __future__ import annotations
 
+import ast
 import base64
+import contextlib
 import ctypes
+import functools
+import inspect
 import io
 import os
 import pickle
@@ -21,7 +25,16 @@ from typing import Any
 
 import cloudpickle
 
-from jupyter_burst import helper, orphans, worker_cache
+from jupyter_burst import (
+    class_kwargs,
+    helper,
+    notebook_main,
+    orphans,
+    process_group,
+    rank_shell,
+    rng_state,
+    worker_cache,
+)
 from jupyter_burst import payload as wire
 from jupyter_burst.errors import BurstError
 from jupyter_burst.node import preemption
@@ -30,6 +43,7 @@ _FLUSH_SECONDS = 0.05
 _MAX_BATCH_CHARS = 256 * 1024
 
 _current: _JobOutput | None = None
+_children: notebook_main.ChildOutput | None = None  # the running cell's forked children's output
 _running: dict[str, int] = {}  # job id -> thread ident, for interrupts
 _helpers: dict[str, helper.Burst] = {}  # job id -> its cell's `burst`, for the budget's notice
 _asked: dict[str, threading.Thread] = {}  # job id -> the on_preempt callbacks run for it
@@ -152,6 +166,11 @@ def _setup_process() -> None:
             sys.stderr = _StreamRouter("stderr", sys.stderr)
         os.environ.setdefault("MPLBACKEND", "module://jupyter_burst.mpl_backend")
         _patch_ipython_display()
+        # Before any cell is unpacked: a notebook function's `init_process_group` resolves
+        # to the cell-aware one (process_group.py).
+        process_group.install()
+        notebook_main.forward_children(lambda: _children)
+        class_kwargs.install()  # a class made here with keywords can travel back
         preemption.start_from_config()  # only when burst.preemption.url is set
         _setup_done = True
 
@@ -237,7 +256,7 @@ def show_open_figures() -> None:
     from matplotlib._pylab_helpers import Gcf
 
     for manager in Gcf.get_all_fig_managers():
-        burst_display(manager.canvas.figure)
+        burst_display(manager.canvas.figure, metadata={wire.AFTER_CELL: True})
     pyplot.close("all")
 
 
@@ -328,8 +347,26 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     gather = spec.get("returns") == "gather"
     brings_back = rank == 0 or gather
     cache = _cache_use(spec)
+    # The notebook's namespace is this process's __main__ while the cell is unpacked, runs
+    # and is packed (notebook_main.py): what pickles by name in the notebook does so here.
+    main = notebook_main.new_module()
+    with notebook_main.as_main(main):
+        return _run_as_main(message, spec, main, cache, started, rank, world_size, brings_back)
+
+
+def _run_as_main(
+    message: wire.Payload,
+    spec: dict,
+    main: types.ModuleType,
+    cache: worker_cache.JobCache | None,
+    started: float,
+    rank: int,
+    world_size: int,
+    brings_back: bool,
+) -> wire.Payload:
+    global _current, _children
     try:
-        meta, namespace, values = wire.unpack_namespace(message, cache)
+        meta, namespace, values = wire.unpack_namespace(message, cache, main.__dict__)
     except BaseException:
         if cache is not None:
             cache.release()  # the entries this job pinned on arrival
@@ -344,6 +381,8 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     }
     before = _fingerprints(watched, cache.arrived() if cache is not None else {})
     namespace.setdefault("display", burst_display)
+    shell = rank_shell.RankShell(main, spec.get("cwd"))
+    namespace["get_ipython"] = lambda: shell  # never sent back: the cell did not assign it
 
     job = spec["job"]
     output = _JobOutput(job, spec["topic"], _publisher(), rank=rank).start()
@@ -356,6 +395,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
         checkpoints=spec.get("checkpoints"),
     )
     _current = output
+    _children = notebook_main.ChildOutput(output.text)
     _running[job] = threading.get_ident()
     _helpers[job] = namespace["burst"]
     stop_watching = orphans.watch(job, lambda: interrupt_job(job))
@@ -363,42 +403,55 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
     unfollow = preemption.follow(namespace["burst"]._preempted)
     error = None
     could_not_join = None
+    shown = _NOTHING
     previous_cwd = os.getcwd()
     previous_env = _set_rank_environment(spec)
-    distributed = None
+    group = process_group.CellGroup(
+        rank,
+        world_size,
+        (spec["master_addr"], int(spec["master_port"])) if world_size > 1 else None,
+        float(spec.get("collective_timeout", 300)),
+        cuda=_torch_device().startswith("cuda"),
+        say=lambda text: print(text, file=sys.stderr, flush=True),
+    )
     try:
-        if spec.get("cwd") and os.path.isdir(spec["cwd"]):
-            os.chdir(spec["cwd"])
-        if meta["moved_devices"] and rank == 0:
-            print(
-                f"burst: {', '.join(meta['moved_devices'])} tensors travelled through the CPU "
-                "and were put back on this worker's device",
-                file=sys.stderr,
-            )
-        if world_size > 1:
+        with notebook_main.start_method(spec.get("start_method")), _no_keyboard():
+            if spec.get("cwd") and os.path.isdir(spec["cwd"]):
+                os.chdir(spec["cwd"])
+            if meta["moved_devices"] and rank == 0:
+                print(
+                    f"burst: {', '.join(meta['moved_devices'])} tensors travelled through the CPU "
+                    "and were put back on this worker's device",
+                    file=sys.stderr,
+                )
             try:
-                distributed = _ProcessGroup(spec)
+                process_group.begin(group)
             except Exception as exc:
                 could_not_join = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                 raise
-        code = compile("\n" * spec["line_offset"] + spec["source"], spec["filename"], "exec")
-        exec(code, namespace)
-        show_open_figures()
+            rng_state.restore(spec.get("rng"), import_torch=spec.get("imports_torch", False))
+            shown = _execute(spec, namespace)
+            show_open_figures()
     except BaseException as exc:  # noqa: B036 - the cell's own exception, KeyboardInterrupt too
         error = _describe_error(exc, spec["filename"])
     finally:
         stop_watching()
         unfollow()  # waits for an on_preempt callback under way
         _wait_for_asked(job)
-        if distributed is not None:
-            distributed.close()
+        process_group.end(group)
         _running.pop(job, None)
+        children, _children = _children, None
+        children.close()
         _current = None
         events = output.close()
         os.chdir(previous_cwd)
         _restore_environment(previous_env)
 
     result: dict[str, Any] = {"error": error, "events": events, "seconds": time.time() - started}
+    if shown is not _NOTHING and brings_back and rank == 0:
+        result["shown"] = shown
+    if rank == 0 and error is None:
+        result["rng"] = rng_state.capture()
     status = {
         "failed": error is not None,
         "failed_at": error["time"] if error else None,
@@ -407,7 +460,9 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
         "could_not_join": could_not_join,
     }
     try:
-        return _result(result, status, namespace, spec, watched, before, initial, cache)
+        return _result(
+            result, status, namespace, spec, watched, before, initial, cache, meta["arrived"]
+        )
     finally:
         if cache is not None:
             cache.release()
@@ -422,8 +477,13 @@ def _result(
     before: dict[str, bytes | None],
     initial: dict[str, Any],
     cache: worker_cache.JobCache | None,
+    arrived: dict[int, Any],
 ) -> wire.Payload:
-    """What goes back: the names the cell assigned, and the values it changed in place."""
+    """What goes back: the names the cell assigned, and the values it changed in place.
+
+    ``arrived``: the objects of the message the cell came in, by position; an unchanged one
+    that a new value holds goes back as a reference to the notebook's own object.
+    """
     brings_back = int(spec.get("rank", 0)) == 0 or spec.get("returns") == "gather"
     if result["error"] is not None or not brings_back:
         if cache is not None:
@@ -431,7 +491,8 @@ def _result(
         result.update(values={}, deleted=[], changed=[])
         return wire.pack_result(result, namespace, {}, status)
 
-    after = _fingerprints(watched, cache.after if cache is not None else {})
+    reached: dict[str, set[int]] = {}
+    after = _fingerprints(watched, cache.after if cache is not None else {}, reached)
     if cache is not None:
         cache.check()  # the bytes the change check just hashed are not hashed again
     assigned = set(spec["assigns"])
@@ -453,24 +514,100 @@ def _result(
     names -= set(spec.get("exclude", ()))
     # A DDP wrapper holds its process group, which ends with the cell: send the model inside.
     result["values"] = {k: helper.unwrap(namespace[k]) for k in sorted(names)}
+    # `from m import a`: an import in the notebook too (its own m.a, which may differ).
+    for name, module, attr in spec.get("imported_from", ()):
+        if name in result["values"] and result["values"][name] is _imported(module, attr):
+            result["values"][name] = wire.ImportedName(module, attr)
     result["deleted"] = sorted(k for k in assigned if k not in namespace)
     result["changed"] = sorted(changed)
     # A background job's results may be fetched by a restarted kernel that no longer holds
     # the objects a reference would name: send everything by value then.
-    unchanged = (
-        {} if spec.get("background") else {id(v): k for k, v in watched.items() if k not in changed}
-    )
+    unchanged: dict[int, str] = {}
+    held: dict[int, int] = {}
+    if not spec.get("background"):
+        unchanged = {id(v): k for k, v in watched.items() if k not in changed}
+        safe = set().union(*(reached[k] for k in watched if k not in changed))
+        safe.discard(id(namespace))
+        held = wire.arrived_positions(arrived, safe) if safe else {}
     try:
-        return wire.pack_result(result, namespace, unchanged, status, cache)
+        return wire.pack_result(result, namespace, unchanged, status, cache, held)
     except Exception:
         # Keep the cell's work: bring back what can travel, name what stays behind.
         result["warnings"] = []
-        for name in list(result["values"]):
-            problem = _cannot_travel(name, result["values"][name])
+        if "shown" in result and _cannot_travel("shown", result["shown"]):
+            result["shown"] = wire.Shown(*mimebundle(result["shown"]))  # its picture, not itself
+        spent = set(spec.get("contexts", ()))  # `with ... as f`: a closed file, an ended pool
+        for name, value in list(result["values"].items()):
+            problem = _cannot_travel(name, value)
             if problem:
                 del result["values"][name]
-                result["warnings"].append(problem)
-        return wire.pack_result(result, namespace, unchanged, status, cache)
+                if name not in spent and not _spent(value):
+                    result["warnings"].append(problem)
+        return wire.pack_result(result, namespace, unchanged, status, cache, held)
+
+
+_NOTHING = object()
+
+
+def _imported(module: str, attr: str) -> Any:
+    found = sys.modules.get(module)
+    return getattr(found, attr, _NOTHING) if found is not None else _NOTHING
+
+
+def _execute(spec: dict, namespace: dict) -> Any:
+    """Run the cell; the value of its last line when that is an expression (as IPython shows it).
+
+    ``_NOTHING`` when there is none to show (a statement, ``None``, or a line ending in ``;``).
+    """
+    body, last = _compiled(spec["source"], spec["filename"], spec["line_offset"])
+    exec(body, namespace)
+    if last is None:
+        return _NOTHING
+    value = eval(last, namespace)
+    return _NOTHING if value is None else value
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str, filename: str, line_offset: int):
+    """The cell's code, and its last line's apart when it is an expression to show.
+
+    Kept for the cell's next run (a re-run cell, a loop of cells, every rank of a job).
+    """
+    tree = ast.parse("\n" * line_offset + source, filename, "exec")
+    last = tree.body[-1] if tree.body else None
+    if not isinstance(last, ast.Expr) or _silenced(source):
+        return compile(tree, filename, "exec"), None
+    tree.body.pop()
+    return (
+        compile(tree, filename, "exec"),
+        compile(ast.Expression(last.value), filename, "eval"),
+    )
+
+
+def _silenced(source: str) -> bool:
+    """A cell ending in ``;`` shows no value, as in IPython."""
+    from IPython.core.displayhook import DisplayHook
+
+    return DisplayHook.semicolon_at_end_of_expression(source)
+
+
+@contextlib.contextmanager
+def _no_keyboard():
+    """``input()`` on a rank: one clear line, not an EOFError from the worker's closed stdin."""
+    import builtins
+
+    def no_input(prompt: object = "") -> str:
+        raise BurstError(
+            "input() cannot ask the notebook for input from a %%burst cell (the cell runs on "
+            "the cluster); read the value in a cell without %%burst and use the variable"
+        )
+
+    before = builtins.input
+    builtins.input = no_input
+    try:
+        yield
+    finally:
+        builtins.input = before
 
 
 def _torch_device() -> str:
@@ -508,57 +645,43 @@ def _set_rank_environment(spec: dict) -> dict[str, str | None]:
             "LOCAL_RANK": str(spec.get("local_rank", 0)),
             "LOCAL_WORLD_SIZE": str(world_size),
             "MASTER_ADDR": str(spec.get("master_addr") or "127.0.0.1"),
-            "MASTER_PORT": str(spec.get("master_port") or 29500),
+            # One rank alone: a script's own env:// init must not meet another cell's port.
+            "MASTER_PORT": str(
+                spec.get("master_port") or (free_port() if world_size == 1 else 29500)
+            ),
             "JUPYTER_BURST_TORCH_DEVICE": _torch_device(),
         }
     )
     return previous
 
 
-class _ProcessGroup:
-    """torch.distributed for one cell: set up before it runs, torn down after.
+def _spent(value: Any) -> bool:
+    """A used-up resource: a closed file, a finished generator, an ended pool or bar.
 
-    While the cell runs, its own ``init_process_group()`` (as a torchrun script calls it) finds
-    the group ready and returns, and its ``destroy_process_group()`` is left for the end.
+    It cannot travel back and holds nothing the notebook could still use, so it stays on
+    the worker without a note (the notebook would hold a dead object just the same).
     """
-
-    def __init__(self, spec: dict):
-        import datetime
-
-        import torch.distributed as dist
-
-        self.dist = dist
-        backend = "nccl" if _torch_device().startswith("cuda") else "gloo"
-        timeout = datetime.timedelta(seconds=float(spec.get("collective_timeout", 300)))
-        dist.init_process_group(
-            backend,
-            init_method=f"tcp://{spec['master_addr']}:{spec['master_port']}",
-            rank=int(spec["rank"]),
-            world_size=int(spec["world_size"]),
-            timeout=timeout,
-        )
-        self._init, self._destroy = dist.init_process_group, dist.destroy_process_group
-        dist.init_process_group = self._init_again
-        dist.destroy_process_group = self._destroy_later
-
-    def _init_again(self, *args, **kwargs) -> None:
-        if not self.dist.is_initialized():
-            self._init(*args, **kwargs)
-
-    def _destroy_later(self, group=None) -> None:
-        if group is not None:
-            self._destroy(group)
-
-    def close(self) -> None:
-        self.dist.init_process_group, self.dist.destroy_process_group = self._init, self._destroy
-        if self.dist.is_initialized():
-            try:
-                self._destroy()
-            except Exception:  # a peer is gone; the group dies with this process's state
-                pass
+    if isinstance(value, io.IOBase):
+        return value.closed
+    if isinstance(value, types.GeneratorType):
+        return inspect.getgeneratorstate(value) == inspect.GEN_CLOSED
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if kind == "multiprocessing.pool.Pool":
+        return getattr(value, "_state", "RUN") != "RUN"
+    if kind.startswith("concurrent.futures."):
+        return bool(getattr(value, "_shutdown_thread", getattr(value, "_shutdown", False)))
+    if kind.startswith("tqdm."):
+        return bool(getattr(value, "disable", False))  # close() disables a bar
+    return False
 
 
 def _cannot_travel(name: str, value: Any) -> str | None:
+    if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType, types.CoroutineType)):
+        return (
+            f"burst: '{name}' ({wire.type_name(value)}) stays on the worker: a half-run "
+            "generator cannot leave the process it runs in; consume it in the cell that makes "
+            f"it (e.g. list({name})), or make it in the cell that uses it"
+        )
     try:
         wire.dumps(value)
         return None
@@ -574,9 +697,18 @@ def _cannot_travel(name: str, value: Any) -> str | None:
 
 
 def _fingerprints(
-    values: dict[str, Any], memo: dict[tuple[int, int], str]
+    values: dict[str, Any],
+    memo: dict[tuple[int, int], str],
+    reached: dict[str, set[int]] | None = None,
 ) -> dict[str, bytes | None]:
-    return {k: wire.fingerprint(v, memo) for k, v in values.items()}
+    """Each value's fingerprint; ``reached`` gets the ids each value's pickle holds."""
+    if reached is None:
+        return {k: wire.fingerprint(v, memo) for k, v in values.items()}
+    out = {}
+    for k, v in values.items():
+        reached[k] = set()
+        out[k] = wire.fingerprint(v, memo, reached[k])
+    return out
 
 
 def _cache_use(spec: dict) -> worker_cache.JobCache | None:

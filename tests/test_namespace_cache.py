@@ -128,7 +128,9 @@ def test_an_unchanged_value_is_sent_once_and_a_one_element_change_is_seen(kernel
 
     kernel.ok("%%burst\ntotal = float(x.sum()) + float(t.sum())")
     sent, found = last_cell(kernel)
-    assert sent < 8192 and found == 12 * MiB
+    # What is left is the cell itself: its spec, the keys, and the notebook's random
+    # generators' states (about 10 KB: random, NumPy's and torch's), nothing of x or t.
+    assert sent < 16384 and found == 12 * MiB
     assert kernel.ok("print(total == x.sum() + 2**20)").stdout.strip() == "True"
 
     kernel.ok("x[12345] = -1e9\nt[7].add_(1)")  # one element of each, in the notebook
@@ -154,7 +156,7 @@ def test_an_unchanged_value_is_sent_once_and_a_one_element_change_is_seen(kernel
     kernel.ok("%%burst\ny = x * 2")
     kernel.ok("%%burst\nlast = float(y[-1])")
     assert kernel.ok("print(last == x[-1] * 2)").stdout.strip() == "True"
-    assert last_cell(kernel)[0] < 8192
+    assert last_cell(kernel)[0] < 16384  # the cell and its random states, nothing of y
 
     listing = kernel.ok("%burst cache").stdout
     assert re.search(r"^    x: ", listing, re.M) and re.search(r"^    y: ", listing, re.M), listing

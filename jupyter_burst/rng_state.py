@@ -1,0 +1,62 @@
+"""The notebook's global random state travels with each cell, and comes back.
+
+In a notebook, ``random.seed(0)`` in one cell decides what ``random.random()`` gives in
+the next; so do ``np.random.seed`` and ``torch.manual_seed``. A worker process has its
+own global generators, shared by whichever cells (of whichever notebooks) ran there. So
+the kernel sends the states of the generators it has (Python's ``random``, NumPy's global
+one, torch's CPU one: a few KB) with the cell, each rank starts from them, and rank 0's
+states after the cell are set back in the kernel. A seeded notebook gives the same numbers
+with or without ``%%burst``. (CUDA generators are per device and stay on the worker.)
+
+Used on both sides: :func:`capture` and :func:`restore` are plain functions of module state.
+The worker sends back every state it has: a cell that imported torch and seeded it leaves
+that state to the notebook, which has torch from then on.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from typing import Any
+
+
+def capture() -> bytes:
+    """The states of the global generators this process has imported, as one small pickle.
+
+    One bytes object, not a structure: it rides in messages whose pickler looks at every
+    object it holds, and a generator's state is hundreds of numbers.
+    """
+    states: dict[str, Any] = {}
+    if "random" in sys.modules:
+        states["random"] = sys.modules["random"].getstate()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and hasattr(numpy, "random"):
+        states["numpy"] = numpy.random.get_state()
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_rng_state"):
+        states["torch"] = torch.get_rng_state().numpy().tobytes()
+    return pickle.dumps(states, protocol=5)
+
+
+def restore(packed: bytes | None, import_torch: bool = False, imported_only: bool = False) -> None:
+    """Set the global generators to what :func:`capture` gave.
+
+    NumPy is imported for its state when missing (a fraction of a second, once), unless
+    ``imported_only``; torch only with ``import_torch`` (seconds): a cell that never touches
+    torch need not pay for it.
+    """
+    if not packed:
+        return
+    states = pickle.loads(packed)
+    if "random" in states:
+        import random
+
+        random.setstate(states["random"])
+    if "numpy" in states and ("numpy" in sys.modules or not imported_only):
+        import numpy
+
+        numpy.random.set_state(states["numpy"])
+    if "torch" in states and ("torch" in sys.modules or import_torch):
+        import torch
+
+        torch.set_rng_state(torch.frombuffer(bytearray(states["torch"]), dtype=torch.uint8))
