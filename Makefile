@@ -3,6 +3,7 @@
 #               the labextension built and linked into .venv/share/jupyter/labextensions
 #   make test   lint, the frontend unit tests (vitest) and the whole pytest suite (what .ci/run runs)
 #   make lab    JupyterLab on the demo notebook
+#   make corpus every notebook of tests/corpus run plainly and under %%burst, compared cell by cell
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
@@ -37,7 +38,7 @@ define pip_editable
 	$(WITH_VENV) $(VENV)/bin/jupyter-builder develop --overwrite .
 endef
 
-.PHONY: venv labextension chromium sshd iproute2 test lint demo lab bench aws-smoke clean distclean
+.PHONY: venv labextension chromium sshd iproute2 test lint demo corpus lab bench aws-smoke clean distclean
 
 venv: $(VENV)/.stamp
 
@@ -93,6 +94,12 @@ lint: venv
 # ranks, a resume, the checkpoints kept and the cost; non-zero on anything unexpected.
 demo: venv
 	$(PY) -m jupyter_burst.demo notebooks/quickstart.ipynb notebooks/training.ipynb
+
+# The differential proof (tests/corpus/README.md): each corpus notebook through two real
+# kernels, plainly and with %%burst on every cell; a table per notebook and the line
+# `N/N cells equivalent`; non-zero unless every cell is (about 2 minutes on 2 cores).
+corpus: venv
+	$(PY) -m tests.corpus.run
 
 lab: venv labextension
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks/quickstart.ipynb
