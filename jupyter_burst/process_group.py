@@ -91,7 +91,11 @@ class CellGroup:
         """The backend asked for, as this slot can run it (nccl needs a GPU)."""
         if backend is None:
             return None
-        text = str(backend).lower()
+        text = str(backend).lower().replace(" ", "")
+        if not self.cuda and ":" in text:
+            # "cpu:gloo,cuda:nccl": on a CPU slot only its CPU part can ever be used.
+            cpu = [part.split(":", 1)[1] for part in text.split(",") if part.startswith("cpu:")]
+            text = cpu[0] if cpu else "nccl"
         if text == "nccl" and not self.cuda:
             if self.rank == 0 and "nccl" not in self._said:
                 self._said.add("nccl")
