@@ -269,6 +269,8 @@ def _run_prepared(
             )
         # After a lost scheduler this starts a new cluster; the checkpoint store outlives it.
         used.append(connect(options))
+        if used[-1] is not used[-2]:
+            node_packages.ensure(used[-1].client, cell.spec["pip"], used[-1].name)
         return used[-1]
 
     ledger.job_started(

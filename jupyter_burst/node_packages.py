@@ -70,10 +70,10 @@ class PipOnNode(WorkerPlugin):
         importlib.invalidate_caches()
 
 
-def node_folder(scheduler: str) -> pathlib.Path:
-    """This node's package folder for the cluster at ``scheduler``."""
+def node_folder(scheduler: str, cluster: str | None = None) -> pathlib.Path:
+    """This node's package folder for the cluster at ``scheduler`` (removed when it stops)."""
     base = os.environ.get("JUPYTER_BURST_STATE_DIR") or tempfile.gettempdir()
-    cluster = os.environ.get("JUPYTER_BURST_CLUSTER", "cluster")
+    cluster = cluster or os.environ.get("JUPYTER_BURST_CLUSTER", "cluster")
     which = hashlib.sha256(f"{scheduler}|{socket.gethostname()}".encode()).hexdigest()[:12]
     return pathlib.Path(base) / "packages" / f"{cluster}-{which}"
 

@@ -295,6 +295,8 @@ def test_pip_install_in_a_burst_cell_installs_on_the_cluster_not_in_the_notebook
         "gone = subprocess.run([sys.executable, '-c', 'import tinypkg']).returncode != 0\n"
     )
     assert kernel.ok("print(gone)").stdout.strip() == "True", again.stderr
+    kernel.ok("%burst down", timeout=120)
+    assert list((kernel.state_dir / "packages").iterdir()) == []  # it went with its cluster
 
 
 def test_pip_install_in_a_burst_cell_installs_on_both_nodes_of_an_emulated_cloud_cluster(

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import time
@@ -558,6 +559,11 @@ class HeadNode:
             )
         await asyncio.gather(*(n.close(timeout=10) for n in self.nannies), return_exceptions=True)
         if self.scheduler is not None:
+            # What %pip installed for this cluster on this machine goes with it.
+            from jupyter_burst.node_packages import node_folder
+
+            folder = node_folder(self.scheduler.address, self.args.cluster)
+            await asyncio.to_thread(shutil.rmtree, folder, True)
             await self.scheduler.close()
         self.ledger.cluster_stopped(self.cluster_id, self.stop_reason)
         self.ledger.close()
