@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import ast
 import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_burst.errors import OptionError
+from jupyter_burst.node_packages import EVERY_NODE, pip_verb
 
 # What a rank's get_ipython() runs (rank_shell.py); everything else is refused up front.
 LINE_MAGICS = frozenset({"time", "timeit", "env", "set_env", "pip", "cd", "pwd", "matplotlib"})
@@ -33,7 +33,6 @@ SUPPORTED = (
 # Magics whose argument is code that runs in the notebook's namespace.
 _CODE_MAGICS = frozenset({"time", "timeit"})
 _TIMEIT_OPTIONS = re.compile(r"^\s*(?:-[tcqo]\s*|-[nrpv]\s*\S+\s*)*")
-_PIP_EVERYWHERE = frozenset({"install", "uninstall"})
 
 
 @dataclass(frozen=True)
@@ -47,10 +46,6 @@ class CellCode:
     read_only: tuple[str, ...] = ()
     # `%pip install ...` / `%pip uninstall ...` argument lines, in the cell's order.
     pip: tuple[str, ...] = field(default=())
-
-    @property
-    def transformed(self) -> bool:
-        return bool(self.timed or self.read_only or self.pip) or "get_ipython()" in self.code
 
 
 def transform(source: str) -> CellCode:
@@ -71,22 +66,24 @@ def transform(source: str) -> CellCode:
     except SyntaxError:
         return CellCode(code)  # the analysis raises it, with its line
     timed: list[str] = []
-    timeit: list[str] = []
+    read_only: list[str] = []
     pip: list[str] = []
     for call in _shell_calls(tree):
         method, args = call
         if method in ("system", "getoutput"):
-            timeit.extend(_expanded(args[0]))
+            read_only.extend(_expanded(args[0]))
         elif method == "run_line_magic":
             name, line = args[0], args[1] if len(args) > 1 else ""
             _check_line_magic(name, line)
             if name not in _CODE_MAGICS:
-                timeit.extend(_expanded(line))  # IPython expands $name and {expr} in these
+                read_only.extend(_expanded(line))  # IPython expands $name and {expr} in these
             if name == "time":
-                _read_inner(_strip_time_options(line), timed, timed, timeit, pip)
+                _read_inner(_strip_time_options(line), timed, timed, read_only, pip)
             elif name == "timeit":
-                _read_inner(_TIMEIT_OPTIONS.sub("", line, count=1), timeit, timed, timeit, pip)
-            elif name == "pip" and pip_verb(line) in _PIP_EVERYWHERE:
+                _read_inner(
+                    _TIMEIT_OPTIONS.sub("", line, count=1), read_only, timed, read_only, pip
+                )
+            elif name == "pip" and pip_verb(line) in EVERY_NODE:
                 pip.append(line)
         elif method == "run_cell_magic":
             name, line, body = (
@@ -97,13 +94,15 @@ def transform(source: str) -> CellCode:
             if name not in CELL_MAGICS:
                 raise OptionError(_refusal(f"%%{name}"))
             if name == "time":
-                _read_inner(body, timed, timed, timeit, pip)
+                _read_inner(body, timed, timed, read_only, pip)
             elif name == "timeit":
-                _read_inner(_TIMEIT_OPTIONS.sub("", line, count=1), timeit, timed, timeit, pip)
-                _read_inner(body, timeit, timed, timeit, pip)
+                _read_inner(
+                    _TIMEIT_OPTIONS.sub("", line, count=1), read_only, timed, read_only, pip
+                )
+                _read_inner(body, read_only, timed, read_only, pip)
             else:
-                timeit.extend(_expanded(line))  # %%writefile {path}: IPython expands the line
-    return CellCode(code, tuple(timed), tuple(timeit), tuple(pip))
+                read_only.extend(_expanded(line))  # %%writefile {path}: IPython expands the line
+    return CellCode(code, tuple(timed), tuple(read_only), tuple(pip))
 
 
 def refuse_keyboard(code: str, user_ns: Mapping[str, Any]) -> None:
@@ -161,21 +160,14 @@ def _expanded(text: str) -> list[str]:
 
 
 def _read_inner(
-    source: str, into: list[str], timed: list[str], timeit: list[str], pip: list[str]
+    source: str, into: list[str], timed: list[str], read_only: list[str], pip: list[str]
 ) -> None:
     """A magic's code argument: itself IPython syntax, checked and read like a cell."""
     inner = transform(source)
     into.append(inner.code)
     timed.extend(inner.timed)
-    timeit.extend(inner.read_only)
+    read_only.extend(inner.read_only)
     pip.extend(inner.pip)
-
-
-def transform_only(source: str) -> str:
-    """IPython's transformation of ``source`` alone (a rank's shell, for %%time's body)."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return TransformerManager().transform_cell(source)
 
 
 def _ipython_transform(source: str) -> str:
@@ -245,12 +237,3 @@ def _refusal(magic: str) -> str:
 
 def _strip_time_options(line: str) -> str:
     return re.sub(r"^\s*--no-raise-error\b", "", line)
-
-
-def pip_verb(line: str) -> str:
-    """The pip command of a ``%pip`` line: install, uninstall, list ..."""
-    try:
-        words = shlex.split(line)
-    except ValueError:
-        return ""
-    return next((w for w in words if not w.startswith("-")), "")

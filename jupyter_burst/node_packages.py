@@ -35,6 +35,8 @@ from jupyter_burst.errors import BurstError
 from jupyter_burst.filelock import exclusive
 
 _PIP_SECONDS = 1800.0
+# The %pip verbs the kernel has done on every node before the cell; others run on the rank.
+EVERY_NODE = frozenset({"install", "uninstall"})
 
 
 class PipOnNode(WorkerPlugin):
@@ -70,6 +72,15 @@ class PipOnNode(WorkerPlugin):
         importlib.invalidate_caches()
 
 
+def pip_verb(line: str) -> str:
+    """The pip command of a ``%pip`` line: install, uninstall, list ..."""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        return ""
+    return next((w for w in words if not w.startswith("-")), "")
+
+
 def node_folder(scheduler: str, cluster: str | None = None) -> pathlib.Path:
     """This node's package folder for the cluster at ``scheduler`` (removed when it stops)."""
     base = os.environ.get("JUPYTER_BURST_STATE_DIR") or tempfile.gettempdir()
@@ -96,7 +107,7 @@ def use_packages(folder: pathlib.Path) -> None:
 def run_pip(line: str, folder: pathlib.Path) -> None:
     """Run one ``%pip`` line on this node; raise with pip's own last lines when it fails."""
     words = shlex.split(line)
-    verb = next((w for w in words if not w.startswith("-")), "")
+    verb = pip_verb(line)
     site = site_packages(folder)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([site, os.environ.get("PYTHONPATH", "")]))
     if verb == "install":

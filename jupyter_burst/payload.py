@@ -819,9 +819,11 @@ def _pickled_for(obj: Any) -> Any:
 SENT = ("burst", "sent objects")
 
 
-def arrived_positions(unpickler_memo: Mapping[int, Any], reachable: set[int]) -> dict[int, int]:
-    """On the worker: id -> position in the received pickle, for the objects in ``reachable``."""
-    return {id(obj): position for position, obj in unpickler_memo.items() if id(obj) in reachable}
+def arrived_positions(unpickler_memo: Any, reachable: set[int]) -> dict[int, int]:
+    """On the worker: id -> position in the received pickle, for the objects in ``reachable``
+    (``unpickler_memo``: the memo of the unpickler that read the message)."""
+    memo = unpickler_memo.copy()
+    return {id(obj): position for position, obj in memo.items() if id(obj) in reachable}
 
 
 # --------------------------------------------------------------------------------------
@@ -909,10 +911,10 @@ def unpack_namespace(
     namespace = {} if namespace is None else namespace
     unpickler = _Unpickler(io.BytesIO(payload.data), buffers, namespace, None)
     shipped = unpickler.load()
-    shipped["arrived"] = unpickler.memo.copy()  # position -> object, for references back
+    # Its memo (position -> object), read only if the result needs references back.
+    meta["arrived"] = unpickler.memo
     namespace.setdefault("__name__", "__main__")
     namespace.setdefault("__builtins__", __builtins__)
-    meta["arrived"] = shipped["arrived"]
     return meta, namespace, shipped["values"]
 
 

@@ -26,8 +26,6 @@ from typing import Any
 
 from jupyter_burst.errors import BurstError
 
-_KERNEL_DONE = frozenset({"install", "uninstall"})
-
 
 class RankShell:
     """One cell's ``get_ipython()`` on one rank."""
@@ -113,9 +111,9 @@ class RankShell:
         return self._compiler
 
     def transform_cell(self, raw_cell: str) -> str:
-        from jupyter_burst.ipython_syntax import transform_only
+        from IPython.core.inputtransformer2 import TransformerManager
 
-        return transform_only(raw_cell)
+        return TransformerManager().transform_cell(raw_cell)
 
     def transform_ast(self, node):
         return node
@@ -176,9 +174,9 @@ class RankShell:
         print(path)
 
     def _pip(self, line: str) -> None:
-        from jupyter_burst.ipython_syntax import pip_verb
+        from jupyter_burst.node_packages import EVERY_NODE, pip_verb
 
-        if pip_verb(line) in _KERNEL_DONE:
+        if pip_verb(line) in EVERY_NODE:
             return None  # done on every node before the cell ran
         import shlex
 

@@ -477,11 +477,11 @@ def _result(
     before: dict[str, bytes | None],
     initial: dict[str, Any],
     cache: worker_cache.JobCache | None,
-    arrived: dict[int, Any],
+    arrived: Any,
 ) -> wire.Payload:
     """What goes back: the names the cell assigned, and the values it changed in place.
 
-    ``arrived``: the objects of the message the cell came in, by position; an unchanged one
+    ``arrived``: the memo of the message the cell came in (objects by position); an unchanged one
     that a new value holds goes back as a reference to the notebook's own object.
     """
     brings_back = int(spec.get("rank", 0)) == 0 or spec.get("returns") == "gather"
@@ -528,7 +528,8 @@ def _result(
         unchanged = {id(v): k for k, v in watched.items() if k not in changed}
         safe = set().union(*(reached[k] for k in watched if k not in changed))
         safe.discard(id(namespace))
-        held = wire.arrived_positions(arrived, safe) if safe else {}
+        sends_new = bool(result["values"]) or "shown" in result  # what could hold them
+        held = wire.arrived_positions(arrived, safe) if safe and sends_new else {}
     try:
         return wire.pack_result(result, namespace, unchanged, status, cache, held)
     except Exception:

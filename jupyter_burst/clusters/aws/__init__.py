@@ -192,13 +192,7 @@ class AwsProvider:
             cluster_id, request.name, self.name, scheduler, plan.gpus, record["devices"],
             request.idle_minutes,
         )  # fmt: skip
-        for instance in instances:
-            # EC2 bills each instance from its own launch time, at the price it was launched at.
-            ledger.node_started(
-                instance.id, cluster_id, self.name, instance.role, offer.gpus, record["devices"],
-                None, price_per_hour=instance.price_per_hour, notional=False, billing_minimum=60,
-                started=instance.launched,
-            )  # fmt: skip
+        _bill(ledger, cluster_id, instances, record["devices"])
         records.write_record(request.state_dir, request.name, record)
         return record
 
@@ -218,14 +212,8 @@ class AwsProvider:
         """
         state_dir = pathlib.Path(record.get("state_dir") or request.state_dir)
         region = record["region"]
-        short = request.slots - have
-        wanted = OfferRequest(
-            gpus=short,
-            gpu_mem_gib=request.gpu_mem_gib,
-            spot=bool(request.spot),  # None (no preference) is on-demand, as for a launch
-            regions=(region,),
-        )
-        plan = cheapest(self.offers(wanted), wanted)
+        # Chosen as a launch's plan is, for the GPUs it lacks, in the cluster's own region.
+        plan = self.plan(replace(request, slots=request.slots - have, regions=(region,), plan=None))
         kind = "" if request.gpu_mem_gib is None else f" with >= {request.gpu_mem_gib:g} GiB"
         print(
             f"burst: cluster '{record['name']}' has {have} GPU{'s' if have != 1 else ''}{kind} "
@@ -246,27 +234,23 @@ class AwsProvider:
             for i in provision.find(clients, region, cluster_id=record["id"])
             if i.role == "worker"
         }
-        node = userdata.NodeBoot(
-            cluster=record["name"],
-            cluster_id=record["id"],
-            role="worker",
-            slots=offer.gpus,
-            idle_minutes=float(record.get("idle", request.idle_minutes)),
-            max_lifetime_minutes=float(config.get("aws.max-lifetime", 720)),
-            keys_url="",
-            scheduler=record["scheduler"],
-            extra=True,
-            gpu_mem_gib=offer.gpu_mem_gib,
-        )
         s3.put_object(Bucket=bucket, Key=keys_key, Body=certs.node_bundle())
         try:
-            node = replace(
-                node,
+            node = userdata.NodeBoot(
+                cluster=record["name"],
+                cluster_id=record["id"],
+                role="worker",
+                slots=offer.gpus,
+                idle_minutes=float(record.get("idle", request.idle_minutes)),
+                max_lifetime_minutes=float(config.get("aws.max-lifetime", 720)),
                 keys_url=s3.generate_presigned_url(
                     "get_object",
                     Params={"Bucket": bucket, "Key": keys_key},
                     ExpiresIn=_KEYS_SECONDS,
                 ),
+                scheduler=record["scheduler"],
+                extra=True,
+                gpu_mem_gib=offer.gpu_mem_gib,
             )
             spec = provision.LaunchSpec(
                 cluster_id=record["id"],
@@ -302,13 +286,7 @@ class AwsProvider:
             s3.delete_object(Bucket=bucket, Key=keys_key)  # the key never outlives the boot
         devices = [f"cuda:{g}" for g in range(offer.gpus)]
         ledger = shared_ledger(state_dir)
-        for instance in added:
-            # Billed as EC2 bills it: from its own launch time, at the price it launched at.
-            ledger.node_started(
-                instance.id, record["id"], self.name, "worker", offer.gpus, devices, None,
-                price_per_hour=instance.price_per_hour, notional=False, billing_minimum=60,
-                started=instance.launched,
-            )  # fmt: skip
+        _bill(ledger, record["id"], added, devices)
         grown = dict(
             record,
             instances=[*record.get("instances", []), *(i.id for i in added)],
@@ -389,6 +367,17 @@ class AwsProvider:
             print(
                 f"burst: security group {', '.join(left)} is still in use; %burst gc deletes it later"
             )
+
+
+def _bill(ledger, cluster_id: str, instances: list, devices: list[str]) -> None:
+    """Each instance in the ledger as EC2 bills it: from its own launch time, at the price it
+    was launched at (``devices``: one node's)."""
+    for instance in instances:
+        ledger.node_started(
+            instance.id, cluster_id, AwsProvider.name, instance.role, len(devices), devices, None,
+            price_per_hour=instance.price_per_hour, notional=False, billing_minimum=60,
+            started=instance.launched,
+        )  # fmt: skip
 
 
 def _wants_spot(request: ClusterRequest) -> bool:
