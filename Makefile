@@ -93,7 +93,7 @@ lint: venv
 # Both demo notebooks headless (state in .burst-demo/): per notebook its cells, the jobs'
 # ranks, a resume, the checkpoints kept and the cost; non-zero on anything unexpected.
 demo: venv
-	$(PY) -m jupyter_burst.demo notebooks/quickstart.ipynb notebooks/training.ipynb
+	$(PY) -m jupyter_burst.tools.demo notebooks/quickstart.ipynb notebooks/training.ipynb
 
 # The differential proof (tests/corpus/README.md): each corpus notebook through two real
 # kernels, plainly and with %%burst on every cell; a table per notebook and the line
@@ -113,7 +113,7 @@ bench: venv
 
 # One real cell on one real AWS GPU with your account (a few cents); see README.
 aws-smoke: venv
-	$(PY) -m jupyter_burst.smoke
+	$(PY) -m jupyter_burst.tools.smoke
 
 clean:
 	rm -rf lib labextension node_modules tsconfig.tsbuildinfo .yarn/cache \

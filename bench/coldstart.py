@@ -45,8 +45,8 @@ try:
     print("BENCH " + json.dumps({{"start": t_start, "imported": t_imported, "done": t_done,
                                "error": None if result.success else repr(error)}}), flush=True)
 finally:
-    from jupyter_burst import clusters
-    clusters.down()
+    from jupyter_burst.driver import cluster
+    cluster.down()
 """
 
 

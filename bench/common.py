@@ -98,8 +98,8 @@ def bench_patch():
     import collections
     import time
 
-    import jupyter_burst.payload as wire
-    import jupyter_burst.runtime as runtime
+    import jupyter_burst.wire.payload as wire
+    import jupyter_burst.worker.runtime as runtime
 
     if getattr(runtime, "_bench_undo", None):
         return False
@@ -134,7 +134,7 @@ def bench_patch():
 
 
 def bench_collect():
-    import jupyter_burst.runtime as runtime
+    import jupyter_burst.worker.runtime as runtime
 
     times = getattr(runtime, "_bench_times", None) or {}
     out = {k: list(v) for k, v in times.items()}
@@ -143,7 +143,7 @@ def bench_collect():
 
 
 def bench_unpatch():
-    import jupyter_burst.runtime as runtime
+    import jupyter_burst.worker.runtime as runtime
 
     for owner, name, original in reversed(getattr(runtime, "_bench_undo", None) or []):
         setattr(owner, name, original)
@@ -250,9 +250,9 @@ class Session:
             return json.load(f)
 
     def handle(self):
-        from jupyter_burst import clusters
+        from jupyter_burst.driver import cluster
 
-        return next(h for h in clusters._handles.values() if h.name == "default")
+        return next(h for h in cluster._handles.values() if h.name == "default")
 
     # a plain Dask client on the same cluster -----------------------------------------------
 
@@ -292,10 +292,10 @@ class Session:
         self.close_raw()
         if self._shell is None and not (self.state_dir / "clusters").exists():
             return
-        from jupyter_burst import clusters
+        from jupyter_burst.driver import cluster
 
         self._note_processes()
-        clusters.down()
+        cluster.down()
 
     def close(self) -> list[int]:
         """Stop everything; returns the pids that had to be killed (a leak; should be empty)."""

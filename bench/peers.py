@@ -10,7 +10,7 @@ Three ways to run a notebook cell somewhere else, all on this machine, all over 
   ``client.scatter`` of the names it reads, ``client.submit(run_source, ...)``, ``.result()``
   and the names it assigned merged back.
 
-Which names travel comes from ``jupyter_burst.namespace.analyse`` (``bench/replay.py``), so
+Which names travel comes from ``jupyter_burst.kernel.namespace.analyse`` (``bench/replay.py``), so
 the three move the same names. Bytes over loopback are read from the ``lo`` interface's
 counters (``/proc/net/dev``), not from any system's own accounting; they count every process
 of this network namespace, so another process's traffic shows up in them too.

@@ -123,7 +123,7 @@ def notebook_namespace(nbytes: int, seed: int = 0) -> dict[str, np.ndarray]:
 def _analysis(source: str):
     """jupyter-burst's own reading of the cell, once per source (the replay repeats cells,
     and a push/pull cell asks three questions of it)."""
-    from jupyter_burst.namespace import analyse
+    from jupyter_burst.kernel.namespace import analyse
 
     return analyse(source)
 

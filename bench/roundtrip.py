@@ -59,13 +59,13 @@ def run(session: Session, quick: bool, profile: bool = False) -> Report:
 
 def breakdown(session: Session, n: int) -> list[str]:
     """Where a trivial cell's time goes in the kernel: timed steps, then cProfile's top entries."""
-    import jupyter_burst.cell as cell
-    import jupyter_burst.clusters as clusters
-    import jupyter_burst.jobs as jobs
-    import jupyter_burst.ledger as ledger
-    import jupyter_burst.magic as magic
-    import jupyter_burst.namespace as namespace
-    import jupyter_burst.payload as wire
+    import jupyter_burst.driver.cluster as clusters
+    import jupyter_burst.driver.jobs as jobs
+    import jupyter_burst.kernel.cell as cell
+    import jupyter_burst.kernel.magic as magic
+    import jupyter_burst.kernel.namespace as namespace
+    import jupyter_burst.store.ledger as ledger
+    import jupyter_burst.wire.payload as wire
 
     totals = []
     with Timers() as timers:

@@ -272,7 +272,7 @@ def run(session: Session, quick: bool, profile: bool = False) -> Report:
 
 def fingerprint_row(m: str, x: np.ndarray, send_seconds: float) -> Row:
     """The kernel's content keys of ``x`` (what decides "send again or not") against sending it."""
-    from jupyter_burst import digest, payload
+    from jupyter_burst.wire import digest, payload
 
     def keys() -> float:
         t0 = time.perf_counter()
@@ -335,8 +335,8 @@ def _ratio_row(m: str, figure: str, rate: float, raw_rate: float, quick: bool) -
 
 def breakdown(session: Session, value, label: str, name: str, runs: int = 3) -> list[str]:
     """The cell ``name`` again, each step timed in the kernel and on the worker; the fastest run."""
-    import jupyter_burst.jobs as jobs
-    import jupyter_burst.payload as wire
+    import jupyter_burst.driver.jobs as jobs
+    import jupyter_burst.wire.payload as wire
 
     cell, identical = CELLS[name]
     client = session.raw_client()

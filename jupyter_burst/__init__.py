@@ -6,9 +6,7 @@ from jupyter_burst.errors import BurstError
 from jupyter_burst.server import (
     _jupyter_server_extension_points as _jupyter_server_extension_points,
 )
-from jupyter_burst.server import (
-    _load_jupyter_server_extension as _load_jupyter_server_extension,
-)
+from jupyter_burst.server import _load_jupyter_server_extension as _load_jupyter_server_extension
 
 __version__ = "0.1.0"
 
@@ -17,7 +15,7 @@ __all__ = ["BurstError", "CellResult", "__version__", "burst", "load_ipython_ext
 
 def load_ipython_extension(ipython) -> None:
     """``%load_ext jupyter_burst``: register ``%%burst`` and ``%burst``."""
-    from jupyter_burst.magic import load
+    from jupyter_burst.kernel.magic import load
 
     load(ipython)
 
@@ -25,11 +23,11 @@ def load_ipython_extension(ipython) -> None:
 def __getattr__(name: str):
     # The API pulls in Dask; importing the package (the server extension does) should not.
     if name in ("run", "CellResult"):
-        from jupyter_burst import cell
+        from jupyter_burst.kernel import cell
 
         return getattr(cell, name)
     if name == "burst":
-        from jupyter_burst import helper
+        from jupyter_burst.worker import helper
 
         globals()["burst"] = helper.local()
         return globals()["burst"]

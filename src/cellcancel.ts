@@ -1,6 +1,6 @@
 import { BurstStore } from './store';
 
-/** Classes the kernel gives an in-cell status's cancel button (jupyter_burst/cell_status.py). */
+/** Classes the kernel gives an in-cell status's cancel button (jupyter_burst/kernel/cell_status.py). */
 const CANCEL_CLASS = 'jp-BurstCell-cancel';
 const JOB_CLASS_PREFIX = 'jp-BurstCell-job-';
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from jupyter_burst.node.preemption import NOTICE_PATH, TOKEN_HEADER, TOKEN_PATH
+from jupyter_burst.worker.preemption import NOTICE_PATH, TOKEN_HEADER, TOKEN_PATH
 
 LOCAL_IPV4_PATH = "/latest/meta-data/local-ipv4"
 

@@ -15,11 +15,11 @@ from decimal import Decimal
 
 import pytest
 
-from jupyter_burst import cost
-from jupyter_burst.budget import usd
 from jupyter_burst.clusters.aws import prices, sdk
 from jupyter_burst.clusters.offers import Offer
-from jupyter_burst.ledger import Ledger
+from jupyter_burst.store import cost
+from jupyter_burst.store.budget import usd
+from jupyter_burst.store.ledger import Ledger
 from tests.aws_cloud import REGION
 from tests.harness import burst_kernel, wait_for
 

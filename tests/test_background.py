@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from jupyter_burst.ledger import Ledger
+from jupyter_burst.store.ledger import Ledger
 from tests.harness import burst_processes, cluster_record, wait_for
 
 # The job runs until the test creates the flag file, so "still running" is a fact, not a race;

@@ -381,7 +381,7 @@ def test_quickstart_runs_in_the_binder_configuration(
             str(BINDER / "start"),
             sys.executable,
             "-m",
-            "jupyter_burst.demo",
+            "jupyter_burst.tools.demo",
             str(QUICKSTART),
             "--state-dir",
             str(state_dir),

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import dask.config
 import pytest
 
-from jupyter_burst import cell_status
-from jupyter_burst.cost import Spend
-from jupyter_burst.ledger import Ledger
+from jupyter_burst.kernel import cell_status
 from jupyter_burst.server import actions
 from jupyter_burst.server.api import NotFound
+from jupyter_burst.store.cost import Spend
+from jupyter_burst.store.ledger import Ledger
 from tests.harness import Execution, Kernel
 
 FINAL = re.compile(

@@ -24,8 +24,8 @@ import fsspec
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from jupyter_burst.checkpoints import MANIFEST, CheckpointSkipped, CheckpointStore
 from jupyter_burst.errors import CheckpointError
+from jupyter_burst.store.checkpoints import MANIFEST, CheckpointSkipped, CheckpointStore
 from tests.harness import REPO, wait_for
 
 BLOB = 3 << 20  # a few MB per checkpoint: a save takes long enough to be caught mid-way
@@ -50,7 +50,7 @@ def _env() -> dict[str, str]:
 # it is killed. It does not import torch, so its checkpoints are pickles.
 _WRITER = f"""
 import sys
-from jupyter_burst.checkpoints import CheckpointStore
+from jupyter_burst.store.checkpoints import CheckpointStore
 BLOB = {BLOB}
 def state_of(k):
     return {{"k": k, "blob": bytes([k % 251]) * BLOB, "nested": {{"lr": 0.1 * k, "ks": list(range(k))}}}}
@@ -157,8 +157,8 @@ def test_a_kill_at_any_moment_of_a_save_leaves_the_previous_checkpoint_valid(tmp
 # functions a save goes through, before or after it runs.
 _KILL_AT = """
 import os, signal, sys
-from jupyter_burst import checkpoints
-from jupyter_burst.checkpoints import CheckpointStore
+from jupyter_burst.store import checkpoints
+from jupyter_burst.store.checkpoints import CheckpointStore
 root, owner, name, when, nth = sys.argv[1:6]
 store = CheckpointStore(root, "job", keep=2)
 def state_of(k):
@@ -405,7 +405,7 @@ def test_a_full_disk_is_one_line_and_the_previous_checkpoint_stays(tmp_path, ful
 
 _FSIZE = """
 import resource, signal, sys
-from jupyter_burst.checkpoints import CheckpointStore
+from jupyter_burst.store.checkpoints import CheckpointStore
 from jupyter_burst.errors import CheckpointError
 store = CheckpointStore(sys.argv[1], "job")
 store.save({"k": 1, "blob": b"a" * 100_000}, step=1)

@@ -19,8 +19,8 @@ import pytest
 
 pytest.importorskip("s3fs")
 
-from jupyter_burst.checkpoints import MANIFEST, CheckpointSkipped, CheckpointStore, listing
 from jupyter_burst.errors import CheckpointError
+from jupyter_burst.store.checkpoints import MANIFEST, CheckpointSkipped, CheckpointStore, listing
 from tests.aws_fakes import CREDENTIALS, moto_server
 from tests.harness import REPO, burst_kernel
 from tests.test_checkpoints import third_skipped
@@ -110,8 +110,8 @@ def test_a_corrupted_object_is_skipped_with_a_warning_and_the_one_before_is_used
 # Saves steps 1-3, then SIGKILLs itself at one point of the save of step 4.
 _KILL_AT = f"""
 import os, signal, sys
-from jupyter_burst import checkpoints
-from jupyter_burst.checkpoints import CheckpointStore
+from jupyter_burst.store import checkpoints
+from jupyter_burst.store.checkpoints import CheckpointStore
 root, owner, name, nth = sys.argv[1:5]
 store = CheckpointStore(root, "job", keep=2)
 def state_of(k):
@@ -182,7 +182,7 @@ def test_a_missing_bucket_is_one_line_and_is_not_created(endpoint):
 
 _NO_CREDENTIALS = """
 import sys
-from jupyter_burst.checkpoints import CheckpointStore
+from jupyter_burst.store.checkpoints import CheckpointStore
 from jupyter_burst.errors import CheckpointError
 store = CheckpointStore(sys.argv[1], "job")
 for attempt in (lambda: store.restore(), lambda: store.save({"k": 1}, step=1)):
@@ -298,7 +298,7 @@ def test_a_cell_checkpoints_to_s3_lists_restores_and_resumes_from_it(
 def test_background_results_are_kept_beside_the_checkpoints_in_s3(root):
     import pickle
 
-    from jupyter_burst import results
+    from jupyter_burst.store import results
 
     results.save(root, "job", pickle.dumps(({"y": 1}, None, None)))
     assert results.exists(root, "job") and results.load(root, "job") == ({"y": 1}, None, None)

@@ -17,13 +17,13 @@ from pathlib import Path
 import dask.config
 import pytest
 
-from jupyter_burst import clusters
 from jupyter_burst.clusters import choose, records, registry
 from jupyter_burst.clusters.aws import AwsProvider
 from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
 from jupyter_burst.clusters.provider import ClusterRequest
+from jupyter_burst.driver import cluster
 from jupyter_burst.errors import ClusterError, OptionError
-from jupyter_burst.options import parse
+from jupyter_burst.kernel.options import parse
 from tests.harness import REPO, burst_kernel, cluster_record
 
 EXAMPLE = REPO / "tests" / "example_provider"
@@ -121,7 +121,7 @@ def providers(monkeypatch):
     """Providers by name; ``burst.providers`` lists them and ``burst.provider`` is unset."""
     installed: dict[str, object] = {}
     monkeypatch.setattr(registry, "get_provider", installed.__getitem__)
-    monkeypatch.setattr(clusters, "get_provider", installed.__getitem__)
+    monkeypatch.setattr(cluster, "get_provider", installed.__getitem__)
     monkeypatch.setattr(choose, "_held", None)
 
     def install(**named):

@@ -18,12 +18,12 @@ from decimal import Decimal
 
 import psutil
 
-from jupyter_burst import cost
 from jupyter_burst.clusters import tls
 from jupyter_burst.clusters.aws import prices
 from jupyter_burst.clusters.offers import Offer
-from jupyter_burst.ledger import Ledger
 from jupyter_burst.node.idle import ExtrasPolicy, IdlePolicy
+from jupyter_burst.store import cost
+from jupyter_burst.store.ledger import Ledger
 from tests import test_ssh_provider as ssh
 from tests.aws_cloud import REGION
 from tests.harness import burst_kernel, burst_processes, cluster_record, wait_for

@@ -17,11 +17,11 @@ from decimal import Decimal
 import dask.config
 import pytest
 
-from jupyter_burst import budget, cost
-from jupyter_burst.budget import ASK, GO, STOP, WAIT, JobBudget, daily_refusal
 from jupyter_burst.errors import BudgetExceeded, OptionError
-from jupyter_burst.ledger import Ledger
-from jupyter_burst.options import parse
+from jupyter_burst.kernel.options import parse
+from jupyter_burst.store import budget, cost
+from jupyter_burst.store.budget import ASK, GO, STOP, WAIT, JobBudget, daily_refusal
+from jupyter_burst.store.ledger import Ledger
 from tests.harness import burst_kernel, burst_processes, cluster_record
 
 D = Decimal

@@ -11,7 +11,7 @@ import sys
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from jupyter_burst import demo
+from jupyter_burst.tools import demo
 from tests.harness import REPO, burst_processes, stop_clusters, wait_for
 
 
@@ -22,7 +22,7 @@ def _run_demo(
     env.pop("DASK_BURST__LOCAL__PRICE_PER_HOUR", None)  # the notebook sets its own
     try:
         return subprocess.run(
-            [sys.executable, "-m", "jupyter_burst.demo", *map(str, notebooks)]
+            [sys.executable, "-m", "jupyter_burst.tools.demo", *map(str, notebooks)]
             + ["--state-dir", str(state_dir), "--timeout", "180"],
             cwd=REPO,
             env=env,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import yaml
 
-from jupyter_burst import magic, options
+from jupyter_burst.kernel import magic, options
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

@@ -279,7 +279,7 @@ def test_make_aws_smoke_runs_a_cell_shows_the_cost_and_leaves_nothing_tagged(aws
     # This module's moto server, and the emulator that boots its instances' user data.
     with VmEmulator(clients, (REGION,), tmp_path / "vms"):
         smoke = subprocess.run(
-            [sys.executable, "-m", "jupyter_burst.smoke", "--cell-timeout", "180",
+            [sys.executable, "-m", "jupyter_burst.tools.smoke", "--cell-timeout", "180",
              "--state-dir", str(state_dir)],
             capture_output=True,
             text=True,
@@ -310,7 +310,7 @@ def test_make_aws_smoke_names_a_missing_setting_in_one_line_and_launches_nothing
     clients, image, _, _, endpoint = aws
     env = {**_smoke_env(endpoint, image), "DASK_BURST__AWS__IMAGE": ""}
     smoke = subprocess.run(
-        [sys.executable, "-m", "jupyter_burst.smoke"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "jupyter_burst.tools.smoke"], capture_output=True, text=True, env=env
     )
     assert smoke.returncode == 2
     assert smoke.stderr.strip().splitlines() == [

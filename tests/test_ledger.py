@@ -6,7 +6,7 @@ import multiprocessing
 
 import pytest
 
-from jupyter_burst.ledger import Ledger, LineSplitter
+from jupyter_burst.store.ledger import Ledger, LineSplitter
 
 
 def _writer(path: str, worker: int, n: int) -> None:

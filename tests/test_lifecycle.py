@@ -7,7 +7,7 @@ import time
 
 import psutil
 
-from jupyter_burst.ledger import Ledger
+from jupyter_burst.store.ledger import Ledger
 from tests.harness import Kernel, burst_processes, cluster_record, wait_for
 
 _BUSY_LOOP = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jupyter_burst.errors import SendError
-from jupyter_burst.namespace import analyse, select
+from jupyter_burst.kernel.namespace import analyse, select
 
 
 def test_reads_inside_nested_functions_comprehensions_and_fstrings():

@@ -10,7 +10,8 @@ import pytest
 from dask.utils import parse_bytes
 from distributed.protocol import deserialize, serialize
 
-from jupyter_burst import digest, payload, worker_cache
+from jupyter_burst.wire import digest, payload
+from jupyter_burst.worker import value_cache
 from tests.harness import burst_kernel
 
 MiB = 1 << 20
@@ -55,24 +56,24 @@ def test_a_message_without_the_buffers_a_worker_holds_travels_without_them():
     arrived = deserialize(header, frames)
     assert arrived.omitted == lean.omitted and arrived.keys == message.keys
 
-    cache = worker_cache.ValueCache()
-    original, worker_cache.cache = worker_cache.cache, cache
+    cache = value_cache.ValueCache()
+    original, value_cache.cache = value_cache.cache, cache
     try:
-        full = worker_cache.JobCache("me", 100 * MiB, MiB, "job-1")
+        full = value_cache.JobCache("me", 100 * MiB, MiB, "job-1")
         payload.unpack_namespace(deserialize(*serialize(message, serializers=["dask"])), full)
         full.release()
-        job = worker_cache.JobCache("me", 100 * MiB, MiB, "job-2")
+        job = value_cache.JobCache("me", 100 * MiB, MiB, "job-2")
         _, _, values = payload.unpack_namespace(arrived, job)
         assert np.array_equal(values["x"], x) and values["y"] == 3
-        stranger = worker_cache.JobCache("someone-else", 100 * MiB, MiB, "job-3")
-        with pytest.raises(worker_cache.CacheMiss):
+        stranger = value_cache.JobCache("someone-else", 100 * MiB, MiB, "job-3")
+        with pytest.raises(value_cache.CacheMiss):
             payload.unpack_namespace(arrived, stranger)
     finally:
-        worker_cache.cache = original
+        value_cache.cache = original
 
 
 def test_the_worker_cache_forgets_the_least_recently_used_but_never_a_pinned_entry():
-    cache = worker_cache.ValueCache()
+    cache = value_cache.ValueCache()
     a, b, c = (memoryview(bytearray(4 * MiB)) for _ in range(3))
     cache.put("me", "a", a, 10 * MiB, "job-1")
     cache.put("me", "b", b, 10 * MiB, "job-1")
@@ -99,9 +100,9 @@ def test_the_worker_cache_forgets_the_least_recently_used_but_never_a_pinned_ent
 
 
 def test_the_limit_is_bytes_or_a_share_of_the_workers_memory():
-    assert worker_cache.limit_bytes("8 GiB") == 8 << 30
-    assert worker_cache.limit_bytes(1000) == 1000
-    assert 0 < worker_cache.limit_bytes("25%") < worker_cache.limit_bytes("50%")
+    assert value_cache.limit_bytes("8 GiB") == 8 << 30
+    assert value_cache.limit_bytes(1000) == 1000
+    assert 0 < value_cache.limit_bytes("25%") < value_cache.limit_bytes("50%")
 
 
 # ---------------------------------------------------------------------------------------

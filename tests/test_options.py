@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jupyter_burst.errors import OptionError
-from jupyter_burst.options import parse
+from jupyter_burst.kernel.options import parse
 
 
 def test_defaults_come_from_config(monkeypatch):

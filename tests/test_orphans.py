@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from jupyter_burst import orphans
+from jupyter_burst.worker import orphans
 
 
 class _Exited(Exception):

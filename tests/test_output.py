@@ -82,7 +82,7 @@ def test_a_figure_left_open_is_shown_at_the_end_like_inline(kernel):
 
 def test_output_is_in_the_ledger_too(kernel, state_dir):
     kernel.ok("%%burst\nfor i in range(3):\n    print('line', i)\n")
-    from jupyter_burst.ledger import Ledger
+    from jupyter_burst.store.ledger import Ledger
 
     ledger = Ledger(state_dir / "ledger.sqlite")
     job = ledger.query("SELECT * FROM jobs ORDER BY started DESC LIMIT 1")[0]

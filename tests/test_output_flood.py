@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import time
 
-from jupyter_burst import output
-from jupyter_burst.ledger import Ledger
-from jupyter_burst.output import Renderer
+from jupyter_burst.kernel import output
+from jupyter_burst.kernel.output import Renderer
+from jupyter_burst.store.ledger import Ledger
 
 _NOTE = re.compile(r"burst: ([\d,]+) lines? not shown here \(too fast to display\)")
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from distributed.protocol import deserialize, serialize
 
-from jupyter_burst import payload as wire
 from jupyter_burst.errors import SendError
+from jupyter_burst.wire import payload as wire
 
 
 def _through_dask(message: wire.Payload) -> wire.Payload:

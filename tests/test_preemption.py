@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from jupyter_burst.helper import Burst
-from jupyter_burst.ledger import Ledger
-from jupyter_burst.node.preemption import (
+from jupyter_burst.store.ledger import Ledger
+from jupyter_burst.worker.helper import Burst
+from jupyter_burst.worker.preemption import (
     TOKEN_HEADER,
     TOKEN_TTL_HEADER,
     ImdsSession,

@@ -5,7 +5,7 @@ group) run in real kernels in tests/test_notebook_cells.py."""
 
 from __future__ import annotations
 
-from jupyter_burst.process_group import CellGroup
+from jupyter_burst.worker.process_group import CellGroup
 
 
 def _group(rank: int = 0, cuda: bool = False) -> tuple[CellGroup, list[str]]:

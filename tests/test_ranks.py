@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from jupyter_burst.ledger import Ledger
+from jupyter_burst.store.ledger import Ledger
 
 _DATA = (
     "import torch\n"

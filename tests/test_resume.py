@@ -10,8 +10,8 @@ import time
 import dask.config
 import pytest
 
-from jupyter_burst import clusters
-from jupyter_burst.ledger import Ledger
+from jupyter_burst.driver import cluster
+from jupyter_burst.store.ledger import Ledger
 from tests.harness import cluster_record, wait_for
 
 _DATA = (
@@ -198,7 +198,7 @@ def test_a_cluster_stopped_on_purpose_mid_cell_is_not_started_again(kernel, stat
     )
     wait_for(marker.exists, 60, "the cell to run")
     with dask.config.set({"burst.state-dir": str(state_dir)}):
-        assert clusters.down("default") == ["default"]  # what POST clusters/default/stop does
+        assert cluster.down("default") == ["default"]  # what POST clusters/default/stop does
     run = kernel.collect(run_id, timeout=60)
     assert run.status == "error" and run.ename == "JobInterrupted", (run.evalue, run.stderr)
     assert "cluster 'default' was stopped while the cell ran" in run.evalue

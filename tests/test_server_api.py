@@ -1,7 +1,7 @@
 """The server extension's REST API, against a real ``jupyter server`` process on 127.0.0.1.
 
-The state folder holds a ledger filled through :class:`~jupyter_burst.ledger.Ledger`,
-checkpoints written by :class:`~jupyter_burst.checkpoints.CheckpointStore`, and one real
+The state folder holds a ledger filled through :class:`~jupyter_burst.store.ledger.Ledger`,
+checkpoints written by :class:`~jupyter_burst.store.checkpoints.CheckpointStore`, and one real
 local cluster (a ``jupyter_burst.node`` process) that the API changes and then stops.
 Tests run in file order: the last one stops the cluster.
 """
@@ -23,9 +23,9 @@ import psutil
 import pytest
 import requests
 
-from jupyter_burst.checkpoints import CheckpointStore, default_root
-from jupyter_burst.cost import node_cost
-from jupyter_burst.ledger import Ledger
+from jupyter_burst.store.checkpoints import CheckpointStore, default_root
+from jupyter_burst.store.cost import node_cost
+from jupyter_burst.store.ledger import Ledger
 from tests.harness import cluster_record, stop_clusters, wait_for
 from tests.jupyter_server_fixture import API, jupyter_server, server_env
 

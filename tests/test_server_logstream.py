@@ -17,8 +17,8 @@ import requests
 import tornado.httpclient
 import tornado.websocket
 
-from jupyter_burst.ledger import Ledger
 from jupyter_burst.server import logstream
+from jupyter_burst.store.ledger import Ledger
 from tests.jupyter_server_fixture import API, RunningServer, jupyter_server, server_env
 from tests.test_server_api import UNAUTHENTICATED_ENDPOINT
 

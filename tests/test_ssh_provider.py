@@ -25,7 +25,7 @@ import pytest
 
 from jupyter_burst.clusters.ssh.hosts import parse_host
 from jupyter_burst.errors import ClusterError
-from jupyter_burst.ledger import Ledger
+from jupyter_burst.store.ledger import Ledger
 from tests.aws_fakes import free_port
 from tests.harness import burst_kernel, wait_for
 

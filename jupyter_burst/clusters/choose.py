@@ -29,7 +29,7 @@ from jupyter_burst.errors import ClusterError, OptionError
 
 if TYPE_CHECKING:
     from jupyter_burst.estimate import MemoryEstimate
-    from jupyter_burst.options import CellOptions
+    from jupyter_burst.kernel.options import CellOptions
 
 # The local provider's offer on a machine without CUDA (local.py): ranks on CPU slots.
 CPU_SLOTS = "CPU slots (no GPU)"
@@ -97,9 +97,9 @@ def resolve(options: CellOptions) -> CellOptions:
     if options.provider is not None:
         _check_honoured(options)
         return options
-    from jupyter_burst import clusters
+    from jupyter_burst.driver import cluster
 
-    running = clusters.running_provider(options.cluster)
+    running = cluster.running_provider(options.cluster)
     if running is not None:
         return replace(options, provider=running)
     request = offer_request(options)

@@ -23,8 +23,8 @@ from jupyter_burst import config
 from jupyter_burst.clusters import records
 from jupyter_burst.clusters.offers import Offer, OfferRequest
 from jupyter_burst.clusters.provider import ClusterRequest
-from jupyter_burst.cost import local_price_per_hour
 from jupyter_burst.errors import ClusterError
+from jupyter_burst.store.cost import local_price_per_hour
 
 
 class LocalProvider:

@@ -31,10 +31,10 @@ from typing import Any
 import dask.config
 
 from jupyter_burst.clusters import records
-from jupyter_burst.ledger import open_ledger
-from jupyter_burst.node.background import BackgroundJobs
 from jupyter_burst.node.idle import ExtrasPolicy, IdlePolicy, LifetimePolicy
+from jupyter_burst.node.job_runner import BackgroundJobs
 from jupyter_burst.node.power import power_off
+from jupyter_burst.store.ledger import open_ledger
 
 log = logging.getLogger("jupyter_burst.node")
 
@@ -81,7 +81,7 @@ def slot_environment(args: argparse.Namespace, i: int, device: str, devices: lis
     """The environment of slot ``i``'s worker process: its one GPU, or a share of the CPUs."""
     cpu_slots = max(1, sum(1 for d in devices if not d.startswith("cuda")))
     env = {
-        "MPLBACKEND": "module://jupyter_burst.mpl_backend",
+        "MPLBACKEND": "module://jupyter_burst.worker.mpl_backend",
         "JUPYTER_BURST_SLOT": str(i),
         "JUPYTER_BURST_DEVICE": device,
         "JUPYTER_BURST_CLUSTER": args.cluster,
@@ -560,7 +560,7 @@ class HeadNode:
         await asyncio.gather(*(n.close(timeout=10) for n in self.nannies), return_exceptions=True)
         if self.scheduler is not None:
             # What %pip installed for this cluster on this machine goes with it.
-            from jupyter_burst.node_packages import node_folder
+            from jupyter_burst.worker.node_packages import node_folder
 
             folder = node_folder(self.scheduler.address, self.args.cluster)
             await asyncio.to_thread(shutil.rmtree, folder, True)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from jupyter_burst import background, clusters, config
+from jupyter_burst import config
 from jupyter_burst.clusters import records
-from jupyter_burst.ledger import shared_ledger
+from jupyter_burst.driver import cluster
+from jupyter_burst.kernel import background
 from jupyter_burst.server.api import NotFound, job_row
+from jupyter_burst.store.ledger import shared_ledger
 
 
 class Refused(Exception):
@@ -37,7 +39,7 @@ def stop_cluster(name: str) -> dict[str, Any]:
     processes are gone."""
     stopped: list[str] = []
     for record in _records(name):
-        stopped += clusters.down(record["name"], provider=record.get("provider", "local"))
+        stopped += cluster.down(record["name"], provider=record.get("provider", "local"))
     return {"stopped": stopped}
 
 
@@ -46,10 +48,10 @@ def set_idle(name: str, minutes: float) -> dict[str, Any]:
     there, and records the new value in the ledger and the cluster record)."""
     idle = None
     for record in _records(name):
-        handle = clusters.attach(record["name"], record.get("provider", "local"))
+        handle = cluster.attach(record["name"], record.get("provider", "local"))
         if handle is None:
             raise Refused(f"cluster '{name}' does not answer; it may be stopping")
-        clusters.set_idle(handle, minutes)
+        cluster.set_idle(handle, minutes)
         idle = handle.record["idle"]
     return {"name": name, "idle_minutes": idle}
 
@@ -59,7 +61,7 @@ def cancel_job(job_id: str) -> dict[str, Any]:
 
     A foreground cell's kernel is busy running it and cannot be reached: the request is
     recorded in the ledger, which that kernel reads within about a second while it follows
-    the job (:class:`jupyter_burst.jobs.CancelWatch`); it then stops the remote work and
+    the job (:class:`jupyter_burst.driver.jobs.CancelWatch`); it then stops the remote work and
     the job ends as ``cancelled``. The answer comes at once, with status ``cancelling``.
     """
     job = job_row(config.state_dir(), job_id)

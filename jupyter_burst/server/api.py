@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from jupyter_burst import checkpoints, cost
-from jupyter_burst.budget import usd
 from jupyter_burst.clusters import records
-from jupyter_burst.ledger import shared_ledger
+from jupyter_burst.store import checkpoints, cost
+from jupyter_burst.store.budget import usd
+from jupyter_burst.store.ledger import shared_ledger
 
 EXCERPT_CHARS = 80
 MAX_LOG_LINES = 5000  # one backfill page; the sidebar asks again from ``next``
@@ -41,7 +41,7 @@ def money(amount: Decimal) -> dict[str, str]:
 
 
 def spend(value: cost.Spend) -> dict[str, Any]:
-    """A :class:`~jupyter_burst.cost.Spend`: its total, and its notional part apart."""
+    """A :class:`~jupyter_burst.store.cost.Spend`: its total, and its notional part apart."""
     return {**money(value.total), "notional": money(value.notional), "shown": value.show()}
 
 

@@ -3,7 +3,7 @@
 A thin layer over :mod:`jupyter_burst.server.api` (the views) and
 :mod:`jupyter_burst.server.actions`: it checks the caller (authenticated, authorized; XSRF
 on writes, as every ``APIHandler`` does), reads and validates the arguments, and runs the
-work in a thread, since the ledger may wait on a busy file and actions wait on clusters.
+work in a thread, since the ledger may wait on a busy file and actions wait on cluster.
 Errors are JSON ``{"error": "one line"}``; no response ever carries a traceback.
 """
 
@@ -25,9 +25,10 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 import jupyter_burst
-from jupyter_burst import checkpoints, config, cost
+from jupyter_burst import config
 from jupyter_burst.errors import BurstError
 from jupyter_burst.server import actions, api
+from jupyter_burst.store import checkpoints, cost
 
 API_NAMESPACE = "jupyter-burst"
 AUTH_RESOURCE = "jupyter_burst"  # what a custom Authorizer is asked about
@@ -133,8 +134,8 @@ class LiveInfo:
         self._info: list[dict[str, Any]] = []
 
     def get(self, state_dir) -> list[dict[str, Any]]:
-        from jupyter_burst import clusters
         from jupyter_burst.clusters import records
+        from jupyter_burst.driver import cluster
 
         with self._lock:  # concurrent requests share one round of questions
             if time.monotonic() - self._taken < self.seconds:
@@ -142,7 +143,7 @@ class LiveInfo:
             info: list[dict[str, Any]] = []
             if records.all_records(state_dir):
                 try:
-                    info = clusters.status()
+                    info = cluster.status()
                 except Exception:  # listed from the ledger alone, without the countdown
                     info = []
             self._info, self._taken = info, time.monotonic()

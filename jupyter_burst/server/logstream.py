@@ -29,9 +29,9 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 
 from jupyter_burst import config
-from jupyter_burst.ledger import shared_ledger
 from jupyter_burst.server import api
 from jupyter_burst.server.handlers import AUTH_RESOURCE, int_argument
+from jupyter_burst.store.ledger import shared_ledger
 
 TICK_SECONDS = 0.2  # a line reaches the page within a tick (+ the query) of its write
 MAX_LINES = 1000  # per message, so at most 5,000 lines a second reach the page

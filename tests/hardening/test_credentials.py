@@ -8,7 +8,7 @@ import pytest
 
 from jupyter_burst import credentials
 from jupyter_burst.errors import SendError
-from jupyter_burst.ledger import open_ledger
+from jupyter_burst.store.ledger import open_ledger
 from tests.harness import cluster_record
 
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"  # AWS's own documentation example, not a real key

@@ -6,7 +6,7 @@ import pathlib
 import subprocess
 import sys
 
-from jupyter_burst.ledger import open_ledger
+from jupyter_burst.store.ledger import open_ledger
 
 
 def _ledger_with_history(state_dir: pathlib.Path, jobs: int) -> None:
@@ -24,7 +24,7 @@ def _open_in_a_new_process(
     """What the next kernel sees: it opens the ledger and lists the jobs it finds."""
     code = (
         "import sys, pathlib\n"
-        "from jupyter_burst.ledger import open_ledger\n"
+        "from jupyter_burst.store.ledger import open_ledger\n"
         "ledger = open_ledger(pathlib.Path(sys.argv[1]))\n"
         "print(len(ledger.query('SELECT id FROM jobs')))\n"
         "ledger.job_started(sys.argv[2], 'c1', 'kernel', 'y = 1', {})\n"

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from jupyter_burst.checkpoints import CheckpointStore
-from jupyter_burst.ledger import Ledger
+from jupyter_burst.store.checkpoints import CheckpointStore
+from jupyter_burst.store.ledger import Ledger
 from tests.harness import burst_kernel, needs
 
 

@@ -7,8 +7,8 @@ import time
 
 import psutil
 
-from jupyter_burst.ledger import Ledger
 from jupyter_burst.server import api
+from jupyter_burst.store.ledger import Ledger
 from tests.harness import Kernel, burst_processes, cluster_record, stop_clusters, wait_for
 
 CELL = """%%burst idle=5s

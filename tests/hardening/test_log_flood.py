@@ -10,7 +10,7 @@ import time
 
 import psutil
 
-from jupyter_burst.ledger import Ledger
+from jupyter_burst.store.ledger import Ledger
 
 SECONDS, RATE = 60, 10_000
 TOTAL = SECONDS * RATE

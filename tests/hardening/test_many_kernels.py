@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
-from jupyter_burst.ledger import open_ledger
+from jupyter_burst.store.ledger import open_ledger
 from tests.harness import Kernel, burst_kernel
 
 KERNELS = 8

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from jupyter_burst import options
 from jupyter_burst.errors import BurstError
+from jupyter_burst.kernel import options
 
 # Characters IPython reads as the end of the magic's line are not part of one.
 _LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from jupyter_burst.ledger import open_ledger
+from jupyter_burst.store.ledger import open_ledger
 
 
 def test_a_segfaulting_cell_fails_after_its_retries_and_the_next_cell_works(kernel, state_dir):

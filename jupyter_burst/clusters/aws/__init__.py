@@ -33,7 +33,7 @@ from jupyter_burst.clusters.aws import provision, sdk, userdata
 from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan, cheapest, fits
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.errors import ClusterError
-from jupyter_burst.ledger import shared_ledger
+from jupyter_burst.store.ledger import shared_ledger
 
 _KEYS_SECONDS = 600  # the key bundle's URL: long enough for a boot, no longer
 _ANNOUNCE_SECONDS = 1800
@@ -220,7 +220,7 @@ class AwsProvider:
             f"and the cell needs {request.slots}: adding {plan.describe()}",
             flush=True,
         )
-        from jupyter_burst.cost import check_daily_budget
+        from jupyter_burst.store.cost import check_daily_budget
 
         check_daily_budget(state_dir, self, request, price=plan.price_per_hour)
         offer = plan.offer

@@ -325,7 +325,7 @@ def _prices(state_dir: pathlib.Path, instances: list[Instance]) -> dict[str, tup
     out: dict[str, tuple[float, bool]] = {}
     ids = [i.id for i in instances]
     if ids and (state_dir / "ledger.sqlite").exists():
-        from jupyter_burst.ledger import shared_ledger
+        from jupyter_burst.store.ledger import shared_ledger
 
         rows = shared_ledger(state_dir).query(
             f"SELECT id, price_per_hour FROM nodes WHERE id IN ({', '.join('?' * len(ids))})", ids
@@ -347,7 +347,7 @@ def _ledger_stopped(state_dir: pathlib.Path, cluster_ids: set[str]) -> None:
     """Clusters this state folder recorded stop being billed in ``%burst cost``."""
     if not (state_dir / "ledger.sqlite").exists():
         return
-    from jupyter_burst.ledger import shared_ledger
+    from jupyter_burst.store.ledger import shared_ledger
 
     ledger = shared_ledger(state_dir)
     for cluster_id in sorted(cluster_ids):

@@ -18,12 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jupyter_burst.clusters.aws.sdk import (
-    CAPACITY_CODES,
-    error_code,
-    error_message,
-    with_backoff,
-)
+from jupyter_burst.clusters.aws.sdk import CAPACITY_CODES, error_code, error_message, with_backoff
 from jupyter_burst.errors import ClusterError
 
 if TYPE_CHECKING:

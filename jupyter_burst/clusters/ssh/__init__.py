@@ -27,7 +27,7 @@ from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.ssh import channel
 from jupyter_burst.clusters.ssh.hosts import Host, configured_hosts, price_per_gpu_hour
 from jupyter_burst.errors import ClusterError
-from jupyter_burst.ledger import shared_ledger
+from jupyter_burst.store.ledger import shared_ledger
 
 _STOP_GRACE = 20.0  # seconds a node gets to close its workers before what is left is killed
 

@@ -1,0 +1,311 @@
+"""The one-line live status a ``%%burst`` cell shows while it runs, with a Cancel button.
+
+``burst: cluster default · 1 rank · running · 3 s · $0.00``: the cluster, its ranks, the
+state (starting, running, then done, failed, cancelled or interrupted), the time the cell
+has taken and what its job cost so far (read from the ledger).
+
+In JupyterLab it is an ipywidgets line whose elapsed time and cost tick once a second from
+a daemon thread. Its Cancel button cannot reach the kernel, busy running the cell: the
+JupyterLab extension catches the click (``.jp-BurstCell-cancel``), reads the job id from
+the ``jp-BurstCell-job-<id>`` class and asks the server, which records the request in the
+ledger for :class:`jupyter_burst.driver.jobs.CancelWatch` to act on. The line is published as a
+raw bundle with a ``text/plain`` twin, so a frontend without widgets (nbclient, a console)
+shows plain text, updated once with the final state when the cell ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+import time
+from typing import Any
+
+from jupyter_burst.store import cost
+from jupyter_burst.store.ledger import Ledger
+
+STATUS_CLASS = "jp-BurstCell-status"
+CANCEL_CLASS = "jp-BurstCell-cancel"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_TICK_SECONDS = 1.0
+_JOIN_SECONDS = 5.0
+
+
+def job_class(job_id: str) -> str:
+    """The DOM class that names the job a status line (and its Cancel button) belongs to."""
+    return f"jp-BurstCell-job-{job_id}"
+
+
+def elapsed(seconds: float) -> str:
+    """``3 s``, ``4 min 05 s``, ``1 h 02 min``: short enough for one line."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def line_text(cluster: str, ranks: int, state: str, seconds: float, spent: cost.Spend) -> str:
+    """The status line as plain text (also what a frontend without widgets shows)."""
+    plural = "" if ranks == 1 else "s"
+    return (
+        f"burst: cluster {cluster} · {ranks} rank{plural} · {state} · {elapsed(seconds)} "
+        f"· {spent.show()}"
+    )
+
+
+def job_spend(ledger: Ledger, job_id: str, now: float) -> cost.Spend:
+    """What the job cost so far: the node time of the clusters it ran on, as the sidebar counts it."""
+    row = ledger.job(job_id)
+    if row is None:
+        return cost.Spend()
+    ran_on = ledger.job_clusters([job_id])[job_id]
+    return cost.job_spend(row, ledger.nodes(cluster_ids=ran_on), now)
+
+
+# views: where the line is shown -----------------------------------------------------------
+
+
+class _PrintView:
+    """An IPython without a kernel (a terminal): one plain line when the cell has ended."""
+
+    live = False
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def show(self, text: str) -> None:
+        pass
+
+    def update(self, text: str) -> None:
+        pass
+
+    def allow_cancel(self) -> None:
+        pass
+
+    def finish(self, text: str) -> None:
+        print(text, flush=True)
+
+
+class _TextView(_PrintView):
+    """A kernel without ipywidgets: a plain-text display, replaced by the final line at the end."""
+
+    def show(self, text: str) -> None:
+        _display({"text/plain": text}, self.job_id)
+
+    def finish(self, text: str) -> None:
+        _display({"text/plain": text}, self.job_id, update=True)
+
+
+class _WidgetView(_PrintView):
+    """The ipywidgets line: a label kept current from the ticker thread, and a Cancel button."""
+
+    live = True
+
+    def __init__(self, job_id: str) -> None:
+        import ipywidgets
+
+        super().__init__(job_id)
+        self.label = ipywidgets.Label(value="")
+        self.button = ipywidgets.Button(
+            description="Cancel",
+            icon="stop",
+            tooltip="Stop this cell's remote work; the notebook keeps the values it had",
+            disabled=True,  # until the job is in the ledger: only then can the server cancel it
+            layout=ipywidgets.Layout(width="auto"),
+            _dom_classes=(CANCEL_CLASS, job_class(job_id)),
+        )
+        self.box = ipywidgets.HBox(
+            [self.label, self.button],
+            layout=ipywidgets.Layout(align_items="center"),
+            _dom_classes=(STATUS_CLASS, job_class(job_id)),
+        )
+
+    def bundle(self, text: str) -> dict[str, Any]:
+        view = {"model_id": self.box.model_id, "version_major": 2, "version_minor": 0}
+        return {WIDGET_VIEW: view, "text/plain": text}
+
+    def show(self, text: str) -> None:
+        self.label.value = text
+        _display(self.bundle(text), self.job_id)
+
+    def update(self, text: str) -> None:
+        self.label.value = text
+
+    def allow_cancel(self) -> None:
+        self.button.disabled = False
+
+    def finish(self, text: str) -> None:
+        self.label.value = text
+        self.button.disabled = True
+        self.button.layout.display = "none"
+        _display(self.bundle(text), self.job_id, update=True)
+
+
+def _display(bundle: dict[str, Any], job_id: str, update: bool = False) -> None:
+    from IPython.display import display, update_display
+
+    display_id = f"burst-status-{job_id}"
+    if update:
+        update_display(bundle, raw=True, display_id=display_id)
+    else:
+        display(bundle, raw=True, display_id=display_id)
+
+
+def _view_kind() -> type[_PrintView] | None:
+    """How this process can show the line: None outside IPython (a script's ``run``)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None:
+        return None
+    if getattr(shell, "kernel", None) is None:
+        return _PrintView
+    try:
+        import ipywidgets  # noqa: F401 - only whether it is there
+    except ImportError:
+        return _TextView
+    return _WidgetView
+
+
+# the status line --------------------------------------------------------------------------
+
+
+class StatusLine:
+    """A cell's status line that shows nothing: the default of :func:`jupyter_burst.kernel.cell.run_cell`."""
+
+    def begin(self, job_id: str) -> None:
+        """The cell was read and packed as job ``job_id``; its cluster is being reached."""
+
+    def started(self, cluster: str, ledger: Ledger) -> None:
+        """The job is in the ledger (so it can be cancelled, and has a cost) on ``cluster``."""
+
+    def running(self) -> None:
+        """The cell was handed to the cluster."""
+
+    def end(self, state: str) -> None:
+        """The cell ended as ``state`` (the job's ledger status)."""
+
+
+class CellStatus(StatusLine):
+    """The live line of one foreground cell; :meth:`end` always stops its ticker thread.
+
+    Whatever goes wrong in showing it is left there: the line is a courtesy, and it never
+    turns the cell's own outcome into an error.
+    """
+
+    def __init__(self, cluster: str, ranks: int, kind: type[_PrintView]) -> None:
+        self.cluster = cluster
+        self.ranks = ranks
+        self.state = "starting"
+        self._kind = kind
+        self._view: _PrintView | None = None
+        self._job_id = ""
+        self._ledger: Ledger | None = None
+        self._began = time.monotonic()
+        # The ticker and the cell's own thread both change the widgets: one at a time.
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def text(self) -> str:
+        spent = cost.Spend()
+        if self._ledger is not None:
+            spent = job_spend(self._ledger, self._job_id, time.time())
+        return line_text(
+            self.cluster, self.ranks, self.state, time.monotonic() - self._began, spent
+        )
+
+    def begin(self, job_id: str) -> None:
+        self._job_id = job_id
+        self._began = time.monotonic()
+        self._view = _shown(self._kind, job_id, self.text())
+        if self._view is not None and self._view.live:
+            # Run in a copy of the cell's context, so its widget updates carry the cell's parent.
+            context = contextvars.copy_context()
+            self._ticker = threading.Thread(
+                target=context.run, args=(self._tick,), name="burst-cell-status", daemon=True
+            )
+            self._ticker.start()
+
+    def started(self, cluster: str, ledger: Ledger) -> None:
+        with self._lock:
+            self.cluster, self._ledger = cluster, ledger
+            if self._view is not None:
+                with contextlib.suppress(Exception):
+                    self._view.allow_cancel()
+        self._wake.set()
+
+    def running(self) -> None:
+        with self._lock:
+            self.state = "running"
+        # The ticker shows it: reading the cost from the ledger here would delay the cell.
+        self._wake.set()
+
+    def end(self, state: str) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._ticker is not None:
+            self._ticker.join(_JOIN_SECONDS)
+            self._ticker = None
+        with self._lock:
+            self.state = state
+            if self._view is not None:
+                with contextlib.suppress(Exception):
+                    self._view.finish(self.text())
+
+    def _refresh(self) -> bool:
+        """Show the line as it is now; False if it could not be."""
+        with self._lock:
+            if self._view is None:
+                return False
+            try:
+                self._view.update(self.text())
+            except Exception:
+                return False
+            return True
+
+    def _tick(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(_TICK_SECONDS)
+            self._wake.clear()
+            if self._stop.is_set() or not self._refresh():
+                return
+
+
+def for_cell(cluster: str, ranks: int) -> StatusLine:
+    """The status line a ``%%burst`` cell shows where it runs (nothing outside IPython)."""
+    kind = _view_kind()
+    return StatusLine() if kind is None else CellStatus(cluster, ranks, kind)
+
+
+def show_background(cluster: str, ranks: int, name: str, job_id: str) -> None:
+    """The line of a ``%%burst async`` cell: what was started, and its Cancel button.
+
+    It does not tick (the cell has ended, its job runs on): the button works through the
+    server, which cancels a background job on its cluster.
+    """
+    kind = _view_kind()
+    if kind is None or kind is _PrintView:
+        return  # a terminal has the magic's own line already
+    plural = "" if ranks == 1 else "s"
+    text = f"burst: cluster {cluster} · {ranks} rank{plural} · {name} started in the background"
+    view = _shown(kind, job_id, text)
+    if view is not None:
+        view.allow_cancel()
+
+
+def _shown(kind: type[_PrintView], job_id: str, text: str) -> _PrintView | None:
+    """The line, shown: as widgets, else as plain text; None if it cannot be shown at all."""
+    for make in (kind, _TextView):
+        try:
+            view = make(job_id)
+            view.show(text)
+        except Exception:
+            continue  # the line is a courtesy: it never stops the cell from running
+        return view
+    return None

@@ -1,0 +1,378 @@
+"""``%%burst`` and ``%burst``: parse, delegate to :mod:`jupyter_burst.kernel.cell`, print one line on a user error."""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+import time
+from typing import Any
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from jupyter_burst import config
+from jupyter_burst.driver import cluster
+from jupyter_burst.errors import OptionError
+from jupyter_burst.kernel import background, cell_status, options
+from jupyter_burst.kernel.cell import run_cell
+
+_VERBS = {
+    "status": "status",
+    "down": "down",
+    "estimate": "estimate",
+    "checkpoints": "checkpoints",
+    "restore": "restore",
+    "jobs": "jobs",
+    "logs": "logs",
+    "wait": "wait",
+    "cancel": "cancel",
+    "attach": "attach",
+    "cost": "cost",
+    "offers": "offers",
+    "gc": "gc",
+    "cache": "cache",
+}
+
+
+@magics_class
+class BurstMagics(Magics):
+    @line_cell_magic
+    def burst(self, line: str, cell: str | None = None):
+        """%%burst [gpus=1] [provider=local] [cluster=NAME] [idle=MIN] [timeout=MIN] [send=a,b] [exclude=a,b] [return=a,b] [retries=2] [async] [name=NAME] [budget=USD] [spot=yes|no] [gpu_mem=GiB] [region=a,b]
+
+        Run this cell on a Dask cluster; its output streams back and its results land here.
+        %%burst async name=NAME ...  -- run it in the background; the notebook stays free
+        %burst status  -- the clusters and their state
+        %burst down [NAME] [provider=P]  -- stop a cluster (all, without a name)
+        %burst jobs | logs NAME [-f] | wait NAME | cancel NAME | attach NAME  -- background jobs
+        %burst checkpoints [JOB] | restore JOB [step=K] as NAME  -- checkpoints
+        %burst cost  -- clusters running now, the last jobs' cost, spend today and this month
+        %burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]  -- cheapest first
+        %burst gc [--yes] [--region a,b]  -- AWS instances of yours without a live cluster; --yes terminates them
+        %burst cache [clear] [NAME]  -- this notebook's values kept on the cluster's workers; clear frees them
+        """
+        __tracebackhide__ = True
+        config.refresh()
+        try:
+            if cell is None:
+                return self._verb(line)
+            return self._cell(line, cell)
+        except Exception as exc:
+            remote = getattr(exc, "__burst_traceback__", None)
+            if remote is not None:
+                exc._render_traceback_ = _remote_renderer(self.shell, exc, remote)
+                raise exc.with_traceback(remote) from None
+            raise
+
+    def _cell(self, line: str, cell: str) -> Any:
+        parsed = options.parse(line)
+        shell = self.shell
+        if parsed.gpus_auto:
+            parsed = choose_gpus(parsed, shell.user_ns, cell)
+        raw = f"%%burst {line}\n{cell}" if line else f"%%burst\n{cell}"
+        filename = shell.compile.cache(raw, number=shell.execution_count)
+        kernel = getattr(getattr(shell, "kernel", None), "ident", "") or ""
+        if parsed.background:
+            name = background.start(
+                cell, parsed, shell.user_ns, filename=filename, line_offset=1, kernel=kernel
+            )
+            print(
+                f"burst: {name} runs in the background on cluster '{parsed.cluster}'; "
+                f"%burst logs {name} -f follows it, %burst wait {name} brings its results back"
+            )
+            submitted = background._submitted.get(name)  # this kernel's own record of the job
+            if submitted is not None:
+                cell_status.show_background(parsed.cluster, parsed.gpus, name, submitted.job_id)
+            return
+        return run_cell(
+            cell,
+            parsed,
+            shell.user_ns,
+            filename=filename,
+            line_offset=1,
+            kernel=kernel,
+            status=cell_status.for_cell(parsed.cluster, parsed.gpus),
+        ).shown  # the value of the cell's last expression: IPython shows it as Out[n]
+
+    def _verb(self, line: str):
+        words = shlex.split(line)
+        if not words:
+            raise OptionError(
+                "say what to do: %burst status, down, jobs, cost, offers ... (%burst? lists them); %%burst on a cell runs it"
+            )
+        verb, args = words[0], words[1:]
+        if verb not in _VERBS:
+            close = difflib.get_close_matches(verb, list(_VERBS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise OptionError(f"unknown command '%burst {verb}'{hint}; known: {', '.join(_VERBS)}")
+        return getattr(self, f"_{_VERBS[verb]}")(args)
+
+    def _estimate(self, args: list[str]) -> None:
+        """%burst estimate EXPR [optimizer=adam] [batch=EXPR] [precision=fp32]"""
+        from jupyter_burst.estimate import estimate
+
+        if not args or "=" in args[0]:
+            raise OptionError(
+                "say which model: %burst estimate MODEL [optimizer=adam] [batch=EXPR] [precision=fp32]"
+            )
+        settings: dict[str, str] = {}
+        for word in args[1:]:
+            key, sep, value = word.partition("=")
+            if not sep or key not in ("optimizer", "batch", "precision") or key in settings:
+                raise OptionError(
+                    f"'{word}' is not an estimate option; use optimizer=NAME, batch=EXPR, precision=fp32|bf16|fp16"
+                )
+            settings[key] = value
+        # The model and the batch are the user's own expressions, evaluated like %timeit's.
+        model = self.shell.ev(args[0])
+        batch = self.shell.ev(settings["batch"]) if "batch" in settings else None
+        result = estimate(
+            model,
+            optimizer=settings.get("optimizer", "adam"),
+            batch=batch,
+            precision=settings.get("precision", "fp32"),
+        )
+        _estimates[id(model)] = result
+        print(result.table())
+
+    def _checkpoints(self, args: list[str]) -> None:
+        """%burst checkpoints [JOB]: the checkpoints kept, newest last."""
+        if len(args) > 1:
+            raise OptionError("%burst checkpoints takes at most one job id")
+        from jupyter_burst.store.checkpoints import default_root, listing
+
+        rows = listing(default_root(config.state_dir()), args[0] if args else None)
+        if not rows:
+            print("burst: no checkpoints" + (f" for job {args[0]}" if args else ""))
+            return
+        print(f"{'job':<12}  {'step':>6}  {'saved':<19}  {'size':>10}  cell")
+        for job, checkpoint in rows:
+            saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(checkpoint.time))
+            first = checkpoint.cell.strip().splitlines()[0][:40] if checkpoint.cell.strip() else ""
+            print(
+                f"{job:<12}  {str(checkpoint.step):>6}  {saved}  {checkpoint.bytes:>10,}  {first}"
+            )
+
+    def _restore(self, args: list[str]) -> None:
+        """%burst restore JOB [step=K] as NAME: a checkpoint's state into the notebook."""
+        usage = "write %burst restore JOB [step=K] as NAME (JOB from %burst checkpoints, or last)"
+        if len(args) not in (3, 4) or args[-2] != "as" or not args[-1].isidentifier():
+            raise OptionError(usage)
+        step = None
+        if len(args) == 4:
+            key, _, value = args[1].partition("=")
+            if key != "step" or not value.lstrip("-").isdigit():
+                raise OptionError(usage)
+            step = int(value)
+        from jupyter_burst.store.checkpoints import CheckpointStore, default_root, find_job
+
+        root = default_root(config.state_dir())
+        job = find_job(root, args[0])
+        store = CheckpointStore(root, job)
+        found = store.restore(step)
+        if found is None:
+            where = f" at step {step}" if step is not None else ""
+            raise OptionError(
+                f"job {job} has no valid checkpoint{where}; see %burst checkpoints {job}"
+            )
+        state, checkpoint = found
+        self.shell.user_ns[args[-1]] = state
+        print(f"burst: {args[-1]} = the checkpoint of job {job}, step {checkpoint.step}")
+
+    # background jobs ----------------------------------------------------------------
+
+    def _jobs(self, args: list[str]) -> None:
+        if args:
+            raise OptionError("%burst jobs takes no arguments")
+        print(background.format_jobs(background.list_jobs()))
+
+    def _logs(self, args: list[str]) -> None:
+        follow = "-f" in args
+        names = [a for a in args if a != "-f"]
+        if len(names) != 1:
+            raise OptionError("write %burst logs NAME, or %burst logs NAME -f to follow it")
+        background.logs(names[0], follow=follow)
+
+    def _wait(self, args: list[str]) -> None:
+        name = _one_name("wait", args)
+        summary = background.wait(name, self.shell.user_ns)
+        if summary["status"] != "running":
+            print(f"burst: {name} {summary['status']}; its results are in the notebook")
+
+    def _cancel(self, args: list[str]) -> None:
+        name = _one_name("cancel", args)
+        started = time.monotonic()
+        background.cancel(name)
+        print(f"burst: cancelled {name}; its work stopped in {time.monotonic() - started:.1f} s")
+
+    def _attach(self, args: list[str]) -> None:
+        name = _one_name("attach", args)
+        summary = background.attach(name, self.shell.user_ns)
+        if summary["status"] == "running":
+            print(
+                f"burst: {name} is still running (attempt {summary.get('attempts', 1)}); "
+                f"%burst wait {name} follows it and brings its results back"
+            )
+        else:
+            print(f"burst: {name} {summary['status']}; its results are in the notebook")
+
+    def _offers(self, args: list[str]) -> None:
+        """%burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]: cheapest first."""
+        from jupyter_burst.clusters.offers import offers_command
+
+        print(offers_command(args))
+
+    def _cost(self, args: list[str]) -> None:
+        if args:
+            raise OptionError("%burst cost takes no arguments")
+        from jupyter_burst.store import cost
+
+        print(cost.report(config.state_dir()))
+
+    def _gc(self, args: list[str]) -> None:
+        """%burst gc [--yes] [--region a,b]: list (and with --yes end) what no live cluster owns."""
+        from jupyter_burst.clusters.aws import gc
+
+        print(gc.command(args, how_to_confirm="%burst gc --yes"))
+
+    def _status(self, args: list[str]) -> None:
+        if args:
+            raise OptionError("%burst status takes no arguments")
+        print(format_status(cluster.status()))
+
+    def _down(self, args: list[str]) -> None:
+        """%burst down [NAME] [provider=P]: a name stops it on every provider it runs on."""
+        provider = None
+        names = []
+        for word in args:
+            key, sep, value = word.partition("=")
+            if sep and key == "provider" and value and provider is None:
+                provider = value
+            elif not sep:
+                names.append(word)
+            else:
+                raise OptionError(
+                    f"'{word}' is not a %burst down option; write %burst down [NAME] [provider=P]"
+                )
+        if len(names) > 1:
+            raise OptionError("%burst down takes at most one cluster name")
+        stopped = cluster.down(names[0] if names else None, provider=provider)
+        print(
+            f"burst: stopped {', '.join(stopped)}" if stopped else "burst: no cluster was running"
+        )
+
+    def _cache(self, args: list[str]) -> None:
+        """%burst cache [clear] [NAME]: what the cluster keeps of this notebook's values."""
+        from jupyter_burst.driver import cache_plan
+
+        clear = bool(args) and args[0] == "clear"
+        rest = args[1:] if clear else args
+        if len(rest) > 1 or any("=" in word for word in rest):
+            raise OptionError("write %burst cache [clear] [CLUSTER]")
+        name = rest[0] if rest else str(config.get("cluster", "default"))
+        provider = cluster.running_provider(name)
+        handle = cluster.attach(name, provider) if provider else None
+        if handle is None:
+            print(f"burst: cluster '{name}' is not running; nothing of this notebook is kept on it")
+            return
+        print(cache_plan.clear(handle) if clear else cache_plan.describe(handle))
+
+
+_estimates: dict[int, object] = {}
+
+
+def _one_name(verb: str, args: list[str]) -> str:
+    if len(args) != 1:
+        raise OptionError(f"write %burst {verb} NAME (the name= of a %%burst async cell)")
+    return args[0]
+
+
+def choose_gpus(parsed, user_ns, cell: str):
+    """gpus=auto: as many GPUs as the memory estimate of the cell's largest model asks for."""
+    import dataclasses
+    import sys
+
+    from jupyter_burst.estimate import estimate
+    from jupyter_burst.kernel import namespace
+
+    torch = sys.modules.get("torch")
+    reads = namespace.analyse(cell).reads
+    models = [
+        user_ns[name]
+        for name in sorted(reads)
+        if name in user_ns and torch is not None and isinstance(user_ns[name], torch.nn.Module)
+    ]
+    if not models:
+        raise OptionError(
+            "gpus=auto needs a torch model among the cell's variables to estimate; give gpus=N instead"
+        )
+    model = max(models, key=lambda m: sum(p.numel() for p in m.parameters()))
+    found = _estimates.get(id(model)) or estimate(model)
+    gpus, size, strategy = found.recommend()
+    print(
+        f"burst: gpus=auto chose gpus={gpus} ({strategy.upper()}, GPUs of >= {size} GiB; "
+        f"one-GPU total {found.total / (1 << 30):.2f} GiB)"
+    )
+    # The same estimate sets the memory floor of the offers chosen from (gpu_mem= overrides it).
+    from jupyter_burst.clusters.choose import gpu_mem_floor
+
+    gpu_mem = parsed.gpu_mem if parsed.gpu_mem is not None else gpu_mem_floor(found, gpus, strategy)
+    return dataclasses.replace(parsed, gpus=gpus, gpus_auto=False, gpu_mem=gpu_mem)
+
+
+def _remote_renderer(shell, exc: BaseException, tb):
+    def render() -> list[str]:
+        return shell.InteractiveTB.structured_traceback(type(exc), exc, tb, tb_offset=0)
+
+    return render
+
+
+def format_status(entries: list[dict]) -> str:
+    """``%burst status`` as a small table, one row per cluster (a name may run on several
+    providers: ``default`` on each); GPUs shown as 'cpu' where the slot is a CPU, and the slots
+    a cluster grew by to fit a cell counted as added (they go again when idle)."""
+    if not entries:
+        return "burst: no clusters (a %%burst cell starts one)"
+    rows = [("cluster", "provider", "state", "slots", "idle after", "address", "up")]
+    now = time.time()
+    for e in entries:
+        if not e.get("alive"):
+            state = "gone"
+        elif "error" in e:
+            state = "not answering"
+        else:
+            state = (
+                "running"
+                if e.get("busy")
+                else f"idle, stops in {e.get('idle_remaining', 0) / 60:.1f} min"
+            )
+        devices = e.get("devices") or []
+        slots = ", ".join(f"{d}" for d in devices) if devices else str(e.get("slots", "?"))
+        added = int(e.get("slots") or 0) - int(e.get("started_slots") or e.get("slots") or 0)
+        if added > 0:  # grown to fit a cell: the added slots go again when idle
+            slots += f" ({added} added)"
+        rows.append(
+            (
+                e["name"],
+                e.get("provider", "?"),
+                state,
+                slots,
+                f"{e.get('idle', 0):g} min",
+                e.get("scheduler", ""),
+                f"{(now - e.get('started', now)) / 60:.1f} min",
+            )
+        )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def load(shell) -> None:
+    from jupyter_burst.wire import class_kwargs
+    from jupyter_burst.worker import helper
+
+    shell.register_magics(BurstMagics)
+    class_kwargs.install()  # a notebook class made with keywords can be made again remotely
+    # The same cell also runs without %%burst: then `burst` is this one process, rank 0 of 1.
+    shell.user_ns.setdefault("burst", helper.local())

@@ -1,0 +1,2 @@
+"""What users run from a shell: the ``jupyter burst`` command, the demo runner and the cloud
+smoke checks."""
