@@ -1,7 +1,7 @@
 # jupyter-burst developer tasks. GNU make, bash.
 #   make venv   .venv with the package installed editable (+ test and torch extras) and
 #               the labextension built and linked into .venv/share/jupyter/labextensions
-#   make test   lint, the frontend unit tests (vitest) and the whole pytest suite (what .ci/run runs)
+#   make test   lint (ruff, import contracts), the frontend unit tests (vitest) and the whole pytest suite (what .ci/run runs)
 #   make lab    JupyterLab on the demo notebook
 #   make corpus every notebook of tests/corpus run plainly and under %%burst, compared cell by cell
 SHELL := bash
@@ -84,11 +84,15 @@ iproute2:
 
 test: venv labextension chromium sshd iproute2
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
+	$(VENV)/bin/lint-imports
 	$(WITH_VENV) jlpm test
 	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25 tests
 
+# ruff, and the import-linter contracts of pyproject.toml: which folder may import which
+# (the folder a module sits in says which process runs it), and no import cycles.
 lint: venv
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
+	$(VENV)/bin/lint-imports
 
 # Both demo notebooks headless (state in .burst-demo/): per notebook its cells, the jobs'
 # ranks, a resume, the checkpoints kept and the cost; non-zero on anything unexpected.

@@ -276,7 +276,7 @@ def fingerprint_row(m: str, x: np.ndarray, send_seconds: float) -> Row:
 
     def keys() -> float:
         t0 = time.perf_counter()
-        payload.pack_namespace({"x": x}, {}, {}, cache_from=1)
+        payload.pack_namespace({"x": x}, {}, cache_from=1)
         return time.perf_counter() - t0
 
     best = min(keys() for _ in range(5))

@@ -27,7 +27,7 @@ _OPTIMIZERS = {
     "none": (0, 0),
 }
 GPU_SIZES_GIB = (16, 24, 40, 48, 80, 141)
-_RESERVED_BYTES = 1 << 30  # CUDA context and allocator slack per GPU
+RESERVED_BYTES = 1 << 30  # CUDA context and allocator slack per GPU
 
 
 @dataclass
@@ -81,7 +81,7 @@ class MemoryEstimate:
         """(GPUs, GiB per GPU, strategy): the fewest GPUs, then the smallest GPU, that fit."""
         for gpus in range(1, max_gpus + 1):
             for size in GPU_SIZES_GIB:
-                usable = size * (1 << 30) - _RESERVED_BYTES
+                usable = size * (1 << 30) - RESERVED_BYTES
                 for strategy in ("ddp", "fsdp") if gpus > 1 else ("ddp",):
                     if self.per_gpu(gpus, strategy) <= usable:
                         return gpus, size, strategy

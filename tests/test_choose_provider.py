@@ -21,7 +21,7 @@ from jupyter_burst.clusters import choose, records, registry
 from jupyter_burst.clusters.aws import AwsProvider
 from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
 from jupyter_burst.clusters.provider import ClusterRequest
-from jupyter_burst.driver import cluster
+from jupyter_burst.driver import cluster, placement
 from jupyter_burst.errors import ClusterError, OptionError
 from jupyter_burst.kernel.options import parse
 from tests.harness import REPO, burst_kernel, cluster_record
@@ -99,8 +99,8 @@ def test_the_announcement_names_provider_offer_market_region_and_price():
 
 
 def test_no_spot_preference_asks_for_on_demand_and_spot_yes_for_spot():
-    assert choose.offer_request(parse("gpus=8")) == OfferRequest(gpus=8, spot=False)
-    asked = choose.offer_request(parse("gpus=8 spot gpu_mem=40 region=us-west-2,eu-west-1"))
+    assert placement.offer_request(parse("gpus=8")) == OfferRequest(gpus=8, spot=False)
+    asked = placement.offer_request(parse("gpus=8 spot gpu_mem=40 region=us-west-2,eu-west-1"))
     assert asked == OfferRequest(8, 40.0, True, ("us-west-2", "eu-west-1"))
 
 
@@ -122,7 +122,7 @@ def providers(monkeypatch):
     installed: dict[str, object] = {}
     monkeypatch.setattr(registry, "get_provider", installed.__getitem__)
     monkeypatch.setattr(cluster, "get_provider", installed.__getitem__)
-    monkeypatch.setattr(choose, "_held", None)
+    monkeypatch.setattr(placement, "_held", None)
 
     def install(**named):
         installed.update(named)
@@ -163,22 +163,22 @@ def test_a_choice_is_made_once_for_the_cell_and_a_running_cluster_is_never_recho
         dask.config.set({"burst.state-dir": str(tmp_path)}),
     ):
         options = parse("gpus=4")
-        chosen = choose.resolve(options)
+        chosen = placement.resolve(options)
         assert (chosen.provider, chosen.plan.offer.instance_type) == ("example", "example.2gpu")
-        assert choose.resolve(options) == chosen and aws.asked == 1  # the launch asks again
+        assert placement.resolve(options) == chosen and aws.asked == 1  # the launch asks again
         # a cluster of this name that runs on aws is used as it is, whatever is cheaper
         records.write_record(
             tmp_path, "default", {"id": "c1", "name": "default", "provider": "aws"}
         )
         aws.alive = True
-        reused = choose.resolve(options)
+        reused = placement.resolve(options)
         assert (reused.provider, reused.plan) == ("aws", None) and aws.asked == 1
 
 
 def test_spot_gpu_mem_region_for_a_provider_that_cannot_honour_them_are_refused(providers):
     with providers(local=Fake("local", [])):
         with pytest.raises(OptionError) as info:
-            choose.resolve(parse("provider=local spot=yes gpu_mem=40"))
+            placement.resolve(parse("provider=local spot=yes gpu_mem=40"))
     assert one_line(info.value) == (
         "burst: provider=local does not choose among offers, so spot=, gpu_mem= would be "
         "ignored; drop it, or name a provider that does (e.g. provider=aws)"

@@ -17,6 +17,7 @@ from decimal import Decimal
 import dask.config
 import pytest
 
+from jupyter_burst.clusters.launch_checks import check_daily_budget
 from jupyter_burst.errors import BudgetExceeded, OptionError
 from jupyter_burst.kernel.options import parse
 from jupyter_burst.store import budget, cost
@@ -193,18 +194,18 @@ def test_the_daily_budget_counts_todays_spend_from_the_ledger(tmp_path: pathlib.
         )
     assert cost.spent_today(ledger.nodes(), now).total == D(1)
     with dask.config.set({"burst.budget.daily": 10}):
-        cost.check_daily_budget(tmp_path, _QuotingProvider(9.0), None, now=now)  # $1 + $9
+        check_daily_budget(tmp_path, _QuotingProvider(9.0), None, now=now)  # $1 + $9
         with pytest.raises(BudgetExceeded) as info:
-            cost.check_daily_budget(tmp_path, _QuotingProvider(9.01), None, now=now)
+            check_daily_budget(tmp_path, _QuotingProvider(9.01), None, now=now)
         assert str(info.value).startswith(
             "burst: today's spend $1.00 plus the first hour of this cluster ($9.01/h) would pass "
             "the daily budget of $10.00"
         )
-        cost.check_daily_budget(tmp_path, _QuotingProvider(0.0), None, now=now)
+        check_daily_budget(tmp_path, _QuotingProvider(0.0), None, now=now)
     with dask.config.set({"burst.budget.daily": "lots"}):
         with pytest.raises(OptionError, match="burst.budget.daily=lots is not an amount in USD"):
-            cost.check_daily_budget(tmp_path, _QuotingProvider(1.0), None, now=now)
-    cost.check_daily_budget(tmp_path, _QuotingProvider(1e9), None, now=now)  # none set: never
+            check_daily_budget(tmp_path, _QuotingProvider(1.0), None, now=now)
+    check_daily_budget(tmp_path, _QuotingProvider(1e9), None, now=now)  # none set: never
 
 
 def test_budget_is_a_positive_usd_amount():

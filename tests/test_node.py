@@ -25,7 +25,7 @@ def test_a_new_timeout_counts_the_time_already_idle():
 
 
 def test_slots_get_one_gpu_each_and_the_rest_are_labelled_cpu():
-    from jupyter_burst.node.bootstrap import slot_devices
+    from jupyter_burst.gpus import slot_devices
 
     assert slot_devices(3, 2) == ["cuda:0", "cuda:1", "cpu"]
     assert slot_devices(1, 0) == ["cpu"]

@@ -4,7 +4,6 @@ and live AWS prices read from a moto server process (EC2) and a Stubber (the Pri
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tomllib
 from datetime import UTC, date, datetime, timedelta
@@ -16,21 +15,13 @@ import pytest
 
 from jupyter_burst.clusters import registry
 from jupyter_burst.clusters.aws import prices as aws_prices
-from jupyter_burst.clusters.offers import (
-    CATALOG_DIR,
-    Offer,
-    OfferRequest,
-    Plan,
-    cheapest,
-    fits,
-    format_table,
-    gather,
-    load_catalog,
-    offers_command,
-    parse_offers_words,
-    plans,
-)
+from jupyter_burst.clusters.gather import gather
+from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
+from jupyter_burst.clusters.plans import cheapest, fits, plans
+from jupyter_burst.clusters.shipped_catalog import CATALOG_DIR, load_catalog
 from jupyter_burst.errors import BurstError, ClusterError, OptionError
+from jupyter_burst.kernel.offer_words import parse_offers_words
+from jupyter_burst.kernel.offers_report import format_table, offers_command
 from tests import aws_fakes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -714,13 +705,9 @@ def test_when_aws_cannot_be_reached_the_catalog_answers_with_the_reason(aws_env,
 def test_this_machines_gpus_are_offered_with_their_model_and_memory(tmp_path, monkeypatch):
     """A local GPU qualifies for gpu_mem= (and a gpus=auto estimate) by its real memory."""
     from jupyter_burst.clusters.local import LocalProvider
+    from tests.fake_nvml import fake_nvml
 
-    fake = tmp_path / "nvidia-smi"
-    fake.write_text(
-        "#!/bin/sh\necho 'NVIDIA A100-SXM4-40GB, 40960'\necho 'NVIDIA A100-SXM4-40GB, 40960'\n"
-    )
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(["NVIDIA A100-SXM4-40GB"] * 2, 40))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     (offer,) = LocalProvider().offers(OfferRequest(gpus=2))
     assert (offer.gpu_model, offer.gpu_mem_gib, offer.gpus) == ("NVIDIA A100-SXM4-40GB", 40.0, 2)

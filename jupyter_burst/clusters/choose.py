@@ -5,38 +5,22 @@ With several providers in ``burst.providers`` (and no ``burst.provider``), a cel
 them; the cheapest plan wins, is announced before anything starts, and is the one launched.
 A cluster of the cell's name that already runs is used as it is: nothing is chosen again.
 
-``choose`` is the rule, pure over offers; ``resolve`` applies it to a cell's options.
+``choose`` is the rule, pure over offers; :mod:`jupyter_burst.driver.placement` applies it
+to a cell's options.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING
 
-from jupyter_burst.clusters.offers import (
-    Offer,
-    OfferRequest,
-    Plan,
-    cheapest,
-    describe_request,
-    enabled_providers,
-    gather,
-)
-from jupyter_burst.errors import ClusterError, OptionError
-
-if TYPE_CHECKING:
-    from jupyter_burst.estimate import MemoryEstimate
-    from jupyter_burst.kernel.options import CellOptions
+from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan, describe_request
+from jupyter_burst.clusters.plans import cheapest
+from jupyter_burst.errors import ClusterError
+from jupyter_burst.estimate import RESERVED_BYTES, MemoryEstimate
 
 # The local provider's offer on a machine without CUDA (local.py): ranks on CPU slots.
 CPU_SLOTS = "CPU slots (no GPU)"
-# The choice made while the cell is packed holds for its launch a moment later (a background
-# cell asks twice): the offers are gathered once, as the AWS provider's quote is.
-_HOLD_SECONDS = 60
-_held: tuple[tuple, float, Plan] | None = None
 
 
 def is_cpu_stand_in(offer: Offer) -> bool:
@@ -62,68 +46,17 @@ def choose(offers: Iterable[Offer], request: OfferRequest, enabled: Sequence[str
     return cheapest(gpus, request)
 
 
-def offer_request(options: CellOptions) -> OfferRequest:
-    """What the cell asks the providers for."""
-    # No preference means on-demand: the head holds the scheduler, and a spot head that is
-    # taken back takes the cluster with it. Spot (the head included) is the user's call: spot=yes.
-    return OfferRequest(
-        gpus=options.gpus,
-        gpu_mem_gib=options.gpu_mem,
-        spot=False if options.spot is None else options.spot,
-        regions=options.regions,
-    )
-
-
 def gpu_mem_floor(estimate: MemoryEstimate, gpus: int, strategy: str) -> float:
     """gpus=auto: the GiB each GPU needs for the estimate's recommendation, rounded up to 0.1.
 
     The need itself, not the size class the estimate names (24 GiB): an A10G has 22.3 GiB
-    usable and still fits a model that needs 20.
+    usable and still fits a model that needs 20. ``RESERVED_BYTES``: the CUDA context the
+    estimate keeps free.
     """
-    from jupyter_burst.estimate import _RESERVED_BYTES  # the CUDA context the estimate keeps free
-
-    need = (estimate.per_gpu(gpus, strategy) + _RESERVED_BYTES) / (1 << 30)
+    need = (estimate.per_gpu(gpus, strategy) + RESERVED_BYTES) / (1 << 30)
     return math.ceil(need * 10 - 1e-9) / 10
 
 
 def announcement(plan: Plan, asked: OfferRequest) -> str:
     """The line printed before the chosen plan launches."""
     return f"burst: cheapest offer for {describe_request(asked)}: {plan.offer.provider} {plan.describe()}"
-
-
-def resolve(options: CellOptions) -> CellOptions:
-    """``options`` with a provider: the one named, the running cluster's, or the cheapest offer's."""
-    global _held
-    if options.provider is not None:
-        _check_honoured(options)
-        return options
-    from jupyter_burst.driver import cluster
-
-    running = cluster.running_provider(options.cluster)
-    if running is not None:
-        return replace(options, provider=running)
-    request = offer_request(options)
-    enabled = enabled_providers()
-    key = (options.cluster, request, tuple(enabled))
-    now = time.monotonic()
-    if _held is not None and _held[0] == key and now - _held[1] < _HOLD_SECONDS:
-        plan = _held[2]
-    else:
-        plan = choose(gather(request), request, enabled)
-        _held = (key, now, plan)
-    return replace(options, provider=plan.offer.provider, plan=plan)
-
-
-def _check_honoured(options: CellOptions) -> None:
-    """spot=, gpu_mem=, region= for a named provider that cannot honour them: refused, not ignored."""
-    asked = [word for word in ("spot", "gpu_mem", "region") if word in options.given]
-    if not asked or options.plan is not None:
-        return
-    from jupyter_burst.clusters.registry import get_provider
-
-    if getattr(get_provider(options.provider), "plan", None) is None:
-        words = ", ".join(f"{word}=" for word in asked)
-        raise OptionError(
-            f"provider={options.provider} does not choose among offers, so {words} would be ignored; "
-            "drop it, or name a provider that does (e.g. provider=aws)"
-        )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,12 +18,16 @@ from typing import Any
 
 import psutil
 
-from jupyter_burst import config
+from jupyter_burst import config, gpus
 from jupyter_burst.clusters import records
+from jupyter_burst.clusters.launch_checks import local_price_per_hour
 from jupyter_burst.clusters.offers import Offer, OfferRequest
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.errors import ClusterError
-from jupyter_burst.store.cost import local_price_per_hour
+
+# Seconds by which a process's start time, as the system keeps it, may come after the
+# clock reading the node took once it was up (the two clocks are read differently).
+_CLOCK_SLACK = 2.0
 
 
 class LocalProvider:
@@ -54,17 +57,18 @@ class LocalProvider:
             str(local_price_per_hour()),  # notional: an internal price, not a bill
             "--grow-here",  # a bigger cell gets more worker processes here (they go when idle)
         ]
-        from jupyter_burst.node.bootstrap import cuda_device_count
-
-        if cuda_device_count():  # what gpu_mem= a cell on this cluster may ask for
-            command += ["--gpu-mem", f"{local_gpu_model()[1]:g}"]
+        if gpus.cuda_device_count():  # what gpu_mem= a cell on this cluster may ask for
+            command += ["--gpu-mem", f"{gpus.model()[1]:g}"]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # a kernel interrupt or restart must not reach it
+                # A kernel interrupt or restart must not reach it: its own session on POSIX,
+                # its own process group on Windows (where start_new_session is ignored).
+                start_new_session=True,
+                creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
                 cwd=request.state_dir,
             )
         # Reap it when it exits, so a long-lived kernel keeps no zombie.
@@ -89,13 +93,11 @@ class LocalProvider:
 
     def offers(self, request: OfferRequest) -> list[Offer]:
         """This machine: its CUDA GPUs, or CPU slots (as many as asked) when it has none."""
-        from jupyter_burst.node.bootstrap import cuda_device_count
-
-        gpus = cuda_device_count()
-        if gpus and gpus < request.gpus:
+        here = gpus.cuda_device_count()
+        if here and here < request.gpus:
             return []
         memory = psutil.virtual_memory().total / (1 << 30)
-        model, gpu_mem = local_gpu_model() if gpus else ("CPU slots (no GPU)", 0.0)
+        model, gpu_mem = gpus.model() if here else ("CPU slots (no GPU)", 0.0)
         return [
             Offer(
                 provider=self.name,
@@ -113,46 +115,36 @@ class LocalProvider:
         ]
 
     def is_alive(self, record: dict[str, Any]) -> bool:
-        pid = record.get("pid")
-        if not pid:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return not _is_zombie(pid)
+        return _node_process(record) is not None
 
     def terminate(self, record: dict[str, Any]) -> None:
-        pid = record.get("pid")
-        if pid and self.is_alive(record):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        """Ask the node to stop: SIGTERM on POSIX (it closes its workers and its record
+        first); on Windows, where no signal can be caught, the process is ended outright."""
+        process = _node_process(record)
+        if process is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.terminate()
 
 
-def local_gpu_model() -> tuple[str, float]:
-    """This machine's GPU model and memory (GiB, the smallest GPU's), as nvidia-smi says.
-
-    Without it, a local GPU would never qualify for gpu_mem= or a gpus=auto estimate.
-    """
+def _node_process(record: dict[str, Any]) -> psutil.Process | None:
+    """The record's node process while it runs: not a zombie (a kernel that outlived it may
+    not have reaped it yet), and not another process that got its id since."""
+    pid = record.get("pid")
+    if not pid:
+        return None
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout  # fmt: skip
-        rows = [line.rsplit(",", 1) for line in out.strip().splitlines() if "," in line]
-        return rows[0][0].strip(), min(float(mib) for _, mib in rows) / 1024
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return "CUDA GPU", 0.0
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        started = record.get("started")
+        # The node writes "started" once it is up, so a process created later is not it.
+        if started is not None and process.create_time() > float(started) + _CLOCK_SLACK:
+            return None
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.AccessDenied:
+        pass  # it runs, though not one this user may look at: alive, as far as can be told
+    return process
 
 
 def _last_line(path) -> str:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:  # offers imports the registry, which imports this module
-    from jupyter_burst.clusters.offers import Plan
+from jupyter_burst.clusters.offers import Plan
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any
 
-from jupyter_burst.filelock import exclusive
+from filelock import FileLock
 
 
 def records_dir(state_dir: pathlib.Path) -> pathlib.Path:
@@ -103,5 +103,6 @@ def all_records(state_dir: pathlib.Path) -> list[dict[str, Any]]:
 def cluster_lock(state_dir: pathlib.Path, name: str, provider: str = "local") -> Iterator[None]:
     """Held while a kernel finds, starts or grows cluster ``name`` on ``provider``, so that two
     kernels start (or grow) one cluster."""
-    with exclusive(records_dir(state_dir) / f"{name}@{provider}.lock"):
+    # filelock: flock where there is one, the Windows lock API on Windows.
+    with FileLock(records_dir(state_dir) / f"{name}@{provider}.lock"):
         yield

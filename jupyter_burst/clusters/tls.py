@@ -16,6 +16,8 @@ import pathlib
 import tarfile
 from dataclasses import dataclass
 
+from jupyter_burst.errors import ClusterError
+
 CA, NODE, CLIENT = "ca", "node", "client"
 
 
@@ -45,6 +47,13 @@ class ClusterCerts:
 
 def make(folder: pathlib.Path, cluster_id: str, days: int = 30) -> ClusterCerts:
     """A new CA for ``cluster_id``, and a node and a client certificate it signed."""
+    try:
+        import cryptography  # noqa: F401 - the notebook's side only (the lab extra)
+    except ImportError:
+        raise ClusterError(
+            "a remote cluster's TLS certificates need cryptography; install it with: "
+            "pip install 'jupyter-burst[lab]'"
+        ) from None
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec

@@ -11,7 +11,6 @@ cell changed the bytes in place) costs one question, never a wrong value.
 
 from __future__ import annotations
 
-import pickle
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -124,7 +123,7 @@ def learn(handle: Any, results: list[Payload | None]) -> None:
     for result in results:
         if result is None:
             continue
-        kept = pickle.loads(result.meta).get("cached")
+        kept = result.result_meta().cached
         if kept and kept["worker"]:
             held = handle.cached.setdefault(kept["worker"], {})
             for key, (name, size) in kept["keys"].items():

@@ -11,6 +11,8 @@ added goes by itself after the cluster's idle time of its own idleness.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import pathlib
 import sys
@@ -19,19 +21,27 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from distributed import Client
+from distributed.comm import connect as comm_connect
+from distributed.core import send_recv
+
 from jupyter_burst import config
+from jupyter_burst import gpus as gpus_here
 from jupyter_burst.clusters import records
+from jupyter_burst.clusters.choose import announcement
+from jupyter_burst.clusters.launch_checks import check_daily_budget
 from jupyter_burst.clusters.offers import OfferRequest, Plan
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.registry import get_provider
+from jupyter_burst.clusters.tls import ClusterCerts
 from jupyter_burst.errors import ClusterError
-from jupyter_burst.store.cost import check_daily_budget
 from jupyter_burst.store.ledger import shared_ledger
+from jupyter_burst.wire.contract import Rpc
 
 
 @dataclass
 class ClusterHandle:
-    """A connected cluster as this kernel sees it."""
+    """A connected cluster as its client (a kernel, a head node) sees it."""
 
     name: str
     provider: str
@@ -39,11 +49,22 @@ class ClusterHandle:
     client: Any
     state_dir: pathlib.Path
     topic_handlers: dict[str, Any] = field(default_factory=dict)
-    # worker address -> content key -> what this kernel sent it (see namespace_cache)
+    # worker address -> content key -> what this kernel sent it (see cache_plan)
     cached: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The workers (by name) whose GPUs the current cell's gpu_mem= asks for, on a cluster that
     # grew other GPUs for it (fit); None: any slot will do.
     fitting: set[str] | None = None
+
+    @classmethod
+    def of(cls, record: dict[str, Any], client: Client, state_dir: pathlib.Path) -> ClusterHandle:
+        """The handle of the cluster ``record`` describes, reached through ``client``."""
+        return cls(
+            name=record["name"],
+            provider=record.get("provider", "local"),
+            record=dict(record, state_dir=str(state_dir)),
+            client=client,
+            state_dir=state_dir,
+        )
 
     @property
     def id(self) -> str:
@@ -54,7 +75,12 @@ class ClusterHandle:
         return self.client.scheduler_info(n_workers=-1).get("workers", {})
 
     def info(self) -> dict[str, Any]:
-        return self.client.sync(self.client.scheduler.burst_info)
+        return rpc(self.client, Rpc.INFO)
+
+
+def rpc(client: Client, method: Rpc, /, **kwargs: Any) -> Any:
+    """Ask the cluster's head one of jupyter-burst's own questions (:class:`Rpc`)."""
+    return client.sync(getattr(client.scheduler, method), **kwargs)
 
 
 _handles: dict[tuple[str, str], ClusterHandle] = {}
@@ -69,14 +95,18 @@ def _slots_for(provider_name: str, gpus: int) -> int:
     configured = config.get("local.slots")
     if configured:
         return max(int(configured), gpus)
-    from jupyter_burst.node.bootstrap import cuda_device_count
-
-    return max(cuda_device_count(), gpus)
+    return max(gpus_here.cuda_device_count(), gpus)
 
 
-def _connect(address: str, timeout: float, record: dict[str, Any] | None = None):
-    from distributed import Client
-
+def open_client(
+    address: str,
+    timeout: float,
+    record: dict[str, Any] | None = None,
+    name: str = "jupyter-burst",
+) -> Client:
+    """A Dask client of the scheduler at ``address`` (with the cluster's TLS certificate when
+    ``record`` has one), once it has answered within ``timeout``: the kernel's, and the head
+    node's own for the background jobs it runs."""
     security = _security(record)
     _answers(address, timeout, security)
     return Client(
@@ -84,7 +114,7 @@ def _connect(address: str, timeout: float, record: dict[str, Any] | None = None)
         timeout=timeout,
         direct_to_workers=True,
         set_as_default=False,
-        name="jupyter-burst",
+        name=name,
         security=security,
     )
 
@@ -96,15 +126,10 @@ def _answers(address: str, timeout: float, security: Any) -> None:
     that accepts and then never answers (a frozen machine, a stopped process) would hold the
     kernel for ever. The probe runs in a thread of its own (the kernel's has a running loop).
     """
-    import asyncio
-    import concurrent.futures
-
-    from distributed.comm import connect
-    from distributed.core import send_recv
 
     async def identity() -> None:
         args = security.get_connection_args("client") if security is not None else {}
-        comm = await connect(address, timeout=timeout, **args)  # its handshake is unbounded
+        comm = await comm_connect(address, timeout=timeout, **args)  # its handshake is unbounded
         try:
             await send_recv(comm, op="identity")
         finally:
@@ -132,8 +157,6 @@ def _security(record: dict[str, Any] | None):
     """A remote cluster's TLS client certificate (made when it was launched); None for local."""
     if not record or not record.get("tls"):
         return None
-    from jupyter_burst.clusters.tls import ClusterCerts
-
     return ClusterCerts(pathlib.Path(record["tls"])).client_security()
 
 
@@ -166,7 +189,7 @@ def connect(
     provider is refused rather than taken for a second cluster. Unnamed, each provider has
     its own ``default``. ``spot``, ``gpu_mem`` and ``regions`` reach the provider with the
     request (a launch, or nodes added to fit); ``plan`` is an offer chosen across providers
-    (clusters/choose.py), announced here just before its launch.
+    (driver/placement.py), announced here just before its launch.
     """
     state_dir = config.state_dir()
     key = (provider_name, name)
@@ -231,7 +254,7 @@ def _find_or_start(
             provider.settle(dict(record, state_dir=str(state_dir)))
         if alive:
             try:
-                client = _connect(
+                client = open_client(
                     record["scheduler"], float(config.get("connect-timeout", 5)), record
                 )
             except OSError as exc:
@@ -246,15 +269,13 @@ def _find_or_start(
         if client is not None:
             return _keep(key, record, client, state_dir), False
         if plan is not None:
-            from jupyter_burst.clusters.choose import announcement
-
             asked = OfferRequest(
                 gpus, gpu_mem_gib=request.gpu_mem_gib, spot=request.spot, regions=request.regions
             )
             print(announcement(plan, asked), flush=True)
         check_daily_budget(state_dir, provider, request)  # refused: nothing started
         record = provider.launch(request)
-        client = _connect(record["scheduler"], float(config.get("start-timeout", 60)), record)
+        client = open_client(record["scheduler"], float(config.get("start-timeout", 60)), record)
     return _keep(key, record, client, state_dir), True
 
 
@@ -308,16 +329,15 @@ def _ask_fit(
     """The head's ``burst_fit`` answer; None if the head does not know the call (older version).
 
     ``expect``: nodes are about to be added for the shortfall (the head waits for them)."""
-    scheduler = handle.client.scheduler
     asked: dict[str, Any] = {"slots": slots}
     if gpu_mem is not None:
         asked["gpu_mem"] = gpu_mem
     if expect:
         asked["expect"] = True
     try:
-        return handle.client.sync(scheduler.burst_fit, **asked)
+        return rpc(handle.client, Rpc.FIT, **asked)
     except Exception as exc:
-        if "burst_fit" in str(exc):
+        if Rpc.FIT in str(exc):
             return None
         if isinstance(exc, ClusterError | OSError | TimeoutError):
             raise
@@ -400,7 +420,9 @@ def attach(name: str, provider_name: str) -> ClusterHandle | None:
         if not get_provider(provider_name).is_alive(record):
             return None
         try:
-            client = _connect(record["scheduler"], float(config.get("connect-timeout", 5)), record)
+            client = open_client(
+                record["scheduler"], float(config.get("connect-timeout", 5)), record
+            )
         except OSError:
             return None
         return _keep(key, record, client, state_dir)
@@ -421,19 +443,13 @@ def _cached(key: tuple[str, str], state_dir: pathlib.Path) -> ClusterHandle | No
 def _keep(key: tuple[str, str], record: dict, client, state_dir: pathlib.Path) -> ClusterHandle:
     provider_name, name = key
     _handles.pop(key, None)  # kept last: the newest used comes last (running_provider)
-    handle = ClusterHandle(
-        name=name,
-        provider=provider_name,
-        record=dict(record, state_dir=str(state_dir)),
-        client=client,
-        state_dir=state_dir,
-    )
+    handle = ClusterHandle.of(dict(record, name=name, provider=provider_name), client, state_dir)
     _handles[key] = handle
     return handle
 
 
 def set_idle(handle: ClusterHandle, minutes: float) -> None:
-    info = handle.client.sync(handle.client.scheduler.burst_set_idle, minutes=minutes)
+    info = rpc(handle.client, Rpc.SET_IDLE, minutes=minutes)
     handle.record["idle"] = info["idle"]
 
 
@@ -478,9 +494,9 @@ def status() -> list[dict[str, Any]]:
 
 
 def _query_info(record: dict[str, Any]) -> dict[str, Any]:
-    client = _connect(record["scheduler"], float(config.get("connect-timeout", 5)), record)
+    client = open_client(record["scheduler"], float(config.get("connect-timeout", 5)), record)
     try:
-        return client.sync(client.scheduler.burst_info)
+        return rpc(client, Rpc.INFO)
     finally:
         client.close(timeout=2)
 

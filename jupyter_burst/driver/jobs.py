@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import queue
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, NoReturn
 from urllib.parse import urlparse
@@ -33,6 +32,7 @@ from jupyter_burst.errors import (
 )
 from jupyter_burst.store import budget, cost
 from jupyter_burst.store.ledger import Ledger, shared_ledger
+from jupyter_burst.wire.contract import CellSpec
 from jupyter_burst.wire.payload import Payload, event_count
 from jupyter_burst.worker import runtime
 from jupyter_burst.worker.value_cache import CacheMiss
@@ -126,7 +126,7 @@ def _choose_workers(
     """``n`` distinct worker addresses, least busy first; rank 0 is the first.
 
     Among workers as busy, those already holding more of the cell's ``cached`` bytes first.
-    The cluster was grown to ``n`` slots when it was connected (``clusters.fit``).
+    The cluster was grown to ``n`` slots when it was connected (``driver.cluster.fit``).
     """
     # A cell that asked for bigger GPUs than the cluster started with: its ranks go to those.
     workers = wait_for_workers(handle, n, float(config.get("start-timeout", 60)), handle.fitting)
@@ -145,7 +145,7 @@ def submit(
     handle: ClusterHandle,
     job_id: str,
     message: Payload,
-    spec: dict[str, Any],
+    spec: CellSpec,
     ranks: int = 1,
     attempt: int = 1,
 ) -> Job:
@@ -153,7 +153,7 @@ def submit(
     events: queue.Queue = queue.Queue()
     handle.topic_handlers[topic][job_id] = events
     client = handle.client
-    spec = dict(spec, job=job_id, topic=topic, world_size=ranks)
+    spec = replace(spec, job=job_id, topic=topic, world_size=ranks)
 
     if (
         ranks == 1
@@ -165,13 +165,13 @@ def submit(
         workers: list[str | None] = [None]
     else:
         workers = list(_choose_workers(handle, ranks, cache_plan.held_bytes(handle, message)))
-    owner = (spec.get("cache") or {}).get("owner")
+    owner = (spec.cache or {}).get("owner")
     messages = cache_plan.plan(handle, message, workers, job_id, owner)
     arguments = _place(client, messages, workers)
     if ranks > 1:
         master = workers[0]
         port = client.run(runtime.free_port, workers=[master])[master]
-        spec.update(master_addr=urlparse(master).hostname, master_port=port)
+        spec = replace(spec, master_addr=urlparse(master).hostname, master_port=port)
 
     futures = []
     hosts: dict[str, int] = {}
@@ -182,7 +182,7 @@ def submit(
         future = client.submit(
             runtime.run_cell,
             arguments[rank],
-            dict(spec, rank=rank, local_rank=local_rank),
+            replace(spec, rank=rank, local_rank=local_rank).to_wire(),
             key=f"burst-cell-{job_id}-a{attempt}-r{rank}",
             workers=[worker] if worker else None,
             allow_other_workers=False,
@@ -439,7 +439,7 @@ def run_attempts(
     connect: Callable[[int], ClusterHandle],
     job_id: str,
     message: Payload,
-    spec: dict[str, Any],
+    spec: CellSpec,
     *,
     ranks: int,
     retries: int,
@@ -496,13 +496,13 @@ def lost_rank(failure: RankFailure, world_size: int) -> str:
 
 
 def _failed(payload: Payload) -> bool:
-    return bool(pickle.loads(payload.meta).get("failed"))
+    return payload.result_meta().failed
 
 
 def _could_not_join(payload: Payload) -> WorkerLost | None:
     """A rank that failed to join its peers before the cell ran: the cluster's fault, not the
     cell's (a peer's worker was being replaced), so it is retried like a lost worker."""
-    reason = pickle.loads(payload.meta).get("could_not_join")
+    reason = payload.result_meta().could_not_join
     return None if reason is None else WorkerLost(f"it could not join its peers ({reason})")
 
 
@@ -510,14 +510,18 @@ def _earliest(first_seen: RankFailure, results: dict[int, Payload]) -> RankFailu
     """Of the ranks that raised, the one that raised first: the others mostly fail because of it."""
     best, best_time = first_seen, float("inf")
     if first_seen.payload is not None:
-        best_time = pickle.loads(first_seen.payload.meta).get("failed_at", float("inf"))
+        best_time = _failed_at(first_seen.payload)
     for rank, payload in results.items():
         if payload is None:
             continue
-        meta = pickle.loads(payload.meta)
-        if meta.get("failed") and meta.get("failed_at", float("inf")) < best_time:
-            best, best_time = RankFailure(rank, payload=payload), meta["failed_at"]
+        if payload.result_meta().failed and _failed_at(payload) < best_time:
+            best, best_time = RankFailure(rank, payload=payload), _failed_at(payload)
     return best
+
+
+def _failed_at(payload: Payload) -> float:
+    at = payload.result_meta().failed_at
+    return float("inf") if at is None else at
 
 
 def drain(job: Job, expected: int, on_events: OnEvents) -> None:

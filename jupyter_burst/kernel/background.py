@@ -8,7 +8,6 @@ checkpoints).
 
 from __future__ import annotations
 
-import json
 import pickle
 import sys
 import time
@@ -17,18 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_burst import config
-from jupyter_burst.clusters import records
-from jupyter_burst.driver import cluster, jobs
+from jupyter_burst.driver import background_jobs, cluster, jobs
+from jupyter_burst.driver.background_jobs import POLL_SECONDS, Found, call, job_options
 from jupyter_burst.errors import BurstError, JobCancelled, JobNotFound
 from jupyter_burst.kernel import cell as cells
 from jupyter_burst.kernel import output
 from jupyter_burst.kernel.options import CellOptions
 from jupyter_burst.store import checkpoints, results
 from jupyter_burst.store.ledger import shared_ledger
+from jupyter_burst.wire.contract import JobRequest, Rpc
 from jupyter_burst.worker import node_packages
-
-_POLL_SECONDS = 0.1
-_LISTED_DAYS = 7  # how far back %burst jobs looks for jobs whose cluster has stopped
 
 
 @dataclass
@@ -46,18 +43,6 @@ class _Submitted:
     request: bytes | None = field(default=None, repr=False)
 
 
-@dataclass
-class Found:
-    """A background job, located: on a running cluster, or only as results kept on disk."""
-
-    name: str
-    job_id: str
-    summary: dict[str, Any]
-    handle: cluster.ClusterHandle | None = None
-    saved: Any = None  # (payloads, failure, error) kept after the cluster stopped
-    options: dict[str, Any] = field(default_factory=dict)
-
-
 _submitted: dict[str, _Submitted] = {}
 
 
@@ -72,18 +57,18 @@ def start(
     """Hand the cell to its cluster's head node and return its name at once."""
     prepared = cells.prepare(source, options, user_ns, filename, line_offset)
     handle = cells.connect(options)
-    node_packages.ensure(handle.client, prepared.spec["pip"], handle.name)
+    node_packages.ensure(handle.client, prepared.spec.pip, handle.name)
     root = cells.checkpoint_settings(handle.state_dir, prepared.job_id, source, handle.provider)
-    prepared.spec["checkpoints"] = root
+    prepared.spec.checkpoints = root
     name = options.name or f"job-{prepared.job_id[:6]}"
     request = pickle.dumps(
-        {
-            "message": prepared.message,
-            "spec": prepared.spec,
-            "ranks": options.gpus,
-            "retries": options.retries,
-            "timeout": options.timeout,
-        },
+        JobRequest(
+            prepared.message,
+            prepared.spec,
+            ranks=options.gpus,
+            retries=options.retries,
+            timeout_minutes=options.timeout,
+        ),
         protocol=5,
     )
     ledger = shared_ledger(handle.state_dir)
@@ -111,9 +96,9 @@ def start(
 def _hand_over(
     handle: cluster.ClusterHandle, name: str, job_id: str, ranks: int, root: str, request: bytes
 ) -> None:
-    reply = _call(
+    reply = call(
         handle,
-        "burst_job_submit",
+        Rpc.JOB_SUBMIT,
         name=name,
         job_id=job_id,
         ranks=ranks,
@@ -143,108 +128,31 @@ def _start_again(name: str, mine: _Submitted) -> Found | None:
     ledger.add_lines(mine.job_id, [(time.time(), 0, "burst", note)])
     _hand_over(handle, name, mine.job_id, mine.options.gpus, mine.root, mine.request)
     mine.cluster, mine.provider, mine.cursor = handle.name, handle.provider, 0
-    for summary in _call(handle, "burst_job_list")["jobs"]:
+    for summary in call(handle, Rpc.JOB_LIST)["jobs"]:
         if summary["name"] == name:
-            return Found(name, summary["job"], summary, handle, options=_options(summary))
+            return Found(name, summary["job"], summary, handle, options=job_options(summary))
     return None
 
 
-def _call(handle: cluster.ClusterHandle, method: str, **kwargs: Any) -> dict[str, Any]:
-    client = handle.client
-    return pickle.loads(client.sync(getattr(client.scheduler, method), **kwargs))
-
-
 def find(name: str, start_lost: bool = False) -> Found:
-    """The job ``name``: asked of every running cluster, then looked up in the ledger.
-
-    With ``start_lost``, a job of this kernel whose cluster was lost is started again.
-    """
+    """The job ``name``: asked of every running cluster (its own first, for a job this kernel
+    started), then looked up in the ledger. With ``start_lost``, a job of this kernel whose
+    cluster was lost is started again."""
     mine = _submitted.get(name)
-    for handle, summary in _live_jobs(first=(mine.cluster, mine.provider) if mine else None):
-        if summary["name"] == name:
-            return Found(name, summary["job"], summary, handle, options=_options(summary))
+    found = background_jobs.on_clusters(name, first=(mine.cluster, mine.provider) if mine else None)
+    if found is not None:
+        return found
     if start_lost and mine is not None:
         again = _start_again(name, mine)
         if again is not None:
             return again
-    row = _ledger_job(name)
-    if row is None:
-        raise JobNotFound(f"no background job named '{name}'; %burst jobs lists them")
-    saved = results.load(checkpoints.default_root(config.state_dir()), row["id"])
-    summary = {"name": name, "job": row["id"], "status": row["status"], "error": row["error"]}
-    if saved is None:
-        if row["status"] == "running":
-            reason = "was lost with its cluster while it ran; run its cell again"
-        elif row["status"] == "done":
-            reason = "is on no running cluster and its results were fetched already"
-        else:
-            error = f" ({row['error']})" if row["error"] else ""
-            reason = f"is on no running cluster and it ended as {row['status']}{error}"
-        raise JobNotFound(
-            f"job '{name}' ({row['id']}) {reason}; its checkpoints: %burst checkpoints {row['id']}"
-        )
-    return Found(name, row["id"], summary, saved=saved, options=json.loads(row["options"]))
+    return background_jobs.kept(name)
 
 
-def _live_jobs(first: tuple[str, str] | None = None):
-    """(cluster, job summary) for the jobs of every running cluster, ``first``'s first."""
-    clusters_known = [first] if first else []
-    clusters_known += [
-        (r["name"], r.get("provider", "local"))
-        for r in records.all_records(config.state_dir())
-        if (r["name"], r.get("provider", "local")) != first
-    ]
-    for name, provider in clusters_known:
-        handle = cluster.attach(name, provider)
-        if handle is not None:
-            for summary in _call(handle, "burst_job_list")["jobs"]:
-                yield handle, summary
-
-
-def _ledger_job(name: str) -> dict[str, Any] | None:
-    ledger = shared_ledger(config.state_dir())
-    rows = ledger.query(
-        "SELECT * FROM jobs WHERE options LIKE ? ORDER BY started DESC",
-        (f'%"name": {json.dumps(name)}%',),
-    )
-    return next((r for r in rows if json.loads(r["options"]).get("name") == name), None)
-
-
-def _options(summary: dict[str, Any]) -> dict[str, Any]:
-    row = shared_ledger(config.state_dir()).job(summary["job"])
-    return json.loads(row["options"]) if row else {}
-
-
-def list_jobs() -> list[dict[str, Any]]:
-    """The background jobs of the running clusters, and those whose cluster has stopped:
-    with their results kept on disk, or lost with it while they ran."""
-    out = [dict(summary, cluster=handle.name) for handle, summary in _live_jobs()]
-    live = {row["job"] for row in out}
-    root = checkpoints.default_root(config.state_dir())
-    ledger = shared_ledger(config.state_dir())
-    since = time.time() - _LISTED_DAYS * 86400
-    for row in ledger.query(
-        "SELECT * FROM jobs WHERE options LIKE '%\"background\": true%' AND started > ?", (since,)
-    ):
-        if row["id"] in live or (
-            row["status"] != "running" and not results.exists(root, row["id"])
-        ):
-            continue
-        options = json.loads(row["options"])
-        out.append(
-            {
-                "name": options.get("name", row["id"]),
-                "job": row["id"],
-                "cluster": f"{options.get('cluster', '?')} (stopped)",
-                "status": "lost" if row["status"] == "running" else row["status"],
-                "ranks": options.get("gpus", 1),
-                "attempts": "-",
-                "started": row["started"],
-                "ended": row["ended"] or row["started"],
-                "results": "kept" if row["status"] != "running" else "none",
-            }
-        )
-    return sorted(out, key=lambda s: s["started"])
+def submitted_job(name: str) -> str | None:
+    """The job id of the background job ``name`` if this kernel started it."""
+    mine = _submitted.get(name)
+    return mine.job_id if mine is not None else None
 
 
 def format_jobs(rows: list[dict[str, Any]]) -> str:
@@ -302,7 +210,7 @@ def _show(found: Found, cursor: int, follow: bool) -> int:
     render = output.renderer(int(found.summary.get("ranks", 1)))
     try:
         while True:
-            reply = _call(found.handle, "burst_job_events", name=found.name, since=cursor)
+            reply = call(found.handle, Rpc.JOB_EVENTS, name=found.name, since=cursor)
             if "error" in reply:
                 raise JobNotFound(reply["error"])
             if reply["missed"]:
@@ -318,7 +226,7 @@ def _show(found: Found, cursor: int, follow: bool) -> int:
                 continue
             if not follow or reply["job"]["status"] != "running":
                 return cursor
-            time.sleep(_POLL_SECONDS)
+            time.sleep(POLL_SECONDS)
     finally:
         render.close()  # the last lines a flood held back
 
@@ -337,7 +245,7 @@ def wait(name: str, user_ns: MutableMapping[str, Any]) -> dict[str, Any]:
             return found.summary
         if mine is not None:
             mine.cursor = cursor
-        reply = _call(found.handle, "burst_job_result", name=name)
+        reply = call(found.handle, Rpc.JOB_RESULT, name=name)
         if "error" in reply:
             raise JobNotFound(reply["error"])
         summary = reply["job"]
@@ -365,23 +273,6 @@ def wait(name: str, user_ns: MutableMapping[str, Any]) -> dict[str, Any]:
         results.remove(checkpoints.default_root(config.state_dir()), found.job_id)
     _submitted.pop(name, None)
     return summary
-
-
-def cancel(name: str, timeout: float = 10.0) -> dict[str, Any]:
-    """Stop the job's remote work; returns once it has stopped (or raises after ``timeout``)."""
-    found = find(name)
-    if found.handle is None or found.summary["status"] != "running":
-        raise JobNotFound(f"job '{name}' is not running (it ended as {found.summary['status']})")
-    _call(found.handle, "burst_job_cancel", name=name)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reply = _call(found.handle, "burst_job_events", name=name, since=1 << 62)
-        if reply["job"]["status"] != "running":
-            return reply["job"]
-        time.sleep(_POLL_SECONDS)
-    raise BurstError(
-        f"job '{name}' did not stop within {timeout:g} s; %burst down stops its cluster"
-    )
 
 
 def attach(name: str, user_ns: MutableMapping[str, Any]) -> dict[str, Any]:

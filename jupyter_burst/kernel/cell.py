@@ -17,16 +17,17 @@ from typing import Any
 from dask.utils import parse_bytes
 
 from jupyter_burst import config, credentials
-from jupyter_burst.clusters import choose
-from jupyter_burst.driver import cache_plan, cluster, jobs
-from jupyter_burst.errors import BurstError, JobCancelled, JobInterrupted, SendError
+from jupyter_burst.driver import cache_plan, cluster, jobs, placement
+from jupyter_burst.driver.job_log import JobLog, ending
+from jupyter_burst.errors import BurstError, JobInterrupted, SendError
 from jupyter_burst.kernel import cell_status, ipython_syntax, namespace, output, tracebacks
 from jupyter_burst.kernel.merge import merge_in_place, repoint
-from jupyter_burst.kernel.options import CellOptions
+from jupyter_burst.kernel.options import CellOptions, parse
 from jupyter_burst.store import checkpoints
-from jupyter_burst.store.ledger import JobRecorder, shared_ledger
+from jupyter_burst.store.ledger import shared_ledger
 from jupyter_burst.wire import payload as wire
 from jupyter_burst.wire import rng_state
+from jupyter_burst.wire.contract import CellSpec
 from jupyter_burst.worker import node_packages
 
 
@@ -49,10 +50,10 @@ class PreparedCell:
 
     job_id: str
     source: str
-    spec: dict[str, Any]
+    spec: CellSpec
     message: wire.Payload
     snapshot: dict[str, Any]
-    options: CellOptions  # with its provider: named, or chosen (clusters/choose.py)
+    options: CellOptions  # with its provider: named, or chosen (driver/placement.py)
 
 
 def prepare(
@@ -64,7 +65,7 @@ def prepare(
 ) -> PreparedCell:
     """Read the cell and pack what it reads; a mistake here costs nothing ($0, no cluster)."""
     # Where it runs decides its working folder; choosing starts nothing (it reads offers).
-    options = choose.resolve(options)
+    options = placement.resolve(options)
     job_id = jobs.new_job_id()
     filename = filename or f"<burst-cell-{job_id}>"
     code = ipython_syntax.transform(source)  # !cmd, %time ...; a magic the ranks lack: one line
@@ -77,32 +78,30 @@ def prepare(
     values = namespace.select(user_ns, analysis, send=options.send, exclude=options.exclude)
     credentials.refuse(values, send=options.send)
     credentials.remember(user_ns)  # so that output quoting one is redacted in the ledger
-    spec = {
-        "source": code.code,
-        "filename": filename,
-        "line_offset": line_offset,
-        "assigns": sorted(analysis.assigns),
-        "contexts": sorted(analysis.contexts & analysis.assigns),
-        "imported_from": [list(binding) for binding in analysis.imported_from],
-        "returns": "gather"
-        if options.gather
-        else (list(options.returns) if options.returns is not None else None),
-        "collective_timeout": float(config.get("collective-timeout", 300)),
-        "exclude": list(options.exclude),
+    spec = CellSpec(
+        source=code.code,
+        filename=filename,
+        line_offset=line_offset,
+        assigns=tuple(sorted(analysis.assigns)),
+        contexts=tuple(sorted(analysis.contexts & analysis.assigns)),
+        imported_from=tuple(tuple(binding) for binding in analysis.imported_from),
+        returns=tuple(options.returns) if options.returns is not None else None,
+        gather=options.gather,
+        collective_timeout=float(config.get("collective-timeout", 300)),
+        exclude=tuple(options.exclude),
         # On this machine the cell runs where the notebook runs, so relative paths agree.
-        "cwd": os.getcwd() if options.provider == "local" else None,
-        "background": options.background,
-        "cache": cache_plan.settings(),  # this kernel's entries in the workers' caches
+        cwd=os.getcwd() if options.provider == "local" else None,
+        background=options.background,
+        cache=cache_plan.settings(),  # this kernel's entries in the workers' caches
         # Child processes (DataLoader workers, Pool) start as they would in the notebook.
-        "start_method": multiprocessing.get_start_method(allow_none=True)
+        start_method=multiprocessing.get_start_method(allow_none=True)
         or multiprocessing.get_context().get_start_method(),
-        # done on every node before the cell runs (node_packages)
-        "pip": [ipython_syntax.expand(line, user_ns) for line in code.pip],
+        pip=tuple(ipython_syntax.expand(line, user_ns) for line in code.pip),
         # The notebook's random generators: each rank starts from them (rng_state.py).
-        "rng": rng_state.capture(),
-        "imports_torch": any(m.split(".")[0] == "torch" for m in analysis.modules)
+        rng=rng_state.capture(),
+        imports_torch=any(m.split(".")[0] == "torch" for m in analysis.modules)
         or "torch" in analysis.reads,
-    }
+    )
     snapshot = dict(user_ns)
     if not isinstance(user_ns, dict):
         raise SendError("the namespace must be a dict")
@@ -110,7 +109,6 @@ def prepare(
     message = wire.pack_namespace(
         values,
         user_ns,
-        spec,
         imports=analysis.modules,
         cache_from=cache_plan.threshold(),
         limit=None if limit is None else int(parse_bytes(str(limit))),
@@ -126,7 +124,7 @@ def connect(options: CellOptions) -> cluster.ClusterHandle:
     Unnamed, it is the provider's own ``default``; a name the cell gave is one cluster.
     """
     if options.provider is None:
-        options = choose.resolve(options)
+        options = placement.resolve(options)
     return cluster.connect(
         options.cluster,
         options.provider,
@@ -208,17 +206,6 @@ def run_cell(
         line.end(state)
 
 
-def ending(exc: BaseException) -> tuple[str, str | None]:
-    """The job's ledger status and error text when its cell raised ``exc``."""
-    if isinstance(exc, JobCancelled):
-        return "cancelled", str(exc)  # not a failure: retries and the sidebar leave it be
-    if isinstance(exc, BurstError):
-        return ("interrupted" if "interrupted" in str(exc) else "failed"), str(exc)
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted", None
-    return "failed", f"{type(exc).__name__}: {exc}"
-
-
 def _run_prepared(
     cell: PreparedCell,
     user_ns: MutableMapping[str, Any],
@@ -230,21 +217,11 @@ def _run_prepared(
     """Run a packed cell on its cluster, recorded in the ledger, and merge what it sent back."""
     source, options, job_id = cell.source, cell.options, cell.job_id
     handle = connect(options)
-    node_packages.ensure(handle.client, cell.spec["pip"], handle.name)  # %pip, on every node
-    cell.spec["checkpoints"] = checkpoint_settings(
-        handle.state_dir, job_id, source, handle.provider
-    )
+    node_packages.ensure(handle.client, cell.spec.pip, handle.name)  # %pip, on every node
+    cell.spec.checkpoints = checkpoint_settings(handle.state_dir, job_id, source, handle.provider)
     ledger = shared_ledger(handle.state_dir)
-    recorder = JobRecorder(ledger, job_id)
     show = render or output.renderer(options.gpus, job_id)
-
-    def on_events(rank: int, events: list) -> None:
-        show(rank, events)
-        recorder.events(rank, events)
-
-    def on_note(rank: int, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-        recorder.note(rank, text)
+    log = JobLog(ledger, job_id, show, lambda _, text: print(text, file=sys.stderr, flush=True))
 
     used = [handle]
 
@@ -261,7 +238,7 @@ def _run_prepared(
         # After a lost scheduler this starts a new cluster; the checkpoint store outlives it.
         used.append(connect(options))
         if used[-1] is not used[-2]:
-            node_packages.ensure(used[-1].client, cell.spec["pip"], used[-1].name)
+            node_packages.ensure(used[-1].client, cell.spec.pip, used[-1].name)
         return used[-1]
 
     ledger.job_started(
@@ -279,8 +256,8 @@ def _run_prepared(
                 ranks=options.gpus,
                 retries=options.retries,
                 timeout_minutes=options.timeout,
-                on_events=on_events,
-                on_note=on_note,
+                on_events=log.events,
+                on_note=log.note,
                 on_job=lambda _: line.running(),
             )
         finally:
@@ -318,7 +295,7 @@ def _run_prepared(
         status, error_text = ending(exc)
         raise
     finally:
-        recorder.close()
+        log.close()
         ledger.job_ended(job_id, status, error_text)
 
 
@@ -430,8 +407,6 @@ def run(
 
     The keyword arguments are the ``%%burst`` options (``return=`` is ``returns=`` here).
     """
-    from jupyter_burst.kernel import options as opts
-
     config.refresh()
     words = [f"gpus={gpus}"]
     for key, value in (
@@ -446,7 +421,7 @@ def run(
     for key, names in (("send", send), ("exclude", exclude), ("return", returns)):
         if names:
             words.append(f"{key}={','.join(names)}")
-    parsed = opts.parse(" ".join(words))
+    parsed = parse(" ".join(words))
     if namespace is None:
         import inspect
 

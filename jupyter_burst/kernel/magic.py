@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import shlex
+import sys
 import time
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from jupyter_burst import config
-from jupyter_burst.driver import cluster
+from jupyter_burst.clusters.aws import gc
+from jupyter_burst.clusters.choose import gpu_mem_floor
+from jupyter_burst.driver import background_jobs, cache_plan, cluster
 from jupyter_burst.errors import OptionError
-from jupyter_burst.kernel import background, cell_status, options
+from jupyter_burst.estimate import estimate
+from jupyter_burst.kernel import background, cell_status, cost_report, namespace, options
 from jupyter_burst.kernel.cell import run_cell
+from jupyter_burst.kernel.offers_report import offers_command
+from jupyter_burst.store.checkpoints import CheckpointStore, default_root, find_job, listing
+from jupyter_burst.wire import class_kwargs
+from jupyter_burst.worker import helper
 
 _VERBS = {
     "status": "status",
@@ -79,9 +88,9 @@ class BurstMagics(Magics):
                 f"burst: {name} runs in the background on cluster '{parsed.cluster}'; "
                 f"%burst logs {name} -f follows it, %burst wait {name} brings its results back"
             )
-            submitted = background._submitted.get(name)  # this kernel's own record of the job
-            if submitted is not None:
-                cell_status.show_background(parsed.cluster, parsed.gpus, name, submitted.job_id)
+            job_id = background.submitted_job(name)
+            if job_id is not None:
+                cell_status.show_background(parsed.cluster, parsed.gpus, name, job_id)
             return
         return run_cell(
             cell,
@@ -108,8 +117,6 @@ class BurstMagics(Magics):
 
     def _estimate(self, args: list[str]) -> None:
         """%burst estimate EXPR [optimizer=adam] [batch=EXPR] [precision=fp32]"""
-        from jupyter_burst.estimate import estimate
-
         if not args or "=" in args[0]:
             raise OptionError(
                 "say which model: %burst estimate MODEL [optimizer=adam] [batch=EXPR] [precision=fp32]"
@@ -138,8 +145,6 @@ class BurstMagics(Magics):
         """%burst checkpoints [JOB]: the checkpoints kept, newest last."""
         if len(args) > 1:
             raise OptionError("%burst checkpoints takes at most one job id")
-        from jupyter_burst.store.checkpoints import default_root, listing
-
         rows = listing(default_root(config.state_dir()), args[0] if args else None)
         if not rows:
             print("burst: no checkpoints" + (f" for job {args[0]}" if args else ""))
@@ -163,8 +168,6 @@ class BurstMagics(Magics):
             if key != "step" or not value.lstrip("-").isdigit():
                 raise OptionError(usage)
             step = int(value)
-        from jupyter_burst.store.checkpoints import CheckpointStore, default_root, find_job
-
         root = default_root(config.state_dir())
         job = find_job(root, args[0])
         store = CheckpointStore(root, job)
@@ -183,7 +186,7 @@ class BurstMagics(Magics):
     def _jobs(self, args: list[str]) -> None:
         if args:
             raise OptionError("%burst jobs takes no arguments")
-        print(background.format_jobs(background.list_jobs()))
+        print(background.format_jobs(background_jobs.list_jobs()))
 
     def _logs(self, args: list[str]) -> None:
         follow = "-f" in args
@@ -201,7 +204,7 @@ class BurstMagics(Magics):
     def _cancel(self, args: list[str]) -> None:
         name = _one_name("cancel", args)
         started = time.monotonic()
-        background.cancel(name)
+        background_jobs.cancel(name)
         print(f"burst: cancelled {name}; its work stopped in {time.monotonic() - started:.1f} s")
 
     def _attach(self, args: list[str]) -> None:
@@ -217,21 +220,15 @@ class BurstMagics(Magics):
 
     def _offers(self, args: list[str]) -> None:
         """%burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]: cheapest first."""
-        from jupyter_burst.clusters.offers import offers_command
-
         print(offers_command(args))
 
     def _cost(self, args: list[str]) -> None:
         if args:
             raise OptionError("%burst cost takes no arguments")
-        from jupyter_burst.store import cost
-
-        print(cost.report(config.state_dir()))
+        print(cost_report.report(config.state_dir()))
 
     def _gc(self, args: list[str]) -> None:
         """%burst gc [--yes] [--region a,b]: list (and with --yes end) what no live cluster owns."""
-        from jupyter_burst.clusters.aws import gc
-
         print(gc.command(args, how_to_confirm="%burst gc --yes"))
 
     def _status(self, args: list[str]) -> None:
@@ -262,8 +259,6 @@ class BurstMagics(Magics):
 
     def _cache(self, args: list[str]) -> None:
         """%burst cache [clear] [NAME]: what the cluster keeps of this notebook's values."""
-        from jupyter_burst.driver import cache_plan
-
         clear = bool(args) and args[0] == "clear"
         rest = args[1:] if clear else args
         if len(rest) > 1 or any("=" in word for word in rest):
@@ -288,12 +283,6 @@ def _one_name(verb: str, args: list[str]) -> str:
 
 def choose_gpus(parsed, user_ns, cell: str):
     """gpus=auto: as many GPUs as the memory estimate of the cell's largest model asks for."""
-    import dataclasses
-    import sys
-
-    from jupyter_burst.estimate import estimate
-    from jupyter_burst.kernel import namespace
-
     torch = sys.modules.get("torch")
     reads = namespace.analyse(cell).reads
     models = [
@@ -313,8 +302,6 @@ def choose_gpus(parsed, user_ns, cell: str):
         f"one-GPU total {found.total / (1 << 30):.2f} GiB)"
     )
     # The same estimate sets the memory floor of the offers chosen from (gpu_mem= overrides it).
-    from jupyter_burst.clusters.choose import gpu_mem_floor
-
     gpu_mem = parsed.gpu_mem if parsed.gpu_mem is not None else gpu_mem_floor(found, gpus, strategy)
     return dataclasses.replace(parsed, gpus=gpus, gpus_auto=False, gpu_mem=gpu_mem)
 
@@ -369,9 +356,6 @@ def format_status(entries: list[dict]) -> str:
 
 
 def load(shell) -> None:
-    from jupyter_burst.wire import class_kwargs
-    from jupyter_burst.worker import helper
-
     shell.register_magics(BurstMagics)
     class_kwargs.install()  # a notebook class made with keywords can be made again remotely
     # The same cell also runs without %%burst: then `burst` is this one process, rank 0 of 1.

@@ -12,14 +12,15 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jupyter_burst import config
+from jupyter_burst.clusters.gather import enabled_providers
+from jupyter_burst.clusters.offers import Plan
+from jupyter_burst.clusters.registry import known_providers
 from jupyter_burst.errors import NotYetAvailable, OptionError
+from jupyter_burst.kernel import offer_words
 from jupyter_burst.store.budget import parse_usd
-
-if TYPE_CHECKING:
-    from jupyter_burst.clusters.offers import Plan
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)")
@@ -32,7 +33,7 @@ class CellOptions:
 
     gpus: int = 1
     provider: str | None = (
-        "local"  # None: the cheapest offer of burst.providers (clusters/choose.py)
+        "local"  # None: the cheapest offer of burst.providers (driver/placement.py)
     )
     cluster: str = "default"
     idle: float = 20.0
@@ -113,8 +114,6 @@ def _yes_no(key: str, text: str) -> bool:
 
 
 def _provider(key: str, text: str) -> str:
-    from jupyter_burst.clusters.registry import known_providers
-
     name = _name(key, text)
     known = known_providers()
     if name in known:
@@ -146,12 +145,10 @@ def _budget(key: str, text: str) -> Decimal:
 
 def _offer_word(key: str, text: str) -> Any:
     """spot=, gpu_mem=, region=: the grammar (and the error lines) of ``%burst offers``."""
-    from jupyter_burst.clusters import offers
-
     parse = {
-        "spot": offers.parse_spot,
-        "gpu_mem": offers.parse_gpu_mem,
-        "region": offers.parse_regions,
+        "spot": offer_words.parse_spot,
+        "gpu_mem": offer_words.parse_gpu_mem,
+        "region": offer_words.parse_regions,
     }
     return parse[key](text)
 
@@ -271,9 +268,7 @@ def _default_provider() -> str | None:
     named = config.get("provider", None)
     if named:
         return str(named)
-    from jupyter_burst.clusters.offers import enabled_providers
-
     enabled = enabled_providers()
     if len(enabled) > 1:
-        return None  # clusters/choose.py picks among them when the cell runs
+        return None  # driver/placement.py picks among them when the cell runs
     return enabled[0] if enabled else "local"

@@ -29,12 +29,19 @@ import uuid
 from typing import Any
 
 import dask.config
+import psutil
 
+from jupyter_burst import gpus
 from jupyter_burst.clusters import records
+from jupyter_burst.clusters.tls import node_security
 from jupyter_burst.node.idle import ExtrasPolicy, IdlePolicy, LifetimePolicy
 from jupyter_burst.node.job_runner import BackgroundJobs
 from jupyter_burst.node.power import power_off
+from jupyter_burst.node.slots import slot_index, slot_nannies, slot_nanny
+from jupyter_burst.node.worker_node import WorkerNode, node_name
 from jupyter_burst.store.ledger import open_ledger
+from jupyter_burst.wire.contract import Rpc
+from jupyter_burst.worker.node_packages import node_folder
 
 log = logging.getLogger("jupyter_burst.node")
 
@@ -60,82 +67,6 @@ NODE_DASK_CONFIG: dict[str, Any] = {
     # restarts a hung process, and the cell is rerun from its checkpoint.
     "distributed.scheduler.worker-ttl": "15s",
 }
-
-
-def cuda_device_count() -> int:
-    """GPUs the NVIDIA driver reports, read without importing torch (which takes seconds)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    try:
-        return len(os.listdir("/proc/driver/nvidia/gpus"))
-    except OSError:
-        return 0
-
-
-def slot_devices(slots: int, gpus: int) -> list[str]:
-    return [f"cuda:{i}" if i < gpus else "cpu" for i in range(slots)]
-
-
-def slot_environment(args: argparse.Namespace, i: int, device: str, devices: list[str]) -> dict:
-    """The environment of slot ``i``'s worker process: its one GPU, or a share of the CPUs."""
-    cpu_slots = max(1, sum(1 for d in devices if not d.startswith("cuda")))
-    env = {
-        "MPLBACKEND": "module://jupyter_burst.worker.mpl_backend",
-        "JUPYTER_BURST_SLOT": str(i),
-        "JUPYTER_BURST_DEVICE": device,
-        "JUPYTER_BURST_CLUSTER": args.cluster,
-        # lets tests (and `ps e`) tell which state folder a worker process belongs to
-        "JUPYTER_BURST_STATE_DIR": str(args.state_dir),
-    }
-    if device.startswith("cuda"):
-        env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
-    else:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[var] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
-    return env
-
-
-def slot_nanny(
-    args: argparse.Namespace,
-    scheduler: str,
-    i: int,
-    device: str,
-    devices: list[str],
-    security,
-    name_prefix: str,
-) -> Any:
-    """The nanny (and so the worker process) of slot ``i``: its one GPU, or a share of the CPUs."""
-    from distributed import Nanny
-
-    return Nanny(
-        scheduler,
-        nthreads=1,
-        host=args.host,
-        name=f"{name_prefix}slot-{i}",
-        env=slot_environment(args, i, device, devices),
-        memory_limit=args.memory_limit,
-        dashboard=False,
-        dashboard_address=None,
-        resources={"slot": 1},
-        security=security,
-    )
-
-
-def slot_nannies(
-    args: argparse.Namespace, scheduler: str, devices: list[str], security, name_prefix: str
-) -> list:
-    """One nanny (and so one worker process) per slot: one GPU each, or a share of the CPUs."""
-    return [
-        slot_nanny(args, scheduler, i, device, devices, security, name_prefix)
-        for i, device in enumerate(devices)
-    ]
-
-
-def slot_index(name: str) -> int:
-    """``slot-3`` (or ``NODE-slot-3``) -> 3."""
-    return int(name.rsplit("-", 1)[1])
 
 
 class HeadNode:
@@ -179,13 +110,13 @@ class HeadNode:
             protocol="tls" if self.security is not None else None,
         )
         await self.scheduler
-        self.scheduler.handlers["burst_set_idle"] = self._set_idle
-        self.scheduler.handlers["burst_info"] = self._info
-        self.scheduler.handlers["burst_stop"] = self._stop
-        self.scheduler.handlers["burst_fit"] = self._fit
-        self.scheduler.handlers["burst_node_joined"] = self._node_joined
+        self.scheduler.handlers[Rpc.SET_IDLE] = self._set_idle
+        self.scheduler.handlers[Rpc.INFO] = self._info
+        self.scheduler.handlers[Rpc.STOP] = self._stop
+        self.scheduler.handlers[Rpc.FIT] = self._fit
+        self.scheduler.handlers[Rpc.NODE_JOINED] = self._node_joined
 
-        devices = slot_devices(self.args.slots, cuda_device_count())
+        devices = gpus.slot_devices(self.args.slots, gpus.cuda_device_count())
         self._slot_devices = dict(enumerate(devices))
         self.nannies = slot_nannies(
             self.args, self.scheduler.address, devices, self.security, name_prefix=""
@@ -281,7 +212,7 @@ class HeadNode:
             if short > 0 and self.args.grow_here:
                 if gpu_mem is not None:  # only this machine's free GPUs, if they are enough
                     used = sum(d != "cpu" for d in self._slot_devices.values())
-                    free = cuda_device_count() - used
+                    free = gpus.cuda_device_count() - used
                     short = min(short, free) if self.args.gpu_mem >= gpu_mem else 0
                 if short > 0:
                     added = await self._add_slots(short)
@@ -310,7 +241,7 @@ class HeadNode:
         if self.args.gpu_mem >= gpu_mem:
             # This machine's GPU slots (where no GPU shows, as in the tests' VM emulator, the
             # memory it was launched with is taken at its word).
-            seen = cuda_device_count() > 0
+            seen = gpus.cuda_device_count() > 0
             names |= {n.name for n in self.nannies if self._device_of(n.name) != "cpu" or not seen}
         present = {ws.name for ws in self.scheduler.workers.values()}
         for node, info in self.nodes.items():
@@ -370,7 +301,7 @@ class HeadNode:
 
     async def _add_slots(self, count: int) -> int:
         """Start ``count`` more worker processes here; each its own GPU while there are, else CPU."""
-        gpus = cuda_device_count()
+        gpu_count = gpus.cuda_device_count()
         taken = set(self._slot_devices)
         indices: list[int] = []
         i = 0
@@ -379,7 +310,7 @@ class HeadNode:
                 indices.append(i)
             i += 1
         devices = dict(self._slot_devices)
-        devices.update({i: f"cuda:{i}" if i < gpus else "cpu" for i in indices})
+        devices.update({i: f"cuda:{i}" if i < gpu_count else "cpu" for i in indices})
         every = [d for _, d in sorted(devices.items())]
         nannies = [
             slot_nanny(self.args, self.scheduler.address, i, devices[i], every, self.security, "")
@@ -464,7 +395,7 @@ class HeadNode:
             log.info("worker node %s was idle for %g min: powering it off", node, minutes)
             self.retired[node] = now
             await self.scheduler.broadcast(
-                msg={"op": "burst_power_off", "reason": f"idle for {minutes:g} min"},
+                msg={"op": Rpc.POWER_OFF, "reason": f"idle for {minutes:g} min"},
                 workers=addresses,
                 nanny=True,
                 on_error="ignore",
@@ -521,8 +452,9 @@ class HeadNode:
             log.warning(
                 "worker %s has not answered for %.0f s: replacing it", ws.name, now - ws.last_seen
             )
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(nanny.pid, signal.SIGKILL)
+            # SIGKILL on POSIX, TerminateProcess on Windows (a local cluster may run there)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(nanny.pid).kill()
 
     async def watch(self) -> None:
         while not self.stop_requested.is_set():
@@ -553,15 +485,13 @@ class HeadNode:
         if self.scheduler is not None:
             # Worker nodes switch themselves off at once rather than after missing us.
             await self.scheduler.broadcast(
-                msg={"op": "burst_power_off", "reason": self.stop_reason},
+                msg={"op": Rpc.POWER_OFF, "reason": self.stop_reason},
                 nanny=True,
                 on_error="ignore",
             )
         await asyncio.gather(*(n.close(timeout=10) for n in self.nannies), return_exceptions=True)
         if self.scheduler is not None:
             # What %pip installed for this cluster on this machine goes with it.
-            from jupyter_burst.worker.node_packages import node_folder
-
             folder = node_folder(self.scheduler.address, self.args.cluster)
             await asyncio.to_thread(shutil.rmtree, folder, True)
             await self.scheduler.close()
@@ -593,27 +523,36 @@ async def run(args: argparse.Namespace) -> str:
     """Run the node until its watchdog or a signal stops it; why it stopped."""
     security = None
     if args.tls_dir:
-        from jupyter_burst.clusters.tls import node_security
-
         security = node_security(pathlib.Path(args.tls_dir))
     if args.role == "worker":
-        from jupyter_burst.node.worker_node import WorkerNode, node_name
-
         args.node_name = node_name(args)
         node = WorkerNode(args, security)
         stop = node.stop
     else:
         node = HeadNode(args, security)
         stop = node._stop
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, stop, f"signal {signal.Signals(sig).name}")
+    _on_signals(asyncio.get_running_loop(), stop)
     try:
         await node.start()
         await node.watch()
     finally:
         await node.close()
     return node.stop_reason
+
+
+def _on_signals(loop: asyncio.AbstractEventLoop, stop) -> None:
+    """Stop the node on SIGTERM, SIGINT and (where there is one) SIGHUP.
+
+    Windows has no SIGHUP and its event loop no add_signal_handler: there a plain handler
+    hands the stop to the loop.
+    """
+    names = ("SIGTERM", "SIGINT", "SIGHUP")
+    for sig in [getattr(signal, name) for name in names if hasattr(signal, name)]:
+        reason = f"signal {signal.Signals(sig).name}"
+        try:
+            loop.add_signal_handler(sig, stop, reason)
+        except NotImplementedError:
+            signal.signal(sig, lambda *_, r=reason: loop.call_soon_threadsafe(stop, r))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

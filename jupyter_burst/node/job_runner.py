@@ -21,11 +21,14 @@ from typing import Any
 
 from jupyter_burst import config
 from jupyter_burst.driver import jobs
-from jupyter_burst.driver.cluster import ClusterHandle
+from jupyter_burst.driver.cluster import ClusterHandle, open_client, usable
+from jupyter_burst.driver.job_log import JobLog, ending
 from jupyter_burst.errors import BurstError, JobCancelled
 from jupyter_burst.store import results
-from jupyter_burst.store.ledger import JobRecorder, Ledger
+from jupyter_burst.store.ledger import Ledger
+from jupyter_burst.wire import contract
 from jupyter_burst.wire import payload as wire
+from jupyter_burst.wire.contract import JobRequest, Rpc
 
 _BATCHES_PER_REPLY = 2000
 
@@ -79,11 +82,11 @@ class BackgroundJobs:
 
     def handlers(self) -> dict[str, Any]:
         return {
-            "burst_job_submit": self.submit,
-            "burst_job_events": self.events,
-            "burst_job_result": self.result,
-            "burst_job_cancel": self.cancel,
-            "burst_job_list": self.list,
+            Rpc.JOB_SUBMIT: self.submit,
+            Rpc.JOB_EVENTS: self.events,
+            Rpc.JOB_RESULT: self.result,
+            Rpc.JOB_CANCEL: self.cancel,
+            Rpc.JOB_LIST: self.list,
         }
 
     def busy(self) -> bool:
@@ -160,26 +163,10 @@ class BackgroundJobs:
     # the job's own thread -----------------------------------------------------------
 
     def _cluster(self) -> ClusterHandle:
-        from jupyter_burst.driver.cluster import usable
-
         with self._client_lock:
             if self._handle is None or not usable(self._handle):
-                from distributed import Client
-
-                client = Client(
-                    self.address,
-                    set_as_default=False,
-                    direct_to_workers=True,
-                    name="jupyter-burst-head",
-                    timeout=30,
-                )
-                self._handle = ClusterHandle(
-                    name=self.record["name"],
-                    provider=self.record["provider"],
-                    record=self.record,
-                    client=client,
-                    state_dir=self.state_dir,
-                )
+                client = open_client(self.address, 30, name="jupyter-burst-head")
+                self._handle = ClusterHandle.of(self.record, client, self.state_dir)
             return self._handle
 
     def _keep(self, job: BackgroundJob, rank: int, events: list) -> None:
@@ -190,15 +177,12 @@ class BackgroundJobs:
                 job.dropped += 1
 
     def _run(self, job: BackgroundJob, pickled: bytes) -> None:
-        recorder = JobRecorder(self.ledger, job.job_id)
-
-        def on_events(rank: int, events: list) -> None:
-            recorder.events(rank, events)
-            self._keep(job, rank, events)
-
-        def on_note(rank: int, text: str) -> None:
-            recorder.note(rank, text)
-            self._keep(job, rank, [["stderr", text + "\n"]])
+        log = JobLog(
+            self.ledger,
+            job.job_id,
+            lambda rank, events: self._keep(job, rank, events),
+            lambda rank, text: self._keep(job, rank, [["stderr", text + "\n"]]),
+        )
 
         def connect(attempt: int) -> ClusterHandle:
             if job.cancel_requested:
@@ -215,34 +199,34 @@ class BackgroundJobs:
         error: str | None = None
         outcome: bytes | None = None
         try:
-            request = pickle.loads(pickled)
+            request: JobRequest = pickle.loads(pickled)
+            contract.check(request, "the kernel that started the job")
             done = jobs.run_attempts(
                 connect,
                 job.job_id,
-                request["message"],
-                request["spec"],
-                ranks=request["ranks"],
-                retries=request["retries"],
-                timeout_minutes=request["timeout"],
-                on_events=on_events,
-                on_note=on_note,
+                request.message,
+                request.spec,
+                ranks=request.ranks,
+                retries=request.retries,
+                timeout_minutes=request.timeout_minutes,
+                on_events=log.events,
+                on_note=log.note,
                 on_job=on_job,
             )
             status = "done" if done.failure is None else "failed"
             if done.failure is not None:
                 error = _failure_text(done.failure)
             outcome = pickle.dumps((done.payloads, done.failure, None), protocol=5)
-        except JobCancelled as exc:
-            status, error = "cancelled", str(exc)
         except BaseException as exc:  # noqa: B036 - reported to whoever waits for the job
-            status = "failed"
-            error = str(exc) if isinstance(exc, BurstError) else f"{type(exc).__name__}: {exc}"
-            try:
-                outcome = pickle.dumps(([], None, exc), protocol=5)
-            except Exception:
-                outcome = pickle.dumps(([], None, BurstError(error)), protocol=5)
+            status, error = ending(exc)
+            if status != "cancelled":
+                status = "failed"  # nobody interrupts a background job but %burst cancel
+                try:
+                    outcome = pickle.dumps(([], None, exc), protocol=5)
+                except Exception:
+                    outcome = pickle.dumps(([], None, BurstError(str(error))), protocol=5)
         finally:
-            recorder.close()
+            log.close()
         with self._lock:
             job.status, job.error, job.outcome = status, error, outcome
             job.ended, job.current = time.time(), None

@@ -17,7 +17,10 @@ import os
 import pathlib
 import time
 
+from jupyter_burst import gpus
 from jupyter_burst.node.idle import LifetimePolicy, ReachabilityPolicy
+from jupyter_burst.node.slots import slot_nannies
+from jupyter_burst.wire.contract import Rpc
 
 log = logging.getLogger("jupyter_burst.node")
 
@@ -37,14 +40,12 @@ class WorkerNode:
         self.nannies: list = []
 
     async def start(self) -> None:
-        from jupyter_burst.node.bootstrap import cuda_device_count, slot_devices, slot_nannies
-
-        devices = slot_devices(self.args.slots, cuda_device_count())
+        devices = gpus.slot_devices(self.args.slots, gpus.cuda_device_count())
         self.nannies = slot_nannies(
             self.args, self.args.scheduler, devices, self.security, f"{self.args.node_name}-"
         )
         for nanny in self.nannies:
-            nanny.handlers["burst_power_off"] = self._told_to_stop
+            nanny.handlers[Rpc.POWER_OFF] = self._told_to_stop
         await asyncio.gather(*(nanny.start() for nanny in self.nannies))
         log.info(
             "worker node %s joined %s with %s", self.args.node_name, self.args.scheduler, devices
@@ -58,7 +59,7 @@ class WorkerNode:
         kwargs = self.security.get_connection_args("worker") if self.security else {}
         try:
             async with rpc(self.args.scheduler, connection_args=kwargs, timeout=30) as scheduler:
-                await scheduler.burst_node_joined(
+                await getattr(scheduler, Rpc.NODE_JOINED)(
                     node=self.args.node_name,
                     workers=[nanny.name for nanny in self.nannies],
                     devices=devices,

@@ -1,4 +1,5 @@
-"""The Jupyter server extension: the REST API behind the JupyterLab sidebar.
+"""The Jupyter server extension: the REST API behind the JupyterLab sidebar (its routes in
+one table, thin handlers over plain functions of a state folder, the log websocket).
 
 Enabled on install by ``jupyter-config/server-config/jupyter_burst.json``; every handler
 verb is authenticated. ``import jupyter_burst`` (a kernel, a worker) does not import
@@ -18,7 +19,8 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 def _load_jupyter_server_extension(server_app: Any) -> None:
     """Register the jupyter-burst handlers with the server's web application."""
-    from jupyter_burst.server.handlers import setup_handlers
+    # jupyter_server and tornado load only in the server, never in a kernel or a worker.
+    from jupyter_burst.server.routes import setup_handlers
 
     setup_handlers(server_app.web_app)
     server_app.log.info("jupyter-burst server extension loaded")

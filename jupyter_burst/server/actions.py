@@ -11,8 +11,8 @@ from typing import Any
 
 from jupyter_burst import config
 from jupyter_burst.clusters import records
-from jupyter_burst.driver import cluster
-from jupyter_burst.kernel import background
+from jupyter_burst.driver import background_jobs, cluster
+from jupyter_burst.errors import JobNotFound
 from jupyter_burst.server.api import NotFound, job_row
 from jupyter_burst.store.ledger import shared_ledger
 
@@ -70,8 +70,8 @@ def cancel_job(job_id: str) -> dict[str, Any]:
     name = job["options"].get("name")
     if job["options"].get("background") and name:
         try:
-            ended = background.cancel(name)
-        except background.JobNotFound as exc:
+            ended = background_jobs.cancel(name)
+        except JobNotFound as exc:
             raise Refused(str(exc).splitlines()[0]) from None
         return {"id": job_id, "status": ended.get("status")}
     if not shared_ledger(config.state_dir()).request_cancel(job_id):

@@ -55,7 +55,7 @@ def clusters_view(
 ) -> list[dict[str, Any]]:
     """Running clusters and those stopped in the last day, newest first.
 
-    ``live``: what the clusters themselves said (``clusters.status()`` entries): the idle
+    ``live``: what the clusters themselves said (``driver.cluster.status()`` entries): the idle
     countdown and the current idle setting are only known there; without it they are null.
     """
     now = time.time() if now is None else now

@@ -22,13 +22,15 @@ from typing import Any, TypeVar
 import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
-from jupyter_server.utils import url_path_join
 
-import jupyter_burst
 from jupyter_burst import config
+from jupyter_burst._version import __version__
+from jupyter_burst.clusters import records
+from jupyter_burst.driver import cluster
 from jupyter_burst.errors import BurstError
-from jupyter_burst.server import actions, api
-from jupyter_burst.store import checkpoints, cost
+from jupyter_burst.server import actions, api, settings
+from jupyter_burst.store import checkpoints
+from jupyter_burst.store.budget import daily_budget
 
 API_NAMESPACE = "jupyter-burst"
 AUTH_RESOURCE = "jupyter_burst"  # what a custom Authorizer is asked about
@@ -107,7 +109,7 @@ class StatusHandler(BurstHandler):
     @tornado.web.authenticated
     @authorized
     def get(self) -> None:
-        self.finish({"version": jupyter_burst.__version__})
+        self.finish({"version": __version__})
 
 
 class ClustersHandler(BurstHandler):
@@ -134,9 +136,6 @@ class LiveInfo:
         self._info: list[dict[str, Any]] = []
 
     def get(self, state_dir) -> list[dict[str, Any]]:
-        from jupyter_burst.clusters import records
-        from jupyter_burst.driver import cluster
-
         with self._lock:  # concurrent requests share one round of questions
             if time.monotonic() - self._taken < self.seconds:
                 return self._info
@@ -175,7 +174,7 @@ class CostHandler(BurstHandler):
 
 def _cost(state_dir, last: int) -> dict[str, Any]:
     try:
-        daily = cost.daily_budget()
+        daily = daily_budget()
     except BurstError:  # a malformed setting: shown as no budget rather than no figures
         daily = None
     return api.cost_view(state_dir, last_jobs=last, daily=daily)
@@ -279,38 +278,8 @@ class SettingsHandler(BurstHandler):
     @tornado.web.authenticated
     @authorized
     async def put(self) -> None:
-        from jupyter_burst.server import settings
-
         try:
             body = json.loads(self.request.body or b"null")
         except ValueError:
             raise _error(400, 'send a JSON object such as {"idle": 10}') from None
         self.finish(json.dumps(await self.blocking(settings.write, body)))
-
-
-def setup_handlers(web_app: tornado.web.Application) -> None:
-    # Imported here: the websocket module builds on this one.
-    from jupyter_burst.server.logstream import LogStreamHandler
-
-    base_url = web_app.settings["base_url"]
-    part = "([^/]+)"
-
-    def url(*parts: str) -> str:
-        return url_path_join(base_url, API_NAMESPACE, *parts)
-
-    handlers = [
-        (url("status"), StatusHandler),
-        (url("settings"), SettingsHandler),
-        (url("clusters"), ClustersHandler),
-        (url("clusters", part, "stop"), ClusterStopHandler),
-        (url("clusters", part, "idle"), ClusterIdleHandler),
-        (url("cost"), CostHandler),
-        (url("jobs"), JobsHandler),
-        (url("jobs", part, "logs"), JobLogsHandler),
-        (url("jobs", part, "logs", "stream"), LogStreamHandler),
-        (url("jobs", part, "cancel"), JobCancelHandler),
-        (url("checkpoints"), CheckpointsHandler),
-        (url("checkpoints", part), CheckpointsHandler),
-        (url("checkpoints", part, part, "download"), CheckpointDownloadHandler),
-    ]
-    web_app.add_handlers(".*$", handlers)

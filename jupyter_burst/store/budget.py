@@ -1,7 +1,8 @@
 """Budget policies, pure: when a job is asked to save its work and stopped, when a launch is refused.
 
 They decide on numbers handed in (the spend so far, $/hour, a clock), so they are tested on a
-fake clock; :mod:`jupyter_burst.driver.jobs` and :mod:`jupyter_burst.driver.cluster` read the ledger and act.
+fake clock; :mod:`jupyter_burst.driver.jobs` and :mod:`jupyter_burst.clusters.launch_checks`
+read the ledger and act. :func:`daily_budget` reads the one configured amount they decide on.
 Money is :class:`~decimal.Decimal` dollars (see :mod:`jupyter_burst.store.cost`).
 """
 
@@ -11,6 +12,9 @@ import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+
+from jupyter_burst import config
+from jupyter_burst.errors import OptionError
 
 HOUR = Decimal(3600)
 _AMOUNT = re.compile(r"\$?(\d+(?:\.\d*)?|\.\d+)")
@@ -30,6 +34,20 @@ def parse_usd(text: Any) -> Decimal:
     if amount <= 0:
         raise ValueError(f"not more than 0: {text!r}")
     return amount
+
+
+def daily_budget() -> Decimal | None:
+    """``burst.budget.daily`` in dollars, or None (no daily budget)."""
+    value = config.get("budget.daily")
+    if value is None or value == "":
+        return None
+    try:
+        return parse_usd(value)
+    except ValueError:
+        raise OptionError(
+            f"burst.budget.daily={value} is not an amount in USD; set a positive amount "
+            "(e.g. DASK_BURST__BUDGET__DAILY=50) or null for none"
+        ) from None
 
 
 def usd(amount: Decimal) -> str:

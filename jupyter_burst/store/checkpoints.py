@@ -2,7 +2,6 @@
 
 Addressed by an fsspec URL (``burst.checkpoints.url``; default: ``checkpoints/`` in the
 state folder; ``s3://bucket/prefix`` for cloud work). Each job has a folder::
-
     <root>/<job>/manifest.json                       the commit: the kept checkpoints, oldest first
     <root>/<job>/<ns>-step<K>-<random>.ckpt          one data file per checkpoint
 
@@ -38,6 +37,7 @@ import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from jupyter_burst import config
 from jupyter_burst.errors import CheckpointError, OptionError
 
 MANIFEST = "manifest.json"
@@ -45,7 +45,7 @@ _DATA = re.compile(r"^(\d{20})-step[^/]*\.ckpt$")
 _MANIFEST_ASIDE = re.compile(r"^manifest\.json\.[0-9a-f]{12}\.partial$")
 _UNREADABLE = re.compile(r"^manifest\.json\.unreadable-(\d{20})$")
 # Object stores whose single-object write is atomic: no rename (a copy there) is needed.
-_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 _BACKENDS = {
     "s3": "s3fs",
     "s3a": "s3fs",
@@ -216,7 +216,7 @@ class CheckpointStore:
 
     @property
     def _object_store(self) -> bool:
-        return bool(self._protocols & _OBJECT_STORES)
+        return bool(self._protocols & OBJECT_STORES)
 
     @property
     def _local(self) -> bool:
@@ -533,7 +533,6 @@ def filesystem(url: str):
 
 def default_root(state_dir: str | os.PathLike) -> str:
     """``burst.checkpoints.url``, or ``checkpoints/`` in the state folder."""
-    from jupyter_burst import config
 
     return str(config.get("checkpoints.url") or (pathlib.Path(state_dir) / "checkpoints"))
 

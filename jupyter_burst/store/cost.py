@@ -24,6 +24,11 @@ their costs add up to more than the bill; the cluster's own total is the bill.
 over the part of its life inside the period; what rounding up and the minimum add to a
 node's bill is counted once, in the period where the node started. The periods of a
 partition of time therefore add up exactly to the bills.
+
+This module is the arithmetic only. The daily budget checked before a launch is
+:mod:`jupyter_burst.clusters.launch_checks`; settling what providers ended by themselves is
+:mod:`jupyter_burst.clusters.settlement`; the ``%burst cost`` text is
+:mod:`jupyter_burst.kernel.cost_report`.
 """
 
 from __future__ import annotations
@@ -35,8 +40,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from jupyter_burst.errors import BudgetExceeded, OptionError
-from jupyter_burst.store.budget import daily_refusal, parse_usd, usd
+from jupyter_burst.store.budget import usd
 
 ZERO = Decimal(0)
 HOUR = Decimal(3600)
@@ -221,210 +225,6 @@ def totals(nodes: Iterable[Node], now: float, session_started: float) -> Totals:
     )
 
 
-# the daily budget -----------------------------------------------------------------------
-
-
-def daily_budget() -> Decimal | None:
-    """``burst.budget.daily`` in dollars, or None (no daily budget)."""
-    from jupyter_burst import config
-
-    value = config.get("budget.daily")
-    if value is None or value == "":
-        return None
-    try:
-        return parse_usd(value)
-    except ValueError:
-        raise OptionError(
-            f"burst.budget.daily={value} is not an amount in USD; set a positive amount "
-            "(e.g. DASK_BURST__BUDGET__DAILY=50) or null for none"
-        ) from None
-
-
-def launch_price(provider: Any, request: Any) -> Decimal:
-    """$/hour of the nodes a launch would start.
-
-    A provider quotes it with ``price_per_hour(request)``; the local provider's is the
-    notional ``burst.local.price-per-hour`` (0 unless configured); otherwise 0.
-    """
-    quote = getattr(provider, "price_per_hour", None)
-    if callable(quote):
-        return Decimal(repr(float(quote(request) or 0.0)))
-    if getattr(provider, "name", None) == "local":
-        return local_price_per_hour()
-    return ZERO
-
-
-def local_price_per_hour() -> Decimal:
-    """``burst.local.price-per-hour``: the notional price of a local cluster (default 0)."""
-    from jupyter_burst import config
-
-    value = config.get("local.price-per-hour", 0) or 0
-    try:
-        price = Decimal(repr(float(value)))
-    except (TypeError, ValueError):
-        price = Decimal(-1)
-    if price < 0 or not price.is_finite():
-        raise OptionError(
-            f"burst.local.price-per-hour={value} is not a price; set dollars per hour >= 0 "
-            "(e.g. DASK_BURST__LOCAL__PRICE_PER_HOUR=2.5)"
-        )
-    return price
-
-
-def check_daily_budget(
-    state_dir: Any,
-    provider: Any,
-    request: Any,
-    now: float | None = None,
-    price: float | None = None,
-) -> None:
-    """Refuse a launch that would take today's spend past ``burst.budget.daily`` (one line).
-
-    Called just before a provider launches (or adds nodes to a running cluster: ``price`` is
-    then what the added nodes cost an hour): a refused launch starts nothing.
-    """
-    from jupyter_burst.store.ledger import shared_ledger
-
-    daily = daily_budget()
-    if daily is None:
-        return
-    price = launch_price(provider, request) if price is None else Decimal(repr(float(price)))
-    if price <= 0:
-        return  # a free launch cannot pass any budget
-    now = time.time() if now is None else now
-    spent = spent_today(shared_ledger(state_dir).nodes(alive_since=day_start(now)), now)
-    refusal = daily_refusal(spent.total, price, daily)
-    if refusal is not None:
-        raise BudgetExceeded(refusal)
-
-
 def spent_today(nodes: Iterable[Node], now: float) -> Spend:
+    """What ``nodes`` cost since local midnight (their minimums counted where they started)."""
     return spend_between(nodes, day_start(now), math.inf, now)
-
-
-# %burst cost ----------------------------------------------------------------------------
-
-
-def session_started() -> float:
-    """When this process (the kernel) started: the session's spend counts from there."""
-    import psutil
-
-    return psutil.Process().create_time()
-
-
-def live_cluster_ids(state_dir: Any) -> set[str]:
-    """Clusters whose head is still there, by their records (cheap: no connection)."""
-    from jupyter_burst.clusters import records
-    from jupyter_burst.clusters.registry import get_provider
-
-    live = set()
-    for record in records.all_records(state_dir):
-        try:
-            provider = get_provider(record.get("provider", "local"))
-            if provider.is_alive(record):
-                live.add(record["id"])
-                if hasattr(provider, "settle") and len(record.get("instances") or ()) > 1:
-                    # A node the cluster grew by, ended when it went idle: billed to its end.
-                    provider.settle(dict(record, state_dir=str(state_dir)))
-            elif hasattr(provider, "settle"):
-                # Its machines ended by themselves (idle, lifetime): the ledger learns when,
-                # from the provider's own records, so the bill shown is the bill sent.
-                provider.settle(dict(record, state_dir=str(state_dir)))
-        except Exception:  # an unknown or broken provider: its cluster is not shown live
-            continue
-    return live
-
-
-def report(
-    state_dir: Any,
-    now: float | None = None,
-    session_start: float | None = None,
-    last_jobs: int = 10,
-) -> str:
-    """``%burst cost``: clusters running now, the last jobs with their cost, the totals."""
-    from jupyter_burst.store.ledger import shared_ledger
-
-    now = time.time() if now is None else now
-    session_start = session_started() if session_start is None else session_start
-    ledger = shared_ledger(state_dir)
-    since = min(session_start, month_start(now))
-    nodes = ledger.nodes(alive_since=since)
-    lines: list[str] = []
-
-    clusters = {c["id"]: c for c in ledger.clusters(running_only=True)}
-    running = [n for n in nodes if n.get("stopped") is None]
-    if running:
-        live = live_cluster_ids(state_dir)  # settles what ended unseen: read the nodes again
-        nodes = ledger.nodes(alive_since=since)
-        running = [n for n in nodes if n.get("stopped") is None]
-    else:
-        live = set()
-    rows = [("cluster", "provider", "nodes", "$/hour", "so far", "")]
-    for cluster_id in sorted({n["cluster_id"] for n in running}):
-        mine = [n for n in running if n["cluster_id"] == cluster_id]
-        info = clusters.get(cluster_id, {})
-        so_far = Spend()
-        for node in mine:
-            so_far += Spend.of(node, node_cost(node, now))
-        rows.append(
-            (
-                info.get("name", cluster_id),
-                mine[0].get("provider", "?"),
-                str(len(mine)),
-                running_rate(mine).show("/h"),
-                so_far.show(),
-                "" if cluster_id in live else "(its head is gone; its stop was never recorded)",
-            )
-        )
-    if len(rows) > 1:
-        lines.append("running now")
-        lines.extend("  " + row for row in _table(rows))
-    else:
-        lines.append("running now: nothing")
-
-    jobs = ledger.recent_jobs(last_jobs)
-    if jobs:
-        ran_on = ledger.job_clusters(j["id"] for j in jobs)
-        job_nodes = ledger.nodes(cluster_ids={c for ids in ran_on.values() for c in ids})
-        rows = [("job", "started", "seconds", "status", "cost")]
-        for job in jobs:
-            clusters_of_job = ran_on.get(job["id"], set())
-            spend = job_spend(
-                job, [n for n in job_nodes if n["cluster_id"] in clusters_of_job], now
-            )
-            seconds = (job["ended"] if job.get("ended") is not None else now) - job["started"]
-            status = job["status"] + (f" ({job['stop_reason']})" if job.get("stop_reason") else "")
-            rows.append(
-                (
-                    job["id"],
-                    time.strftime("%Y-%m-%d %H:%M", time.localtime(job["started"])),
-                    f"{seconds:.1f}",
-                    status,
-                    spend.show(),
-                )
-            )
-        lines.append(f"last {len(jobs)} job{'s' if len(jobs) != 1 else ''}")
-        lines.extend("  " + row for row in _table(rows))
-
-    spend = totals(nodes, now, session_start)
-    lines.append(
-        f"spend: this session {spend.session.show()} · today {spend.today.show()} · "
-        f"this month {spend.month.show()}"
-    )
-    daily = daily_budget()
-    if daily is not None:
-        left = max(ZERO, daily - spend.today.total)
-        lines.append(f"daily budget: {usd(left)} left of {usd(daily)} (burst.budget.daily)")
-    if any(is_notional(n) and price_per_hour(n) for n in nodes):
-        lines.append(
-            "notional: a configured internal price of local/on-prem machines "
-            "(burst.local.price-per-hour), not a bill"
-        )
-    return "\n".join(lines)
-
-
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]

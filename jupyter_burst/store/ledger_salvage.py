@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from jupyter_burst.filelock import exclusive
+from filelock import FileLock
 
 # quick_check reads every page: past this size it would hold up the first cell for seconds.
 _CHECK_UP_TO = 256 << 20
@@ -44,7 +44,7 @@ def rebuild(
     ``prepare`` makes the tables of a new ledger file. Several processes may find the damage
     at once: one rebuilds, the others find a readable ledger when their turn comes.
     """
-    with exclusive(path.with_name(path.name + ".lock")):
+    with FileLock(path.with_name(path.name + ".lock")):
         if _readable(path):
             return
         aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -10,23 +10,22 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+from jupyter_burst.store.checkpoints import OBJECT_STORES, filesystem
+
 _NAME = ".result.pkl"
 
 
 def _path(root: str, job_id: str):
-    from jupyter_burst.store.checkpoints import filesystem
-
     fs, path = filesystem(root)  # the checkpoint store's, with its one-line errors
     return fs, f"{path.rstrip('/')}/{job_id}", f"{path.rstrip('/')}/{job_id}/{_NAME}"
 
 
 def save(root: str, job_id: str, outcome: bytes) -> None:
     """Write aside, then rename: a half-written result is never mistaken for one."""
-    from jupyter_burst.store.checkpoints import _OBJECT_STORES
 
     fs, folder, final = _path(root, job_id)
     protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    if protocols & _OBJECT_STORES:
+    if protocols & OBJECT_STORES:
         # One PUT is atomic there; and no makedirs, which in s3fs creates a missing bucket.
         fs.pipe_file(final, outcome)
         return

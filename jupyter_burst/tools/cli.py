@@ -11,6 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from jupyter_burst import config
+from jupyter_burst.clusters.aws import gc, provision, sdk
+from jupyter_burst.clusters.aws.gc import unreachable
 from jupyter_burst.errors import BurstError
 
 
@@ -31,8 +34,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     except Exception as exc:
-        from jupyter_burst.clusters.aws.gc import unreachable
-
         explained = unreachable(exc)
         if explained is None:
             raise
@@ -44,13 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _gc(yes: bool, region: str | None) -> int:
-    from jupyter_burst import config
-    from jupyter_burst.clusters.aws import gc
-
     words = ["--region", region] if region else []
     _, narrow = gc.parse_words(words)
-    clients, state_dir = gc.ec2_clients(), config.state_dir()
-    listing = gc.collect(clients, gc.regions(narrow), gc.our_owner(), state_dir)
+    clients, state_dir = sdk.ec2_clients(), config.state_dir()
+    listing = gc.collect(clients, gc.regions(narrow), provision.owner(), state_dir)
     print(gc.format_listing(listing), flush=True)
     if listing.empty:
         return 0

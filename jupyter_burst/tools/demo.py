@@ -36,6 +36,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from jupyter_burst import config
+from jupyter_burst.driver import cluster
+from jupyter_burst.store import cost
+from jupyter_burst.store.checkpoints import default_root, listing
+from jupyter_burst.store.ledger import Ledger
+
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
@@ -252,9 +258,6 @@ def cell_table(nb: NotebookNode) -> list[str]:
 
 def ledger_summary(state_dir: pathlib.Path, run: NotebookRun) -> list[str]:
     """From the ledger: this run's jobs and ranks, resumes, checkpoints kept and cost."""
-    from jupyter_burst.store import cost
-    from jupyter_burst.store.checkpoints import default_root, listing
-    from jupyter_burst.store.ledger import Ledger
 
     ledger = Ledger(state_dir / "ledger.sqlite")
     try:
@@ -360,8 +363,6 @@ def _plural(n: int, word: str) -> str:
 
 def stop_leftover_clusters() -> list[str]:
     """Stop any cluster of the demo's state folder still running (a notebook that failed early)."""
-    from jupyter_burst import config
-    from jupyter_burst.driver import cluster
 
     config.refresh()
     return cluster.down()

@@ -23,7 +23,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from jupyter_burst import config
+from jupyter_burst.clusters.aws import gc, provision
+from jupyter_burst.clusters.aws.sdk import boto3_module, ec2_clients
 from jupyter_burst.errors import ClusterError
+from jupyter_burst.store import cost
+from jupyter_burst.store.ledger import Ledger
 
 CELL = """\
 %%burst provider=aws gpus=1 spot={spot} idle=2 cluster={cluster}
@@ -60,8 +64,6 @@ def check_settings() -> list[str]:
     """One line per setting the smoke test needs and does not have (nothing is launched yet)."""
     problems = []
     try:
-        from jupyter_burst.clusters.aws.sdk import boto3_module
-
         if boto3_module().session.Session().get_credentials() is None:
             problems.append(
                 "burst: no AWS credentials found; run `aws configure` or set AWS_PROFILE "
@@ -137,9 +139,8 @@ class Notebook:
 
 def leftovers(cluster: str) -> list[str]:
     """Instances (not yet shutting down) and security groups tagged with this run's cluster."""
-    from jupyter_burst.clusters.aws import gc, provision
 
-    clients = gc.ec2_clients()
+    clients = ec2_clients()
     mine = f"{cluster}-"  # cluster ids are NAME-<8 hex>
     found = []
     for region in gc.regions():
@@ -158,22 +159,19 @@ def leftovers(cluster: str) -> list[str]:
 
 def clean_up(cluster: str) -> None:
     """What ``%burst down`` left of this run's cluster: terminated, its groups deleted."""
-    from jupyter_burst.clusters.aws import gc, provision
 
-    clients = gc.ec2_clients()
+    clients = ec2_clients()
     mine = f"{cluster}-"
     for region in gc.regions():
         instances = [i for i in provision.find(clients, region) if i.cluster_id.startswith(mine)]
         groups = [g for g in gc.find_groups(clients, region, None) if g.cluster_id.startswith(mine)]
         if instances or groups:
-            listing = gc.Listing(gc.our_owner(), (region,), instances, groups)
+            listing = gc.Listing(provision.owner(), (region,), instances, groups)
             print(gc.format_swept(gc.sweep(clients, listing)))
 
 
 def spent(state_dir: str, cluster: str) -> Decimal:
     """What this run's nodes cost, from the kernel's ledger (EC2's minimum billing included)."""
-    from jupyter_burst.store import cost
-    from jupyter_burst.store.ledger import Ledger
 
     path = os.path.join(state_dir, "ledger.sqlite")
     if not os.path.exists(path):

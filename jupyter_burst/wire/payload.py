@@ -22,6 +22,7 @@ What goes by value, what by reference, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.metadata
@@ -38,7 +39,7 @@ import typing
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import cloudpickle
 import xxhash
@@ -46,9 +47,19 @@ from distributed.protocol import dask_deserialize, dask_serialize
 
 from jupyter_burst.errors import SendError
 from jupyter_burst.wire import class_kwargs, digest
+from jupyter_burst.wire.contract import ResultMeta
 
-if TYPE_CHECKING:
-    from jupyter_burst.worker.value_cache import JobCache
+
+class JobCache(Protocol):
+    """A worker's value cache as a job uses it (:class:`jupyter_burst.worker.value_cache.JobCache`):
+    what did not travel is filled from it, what goes back large is kept in it."""
+
+    def fill(self, payload: Payload) -> list: ...
+
+    def keep(
+        self, buffer_values: list[str | None], buffers: list[memoryview]
+    ) -> dict[str, Any]: ...
+
 
 # Display metadata: a figure the cell left open, which the notebook shows after the cell's
 # result (as the inline backend does, in IPython's post_execute).
@@ -92,7 +103,7 @@ class Payload:
     buffer whose position is in ``omitted`` does not travel: the worker has it, by key.
     """
 
-    __slots__ = ("meta", "data", "buffers", "keys", "omitted", "names", "sent")
+    __slots__ = ("meta", "data", "buffers", "keys", "omitted", "names", "sent", "_result_meta")
 
     def __init__(
         self,
@@ -109,6 +120,13 @@ class Payload:
         self.omitted = frozenset(omitted)
         self.names: dict[str, str] = {}  # key -> the variable it came from (kernel side only)
         self.sent: Mapping[int, Any] = {}  # position -> object pickled (kernel side only)
+        self._result_meta: ResultMeta | None = None
+
+    def result_meta(self) -> ResultMeta:
+        """A result's metadata (:class:`ResultMeta`), unpickled once."""
+        if self._result_meta is None:
+            self._result_meta = ResultMeta.loads(self.meta)
+        return self._result_meta
 
     @property
     def nbytes(self) -> int:
@@ -837,7 +855,6 @@ def _anchor() -> None:
 def pack_namespace(
     values: Mapping[str, Any],
     user_ns: dict,
-    spec: Mapping[str, Any],
     imports: Iterable[str] = (),
     cache_from: int | None = None,
     limit: int | None = None,
@@ -858,7 +875,6 @@ def pack_namespace(
     except Exception as exc:
         raise _send_error(values, exc) from None
     meta = {
-        "spec": dict(spec),
         "modules": _module_sources(pickler.local_modules | set(imports)),
         "moved_devices": sorted(pickler.moved_devices),
     }
@@ -922,7 +938,7 @@ def pack_result(
     result: Mapping[str, Any],
     namespace: dict,
     unchanged: Mapping[int, str],
-    status: Mapping[str, Any] | None = None,
+    status: ResultMeta | None = None,
     cache: JobCache | None = None,
     arrived: Mapping[int, int] | None = None,
 ) -> Payload:
@@ -938,15 +954,17 @@ def pack_result(
     if cache is not None and result.get("values"):
         result["values"] = {k: _Named(k, v) for k, v in result["values"].items()}
     data, buffers, pickler = dumps(result, refs=unchanged, ns_id=id(namespace), arrived=arrived)
-    meta = {"moved_devices": sorted(pickler.moved_devices), **(status or {})}
+    meta = dataclasses.replace(
+        status or ResultMeta(), moved_devices=tuple(sorted(pickler.moved_devices))
+    )
     if cache is not None:
-        meta["cached"] = cache.keep(pickler.buffer_values, buffers)
-    return Payload(pickle.dumps(meta, protocol=5), data, buffers)
+        meta.cached = cache.keep(pickler.buffer_values, buffers)
+    return Payload(meta.dumps(), data, buffers)
 
 
 def event_count(payload: Payload) -> int:
     """How many output batches the rank behind ``payload`` published (read from its metadata)."""
-    return int(pickle.loads(payload.meta).get("events", 0))
+    return payload.result_meta().events
 
 
 def unpack_result(payload: Payload, user_ns: dict, snapshot: Mapping[str, Any]) -> Any:

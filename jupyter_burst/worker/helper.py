@@ -12,10 +12,12 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from jupyter_burst.worker.preemption import Notice
+from jupyter_burst import config
+from jupyter_burst.estimate import estimate, needs_sharding
+from jupyter_burst.store.checkpoints import CheckpointStore, default_root
+from jupyter_burst.worker.preemption import Notice
 
 # One lock for every helper: it is taken rarely, and a helper must stay picklable (the
 # notebook's own `burst` travels when a cell reads it).
@@ -100,8 +102,6 @@ class Burst:
         if self.device.type != "cuda":
             return False
         import torch
-
-        from jupyter_burst.estimate import needs_sharding
 
         free, _total = torch.cuda.mem_get_info(self.device)
         return needs_sharding(model, gpu_bytes=free)
@@ -189,13 +189,8 @@ class Burst:
     # checkpoints --------------------------------------------------------------------
 
     def _store(self):
-        from jupyter_burst.store.checkpoints import CheckpointStore
-
         settings = self._checkpoints
         if settings is None:  # a plain notebook cell: this machine's state folder
-            from jupyter_burst import config
-            from jupyter_burst.store.checkpoints import default_root
-
             settings = {"root": default_root(config.state_dir()), "job": "notebook", "keep": 3}
         return CheckpointStore(
             settings["root"], settings["job"], settings.get("keep", 3), settings.get("cell", "")
@@ -231,7 +226,6 @@ class Burst:
 
     def estimate(self, model, **kwargs):
         """Memory needed to train ``model``; see :func:`jupyter_burst.estimate.estimate`."""
-        from jupyter_burst.estimate import estimate
 
         return estimate(model, **kwargs)
 

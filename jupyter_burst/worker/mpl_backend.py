@@ -7,11 +7,11 @@ it draws with Agg, like matplotlib-inline does in a kernel.
 from matplotlib.backend_bases import FigureManagerBase
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from jupyter_burst.worker.runtime import show_open_figures
+
 FigureCanvas = FigureCanvasAgg
 FigureManager = FigureManagerBase
 
 
 def show(*args, **kwargs) -> None:
-    from jupyter_burst.worker.runtime import show_open_figures
-
     show_open_figures()

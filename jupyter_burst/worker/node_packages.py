@@ -30,9 +30,9 @@ import tempfile
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
+from filelock import FileLock
 
 from jupyter_burst.errors import BurstError
-from jupyter_burst.filelock import exclusive
 
 _PIP_SECONDS = 1800.0
 # The %pip verbs the kernel has done on every node before the cell; others run on the rank.
@@ -56,7 +56,7 @@ class PipOnNode(WorkerPlugin):
 
     def _once(self, folder: pathlib.Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        with exclusive(folder / ".lock"):
+        with FileLock(folder / ".lock"):
             done_file = folder / "done.json"
             try:
                 done = json.loads(done_file.read_text())

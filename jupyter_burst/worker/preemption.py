@@ -24,6 +24,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from jupyter_burst import config
+
 log = logging.getLogger("jupyter_burst.worker.preemption")
 
 NOTICE_PATH = "/latest/meta-data/spot/instance-action"
@@ -229,8 +231,6 @@ def start_from_config() -> Watcher | None:
     global _watcher
     with _watcher_lock:
         if _watcher is None:
-            from jupyter_burst import config
-
             url = config.get("preemption.url")
             if not url:
                 return None

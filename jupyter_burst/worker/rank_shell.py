@@ -25,6 +25,7 @@ import types
 from typing import Any
 
 from jupyter_burst.errors import BurstError
+from jupyter_burst.worker.node_packages import EVERY_NODE, pip_verb
 
 
 class RankShell:
@@ -174,8 +175,6 @@ class RankShell:
         print(path)
 
     def _pip(self, line: str) -> None:
-        from jupyter_burst.worker.node_packages import EVERY_NODE, pip_verb
-
         if pip_verb(line) in EVERY_NODE:
             return None  # done on every node before the cell ran
         import shlex

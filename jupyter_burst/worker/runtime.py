@@ -28,6 +28,7 @@ import cloudpickle
 from jupyter_burst.errors import BurstError
 from jupyter_burst.wire import class_kwargs, rng_state
 from jupyter_burst.wire import payload as wire
+from jupyter_burst.wire.contract import CellSpec, ResultMeta
 from jupyter_burst.worker import (
     helper,
     notebook_main,
@@ -337,13 +338,17 @@ def _publisher():
     return worker.log_event
 
 
-def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
-    """Run one cell (one rank of it) on this worker; the Dask task behind every ``%%burst`` cell."""
+def run_cell(message: wire.Payload, sent: dict[str, Any]) -> wire.Payload:
+    """Run one cell (one rank of it) on this worker; the Dask task behind every ``%%burst`` cell.
+
+    ``sent``: the cell's :class:`CellSpec` in its wire form (refused if another version of
+    jupyter-burst sent it)."""
     global _current
+    spec = CellSpec.from_wire(sent)
     _setup_process()
     started = time.time()
-    rank, world_size = int(spec.get("rank", 0)), int(spec.get("world_size", 1))
-    gather = spec.get("returns") == "gather"
+    rank, world_size = spec.rank, spec.world_size
+    gather = spec.gather
     brings_back = rank == 0 or gather
     cache = _cache_use(spec)
     # The notebook's namespace is this process's __main__ while the cell is unpacked, runs
@@ -355,7 +360,7 @@ def run_cell(message: wire.Payload, spec: dict) -> wire.Payload:
 
 def _run_as_main(
     message: wire.Payload,
-    spec: dict,
+    spec: CellSpec,
     main: types.ModuleType,
     cache: value_cache.JobCache | None,
     started: float,
@@ -371,7 +376,7 @@ def _run_as_main(
             cache.release()  # the entries this job pinned on arrival
         raise
     namespace.update(values)
-    assigned = set(spec["assigns"])
+    assigned = set(spec.assigns)
     initial = {k: v for k, v in namespace.items() if not k.startswith("__")}
     watched = {
         k: v
@@ -380,18 +385,18 @@ def _run_as_main(
     }
     before = _fingerprints(watched, cache.arrived() if cache is not None else {})
     namespace.setdefault("display", burst_display)
-    shell = rank_shell.RankShell(main, spec.get("cwd"))
+    shell = rank_shell.RankShell(main, spec.cwd)
     namespace["get_ipython"] = lambda: shell  # never sent back: the cell did not assign it
 
-    job = spec["job"]
-    output = _JobOutput(job, spec["topic"], _publisher(), rank=rank).start()
+    job = spec.job
+    output = _JobOutput(job, spec.topic, _publisher(), rank=rank).start()
     namespace["burst"] = helper.Burst(
         rank=rank,
         world_size=world_size,
-        local_rank=int(spec.get("local_rank", 0)),
+        local_rank=spec.local_rank,
         device=_torch_device(),
         publish=lambda *event: output.event(*event),
-        checkpoints=spec.get("checkpoints"),
+        checkpoints=spec.checkpoints,
     )
     _current = output
     _children = notebook_main.ChildOutput(output.text)
@@ -408,15 +413,15 @@ def _run_as_main(
     group = process_group.CellGroup(
         rank,
         world_size,
-        (spec["master_addr"], int(spec["master_port"])) if world_size > 1 else None,
-        float(spec.get("collective_timeout", 300)),
+        (spec.master_addr, int(spec.master_port)) if world_size > 1 else None,
+        spec.collective_timeout,
         cuda=_torch_device().startswith("cuda"),
         say=lambda text: print(text, file=sys.stderr, flush=True),
     )
     try:
-        with notebook_main.start_method(spec.get("start_method")), _no_keyboard():
-            if spec.get("cwd") and os.path.isdir(spec["cwd"]):
-                os.chdir(spec["cwd"])
+        with notebook_main.start_method(spec.start_method), _no_keyboard():
+            if spec.cwd and os.path.isdir(spec.cwd):
+                os.chdir(spec.cwd)
             if meta["moved_devices"] and rank == 0:
                 print(
                     f"burst: {', '.join(meta['moved_devices'])} tensors travelled through the CPU "
@@ -428,11 +433,11 @@ def _run_as_main(
             except Exception as exc:
                 could_not_join = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                 raise
-            rng_state.restore(spec.get("rng"), import_torch=spec.get("imports_torch", False))
+            rng_state.restore(spec.rng, import_torch=spec.imports_torch)
             shown = _execute(spec, namespace)
             show_open_figures()
     except BaseException as exc:  # noqa: B036 - the cell's own exception, KeyboardInterrupt too
-        error = _describe_error(exc, spec["filename"])
+        error = _describe_error(exc, spec.filename)
     finally:
         stop_watching()
         unfollow()  # waits for an on_preempt callback under way
@@ -451,13 +456,13 @@ def _run_as_main(
         result["shown"] = shown
     if rank == 0 and error is None:
         result["rng"] = rng_state.capture()
-    status = {
-        "failed": error is not None,
-        "failed_at": error["time"] if error else None,
-        "rank": rank,
-        "events": events,
-        "could_not_join": could_not_join,
-    }
+    status = ResultMeta(
+        rank=rank,
+        failed=error is not None,
+        failed_at=error["time"] if error else None,
+        events=events,
+        could_not_join=could_not_join,
+    )
     try:
         return _result(
             result, status, namespace, spec, watched, before, initial, cache, meta["arrived"]
@@ -469,9 +474,9 @@ def _run_as_main(
 
 def _result(
     result: dict[str, Any],
-    status: dict[str, Any],
+    status: ResultMeta,
     namespace: dict,
-    spec: dict,
+    spec: CellSpec,
     watched: dict[str, Any],
     before: dict[str, bytes | None],
     initial: dict[str, Any],
@@ -483,7 +488,7 @@ def _result(
     ``arrived``: the memo of the message the cell came in (objects by position); an unchanged one
     that a new value holds goes back as a reference to the notebook's own object.
     """
-    brings_back = int(spec.get("rank", 0)) == 0 or spec.get("returns") == "gather"
+    brings_back = spec.rank == 0 or spec.gather
     if result["error"] is not None or not brings_back:
         if cache is not None:
             cache.check()
@@ -494,7 +499,7 @@ def _result(
     after = _fingerprints(watched, cache.after if cache is not None else {}, reached)
     if cache is not None:
         cache.check()  # the bytes the change check just hashed are not hashed again
-    assigned = set(spec["assigns"])
+    assigned = set(spec.assigns)
     changed = {k for k in watched if before[k] is None or before[k] != after[k]}
     # `t += 1` on a tensor, `lst += [x]`: assigned, but still the object that travelled.
     changed |= {
@@ -508,13 +513,13 @@ def _result(
     if namespace.get("display") is burst_display and "display" not in initial:
         names.discard("display")
     names.discard("burst")
-    if spec.get("returns") not in (None, "gather"):
-        names &= set(spec["returns"])
-    names -= set(spec.get("exclude", ()))
+    if spec.returns is not None and not spec.gather:
+        names &= set(spec.returns)
+    names -= set(spec.exclude)
     # A DDP wrapper holds its process group, which ends with the cell: send the model inside.
     result["values"] = {k: helper.unwrap(namespace[k]) for k in sorted(names)}
     # `from m import a`: an import in the notebook too (its own m.a, which may differ).
-    for name, module, attr in spec.get("imported_from", ()):
+    for name, module, attr in spec.imported_from:
         if name in result["values"] and result["values"][name] is _imported(module, attr):
             result["values"][name] = wire.ImportedName(module, attr)
     result["deleted"] = sorted(k for k in assigned if k not in namespace)
@@ -523,7 +528,7 @@ def _result(
     # the objects a reference would name: send everything by value then.
     unchanged: dict[int, str] = {}
     held: dict[int, int] = {}
-    if not spec.get("background"):
+    if not spec.background:
         unchanged = {id(v): k for k, v in watched.items() if k not in changed}
         safe = set().union(*(reached[k] for k in watched if k not in changed))
         safe.discard(id(namespace))
@@ -536,7 +541,7 @@ def _result(
         result["warnings"] = []
         if "shown" in result and _cannot_travel("shown", result["shown"]):
             result["shown"] = wire.Shown(*mimebundle(result["shown"]))  # its picture, not itself
-        spent = set(spec.get("contexts", ()))  # `with ... as f`: a closed file, an ended pool
+        spent = set(spec.contexts)  # `with ... as f`: a closed file, an ended pool
         for name, value in list(result["values"].items()):
             problem = _cannot_travel(name, value)
             if problem:
@@ -554,12 +559,12 @@ def _imported(module: str, attr: str) -> Any:
     return getattr(found, attr, _NOTHING) if found is not None else _NOTHING
 
 
-def _execute(spec: dict, namespace: dict) -> Any:
+def _execute(spec: CellSpec, namespace: dict) -> Any:
     """Run the cell; the value of its last line when that is an expression (as IPython shows it).
 
     ``_NOTHING`` when there is none to show (a statement, ``None``, or a line ending in ``;``).
     """
-    body, last = _compiled(spec["source"], spec["filename"], spec["line_offset"])
+    body, last = _compiled(spec.source, spec.filename, spec.line_offset)
     exec(body, namespace)
     if last is None:
         return _NOTHING
@@ -634,21 +639,19 @@ def _restore_environment(previous: dict[str, str | None]) -> None:
             os.environ[name] = value
 
 
-def _set_rank_environment(spec: dict) -> dict[str, str | None]:
+def _set_rank_environment(spec: CellSpec) -> dict[str, str | None]:
     """torchrun's variables for this rank, so a torchrun-style script runs unchanged."""
     previous = {name: os.environ.get(name) for name in _RANK_VARIABLES}
-    world_size = int(spec.get("world_size", 1))
+    world_size = spec.world_size
     os.environ.update(
         {
-            "RANK": str(spec.get("rank", 0)),
+            "RANK": str(spec.rank),
             "WORLD_SIZE": str(world_size),
-            "LOCAL_RANK": str(spec.get("local_rank", 0)),
+            "LOCAL_RANK": str(spec.local_rank),
             "LOCAL_WORLD_SIZE": str(world_size),
-            "MASTER_ADDR": str(spec.get("master_addr") or "127.0.0.1"),
+            "MASTER_ADDR": str(spec.master_addr or "127.0.0.1"),
             # One rank alone: a script's own env:// init must not meet another cell's port.
-            "MASTER_PORT": str(
-                spec.get("master_port") or (free_port() if world_size == 1 else 29500)
-            ),
+            "MASTER_PORT": str(spec.master_port or (free_port() if world_size == 1 else 29500)),
             "JUPYTER_BURST_TORCH_DEVICE": _torch_device(),
         }
     )
@@ -711,13 +714,13 @@ def _fingerprints(
     return out
 
 
-def _cache_use(spec: dict) -> value_cache.JobCache | None:
+def _cache_use(spec: CellSpec) -> value_cache.JobCache | None:
     """The job's use of this worker's value cache, as the kernel's ``cache`` settings say."""
-    settings = spec.get("cache")
+    settings = spec.cache
     if not settings:
         return None
     limit = value_cache.limit_bytes(settings["limit"])
-    return value_cache.JobCache(settings["owner"], limit, settings["min_bytes"], spec["job"])
+    return value_cache.JobCache(settings["owner"], limit, settings["min_bytes"], spec.job)
 
 
 def _describe_error(exc: BaseException, cell_filename: str) -> dict:

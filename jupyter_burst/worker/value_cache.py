@@ -23,6 +23,7 @@ import psutil
 from dask.utils import parse_bytes
 
 from jupyter_burst.wire import digest
+from jupyter_burst.wire.payload import content_keys
 
 _PIN_SECONDS = 600.0
 
@@ -205,7 +206,6 @@ class JobCache:
 
     def keep(self, buffer_values: list[str | None], buffers: list[memoryview]) -> dict[str, Any]:
         """Keep the large values going back to the notebook; what the kernel should know."""
-        from jupyter_burst.wire.payload import content_keys
 
         kept = content_keys(buffer_values, buffers, self.min_bytes, self.after)
         for i, (key, _) in kept.items():

@@ -145,7 +145,7 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 def _stop_clusters(env: dict[str, str]) -> None:
     """The clusters the notebooks' kernels started (they outlive a kernel by design)."""
     subprocess.run(
-        [sys.executable, "-c", "from jupyter_burst import clusters; clusters.down()"],
+        [sys.executable, "-c", "from jupyter_burst.driver import cluster; cluster.down()"],
         env=env,
         check=True,
         timeout=120,

@@ -17,11 +17,9 @@ powers each off once it has been idle for the cluster's idle time.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import pathlib
 import secrets
-import socket
 import time
 import uuid
 from dataclasses import replace
@@ -29,8 +27,12 @@ from typing import Any
 
 from jupyter_burst import config
 from jupyter_burst.clusters import records, tls
-from jupyter_burst.clusters.aws import provision, sdk, userdata
-from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan, cheapest, fits
+from jupyter_burst.clusters.aws import gc, prices, provision, sdk, userdata
+from jupyter_burst.clusters.aws.provision import owner
+from jupyter_burst.clusters.aws.sdk import ec2_clients
+from jupyter_burst.clusters.launch_checks import check_daily_budget
+from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
+from jupyter_burst.clusters.plans import cheapest, fits
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.errors import ClusterError
 from jupyter_burst.store.ledger import shared_ledger
@@ -51,8 +53,6 @@ class AwsProvider:
     # offers -------------------------------------------------------------------------
 
     def offers(self, request: OfferRequest) -> list[Offer]:
-        from jupyter_burst.clusters.aws import prices
-
         found, self.prices_note = prices.current(list(request.regions))
         return found
 
@@ -101,7 +101,7 @@ class AwsProvider:
         prefix = f"jupyter-burst/{cluster_id}"
         keys_key = f"{prefix}/{secrets.token_hex(16)}.tar"
         announce_key = f"{prefix}/head.json"
-        clients = _clients()
+        clients = ec2_clients()
         spot_ok = True if _wants_spot(request) else None
         s3.put_object(Bucket=bucket, Key=keys_key, Body=certs.node_bundle())
 
@@ -220,11 +220,9 @@ class AwsProvider:
             f"and the cell needs {request.slots}: adding {plan.describe()}",
             flush=True,
         )
-        from jupyter_burst.store.cost import check_daily_budget
-
         check_daily_budget(state_dir, self, request, price=plan.price_per_hour)
         offer = plan.offer
-        clients = _clients()
+        clients = ec2_clients()
         s3 = sdk.client("s3", region)
         bucket = _bucket(s3, region)
         certs = tls.ClusterCerts(pathlib.Path(record["tls"]))
@@ -333,7 +331,7 @@ class AwsProvider:
             return
         ledger = shared_ledger(pathlib.Path(state_dir))
         found = provision.find(
-            _clients(), record["region"], cluster_id=record["id"], states=provision.ANY_STATE
+            ec2_clients(), record["region"], cluster_id=record["id"], states=provision.ANY_STATE
         )
         for instance in found:
             if instance.ended is not None:
@@ -342,11 +340,11 @@ class AwsProvider:
     def is_alive(self, record: dict[str, Any]) -> bool:
         if record.get("provider") != self.name:
             return False
-        found = provision.find(_clients(), record["region"], cluster_id=record["id"])
+        found = provision.find(ec2_clients(), record["region"], cluster_id=record["id"])
         return any(i.state in ("pending", "running") for i in found)
 
     def terminate(self, record: dict[str, Any]) -> None:
-        clients = _clients()
+        clients = ec2_clients()
         found = provision.find(clients, record["region"], cluster_id=record["id"])
         if found:
             provision.terminate(clients, found)  # returns once EC2 confirms
@@ -358,8 +356,6 @@ class AwsProvider:
         # Its security group goes with its last instance. EC2 releases a group only once the
         # instances are fully terminated (up to a minute or so): a down waits that long at
         # most, and a group still in use then (it costs nothing) is left to %burst gc.
-        from jupyter_burst.clusters.aws import gc
-
         _, left = gc.delete_cluster_groups(
             clients, record["region"], record["id"], timeout=_GROUP_WAIT_SECONDS
         )
@@ -384,21 +380,6 @@ def _wants_spot(request: ClusterRequest) -> bool:
     """spot=yes on the cell: every node spot, the head too (the user's call: a lost head
     restarts the cell from its checkpoint on a new cluster)."""
     return bool(getattr(request, "spot", None))
-
-
-def owner() -> str:
-    return str(config.get("aws.owner") or f"{getpass.getuser()}@{socket.gethostname()}")
-
-
-def _clients():
-    made: dict[str, Any] = {}
-
-    def get(region: str):
-        if region not in made:
-            made[region] = sdk.client("ec2", region)
-        return made[region]
-
-    return get
 
 
 def _bucket(s3, region: str) -> str:

@@ -22,9 +22,12 @@ from typing import Any
 from jupyter_burst import config
 from jupyter_burst.clusters import records
 from jupyter_burst.clusters.aws import provision
+from jupyter_burst.clusters.aws.prices import default_regions
 from jupyter_burst.clusters.aws.provision import TAG_CLUSTER, TAG_OWNER, Instance
-from jupyter_burst.clusters.aws.sdk import error_code, with_backoff
+from jupyter_burst.clusters.aws.sdk import ec2_clients, error_code, with_backoff
+from jupyter_burst.clusters.shipped_catalog import load_catalog
 from jupyter_burst.errors import ClusterError, OptionError
+from jupyter_burst.store.ledger import shared_ledger
 
 GRACE_SECONDS = 120.0  # as provision.stale: a launch takes this long to be recorded
 GROUP_TIMEOUT_SECONDS = 300.0  # a terminated GPU instance releases its group within minutes
@@ -66,8 +69,6 @@ def regions(narrow: Sequence[str] = ()) -> tuple[str, ...]:
     """``burst.aws.regions`` (else the catalog's), or just ``narrow`` when given."""
     if narrow:
         return tuple(dict.fromkeys(narrow))
-    from jupyter_burst.clusters.aws.prices import default_regions
-
     return default_regions()
 
 
@@ -292,7 +293,7 @@ def command(words: Sequence[str], how_to_confirm: str) -> str:
     yes, narrow = parse_words(words)
     clients, state_dir = ec2_clients(), config.state_dir()
     try:
-        listing = collect(clients, regions(narrow), our_owner(), state_dir)
+        listing = collect(clients, regions(narrow), provision.owner(), state_dir)
     except Exception as exc:
         raise unreachable(exc) or exc from None
     shown = format_listing(listing)
@@ -325,16 +326,12 @@ def _prices(state_dir: pathlib.Path, instances: list[Instance]) -> dict[str, tup
     out: dict[str, tuple[float, bool]] = {}
     ids = [i.id for i in instances]
     if ids and (state_dir / "ledger.sqlite").exists():
-        from jupyter_burst.store.ledger import shared_ledger
-
         rows = shared_ledger(state_dir).query(
             f"SELECT id, price_per_hour FROM nodes WHERE id IN ({', '.join('?' * len(ids))})", ids
         )
         out = {r["id"]: (float(r["price_per_hour"]), False) for r in rows if r["price_per_hour"]}
     missing = [i for i in instances if i.id not in out and not i.spot]
     if missing:
-        from jupyter_burst.clusters.offers import load_catalog
-
         _, catalog = load_catalog("aws")
         listed = {(o.instance_type, o.region): o.price_per_hour for o in catalog}
         for i in missing:
@@ -347,8 +344,6 @@ def _ledger_stopped(state_dir: pathlib.Path, cluster_ids: set[str]) -> None:
     """Clusters this state folder recorded stop being billed in ``%burst cost``."""
     if not (state_dir / "ledger.sqlite").exists():
         return
-    from jupyter_burst.store.ledger import shared_ledger
-
     ledger = shared_ledger(state_dir)
     for cluster_id in sorted(cluster_ids):
         ledger.cluster_stopped(cluster_id, "gc")
@@ -371,15 +366,3 @@ def _age(seconds: float) -> str:
         return f"{minutes}m"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"
-
-
-def ec2_clients() -> provision.Clients:
-    from jupyter_burst.clusters.aws import _clients as made
-
-    return made()
-
-
-def our_owner() -> str:
-    from jupyter_burst.clusters.aws import owner
-
-    return owner()

@@ -20,7 +20,8 @@ from typing import Any
 
 from jupyter_burst import config
 from jupyter_burst.clusters.aws.sdk import boto3_module
-from jupyter_burst.clusters.offers import CATALOG_DIR, Offer, load_catalog
+from jupyter_burst.clusters.offers import Offer
+from jupyter_burst.clusters.shipped_catalog import load_catalog, read_catalog
 from jupyter_burst.errors import ClusterError
 
 PROVIDER = "aws"
@@ -52,10 +53,7 @@ def default_regions() -> tuple[str, ...]:
 
 
 def _catalog() -> dict[str, Any]:
-    import yaml
-
-    with (CATALOG_DIR / "aws.yaml").open() as f:
-        return yaml.safe_load(f)
+    return read_catalog(PROVIDER)
 
 
 def refresh(
@@ -75,6 +73,7 @@ def refresh(
             "no AWS credentials found; run `aws configure` or set AWS_PROFILE, "
             "or use the shipped price catalog"
         )
+    # botocore comes with boto3, an optional dependency: imported once AWS is asked.
     from botocore.exceptions import BotoCoreError, ClientError
 
     patterns = [f"{family}.*" for family in (families or catalog_families())]

@@ -11,18 +11,19 @@ tags, so no instance is ever left running unaccounted for.
 from __future__ import annotations
 
 import datetime
+import getpass
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from jupyter_burst import config
 from jupyter_burst.clusters.aws.sdk import CAPACITY_CODES, error_code, error_message, with_backoff
+from jupyter_burst.clusters.offers import Offer
 from jupyter_burst.errors import ClusterError
-
-if TYPE_CHECKING:
-    from jupyter_burst.clusters.offers import Offer
 
 TAG_CLUSTER = "jupyter-burst:cluster"
 TAG_OWNER = "jupyter-burst:owner"
@@ -36,7 +37,12 @@ ANY_STATE = (*HELD_STATES, "shutting-down", "terminated")
 # "User initiated (2026-11-25 10:33:18 GMT)"; moto writes UTC for GMT.
 _TRANSITION_TIME = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)")
 
-Clients = Callable[[str], Any]  # region -> EC2 client
+Clients = Callable[[str], Any]  # region -> EC2 client (sdk.ec2_clients)
+
+
+def owner() -> str:
+    """Whose instances and groups ours are (the owner tag): ``burst.aws.owner``, else user@host."""
+    return str(config.get("aws.owner") or f"{getpass.getuser()}@{socket.gethostname()}")
 
 
 class CapacityShortfall(ClusterError):

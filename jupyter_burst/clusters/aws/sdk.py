@@ -127,3 +127,15 @@ def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
         if service == "s3"
         else Config(retries={"max_attempts": 2, "mode": "standard"}),
     )
+
+
+def ec2_clients() -> Callable[[str], Any]:
+    """EC2 clients by region, each made once when first asked for (``provision.Clients``)."""
+    made: dict[str, Any] = {}
+
+    def get(region: str):
+        if region not in made:
+            made[region] = client("ec2", region)
+        return made[region]
+
+    return get

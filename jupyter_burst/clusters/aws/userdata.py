@@ -13,12 +13,11 @@ share one address need ports of their own).
 
 from __future__ import annotations
 
-import importlib.metadata
 import shlex
 from dataclasses import dataclass
 
-# What must match the notebook's environment for cells to travel (pickles of these classes).
-MATCHED_PACKAGES = ("jupyter-burst", "dask", "distributed", "cloudpickle", "torch")
+from jupyter_burst.clusters.node_versions import notebook_versions
+
 SCHEDULER_PORT = 8786
 
 
@@ -37,17 +36,6 @@ class NodeBoot:
     expect_slots: int = 0  # head: the whole cluster's slots (it stays up while nodes join)
     extra: bool = False  # worker: added to fit a cell; the head powers it off when it is idle
     gpu_mem_gib: float = 0.0  # GiB per GPU of its instance type (0: not said)
-
-
-def notebook_versions() -> dict[str, str]:
-    """The installed versions of the packages a node must match."""
-    found = {}
-    for name in MATCHED_PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 def render(boot: NodeBoot, versions: dict[str, str] | None = None) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 from jupyter_burst import config
 from jupyter_burst.clusters import records, tls
+from jupyter_burst.clusters.node_versions import notebook_versions
 from jupyter_burst.clusters.offers import Offer, OfferRequest
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.ssh import channel
@@ -83,7 +84,7 @@ class SshProvider:
         base = str(config.get("ssh.remote-dir") or ".cache/jupyter-burst")
         timeout = float(config.get("start-timeout", 60))
         lifetime = float(config.get("ssh.max-lifetime", 720))
-        versions = json.dumps(_versions())
+        versions = json.dumps(notebook_versions())
         started: list[dict[str, Any]] = []
 
         def start(i: int, host: Host, role: str, scheduler: str = "") -> dict[str, Any]:
@@ -248,6 +249,4 @@ def _record_start(record: dict[str, Any], price: float) -> None:
 
 
 def _versions() -> dict[str, str]:
-    from jupyter_burst.clusters.aws.userdata import notebook_versions
-
     return notebook_versions()

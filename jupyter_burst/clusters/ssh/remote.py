@@ -26,6 +26,7 @@ import importlib.metadata
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import signal
 import subprocess
@@ -78,15 +79,23 @@ def _signal(pids, sig):
 
 
 def _version_mismatches(wanted):
-    wrong = []
+    """``{name: "name have (notebook: version)"}`` for each package not at the notebook's version."""
+    wrong = {}
     for name, version in sorted(wanted.items()):
         try:
             have = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             have = None
         if have != version and not (have is None and name in _OPTIONAL):
-            wrong.append(f"{name} {have or 'missing'} (notebook: {version})")
+            wrong[name] = f"{name} {have or 'missing'} (notebook: {version})"
     return wrong
+
+
+def _install_command(wanted, names):
+    """The pip command that puts the notebook's versions of ``names`` here: the runtime only,
+    as an AWS node installs it (jupyter-burst without its lab extra)."""
+    pins = [f"{name}=={wanted[name]}" for name in sorted(names)]
+    return shlex.join([sys.executable, "-m", "pip", "install", *pins])
 
 
 def _gpus():
@@ -109,11 +118,13 @@ def start(root, name, role, timeout, versions, node_args):
     root = pathlib.Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
-    wrong = _version_mismatches(json.loads(versions))
+    wanted = json.loads(versions)
+    wrong = _version_mismatches(wanted)
     if wrong:
         _fail(
-            f"{sys.executable} has {', '.join(wrong)}; install the notebook's versions "
-            f"there (or point python= at an environment that has them)"
+            f"{sys.executable} has {', '.join(wrong.values())}; install the notebook's "
+            f"versions there with: {_install_command(wanted, wrong)} (or point python= at "
+            f"an environment that has them)"
         )
     bundle = sys.stdin.buffer.read()
     unpack = subprocess.run(

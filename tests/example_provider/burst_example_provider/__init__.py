@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from jupyter_burst.clusters.local import LocalProvider
-from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan, cheapest
+from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
+from jupyter_burst.clusters.plans import cheapest
 from jupyter_burst.clusters.provider import ClusterRequest
 
 OFFER = Offer(
