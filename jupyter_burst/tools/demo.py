@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from jupyter_burst import config
@@ -49,6 +50,7 @@ EXPECTED_ERROR_TAG = "raises-exception"
 INTERRUPT_TAG = "demo-interrupt"
 INTERRUPT_AFTER_SECONDS = 3.0
 INTERRUPTED_ERROR = "JobInterrupted"
+HALF_A_CENT = Decimal("0.005")  # what a bill would round to $0.00
 # A demo-interrupt cell that has printed nothing by then is a failure, not a longer wait.
 FIRST_OUTPUT_TIMEOUT = 120.0
 # What the kernel records in the ledger when a lost worker's cell runs again (jobs.py) and
@@ -306,6 +308,13 @@ def ledger_summary(state_dir: pathlib.Path, run: NotebookRun) -> list[str]:
             spend += cost.Spend.of(node, cost.node_cost_between(node, run.started, now, now))
         if not spend.total:
             summary.append("cost: $0.00 (local provider, no price set)")
+        elif spend.notional and not spend.billed and spend.notional < HALF_A_CENT:
+            # A short run at the demo's price is a fraction of a cent: shown exactly, since
+            # "$0.00" would read as nothing billed.
+            summary.append(
+                f"cost: ${spend.notional:.4f} notional (burst.local.price-per-hour: an internal "
+                "price set for the demo, not a bill)"
+            )
         elif spend.notional:
             summary.append(
                 f"cost: {spend.show()} (burst.local.price-per-hour: an internal price set for "
