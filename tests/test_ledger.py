@@ -45,14 +45,20 @@ def test_lines_are_split_and_progress_bars_keep_their_last_state():
 def test_an_interrupt_during_a_write_neither_loses_it_nor_leaves_the_ledger_locked(tmp_path):
     import signal
 
+    # A kernel's Ctrl-C raises KeyboardInterrupt (ipykernel sees to it). pytest started in
+    # the background by a shell without job control inherits SIGINT ignored, and Python then
+    # installs no handler of its own: give the test the kernel's.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    with pytest.raises(KeyboardInterrupt):
-        with ledger._write() as db:
-            # The kernel's stop button, mid-write. raise_signal delivers it to this thread
-            # before it returns; os.kill may hand it to another of the process's threads,
-            # and on a loaded machine it could then trip only after the block had ended.
-            signal.raise_signal(signal.SIGINT)
-            db.execute("INSERT INTO meta(key, value) VALUES ('k', 'v')")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with ledger._write() as db:
+                # The kernel's stop button, mid-write: delivered to this thread before
+                # raise_signal returns (os.kill may hand it to another thread of the process).
+                signal.raise_signal(signal.SIGINT)
+                db.execute("INSERT INTO meta(key, value) VALUES ('k', 'v')")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert ledger.query("SELECT value FROM meta WHERE key = 'k'") == [{"value": "v"}]
     ledger.job_started("after", None, "k", "pass", {})  # would wait forever on a held lock
     assert ledger.job("after")["status"] == "running"
