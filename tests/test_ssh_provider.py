@@ -232,3 +232,16 @@ def test_no_hosts_configured_says_how():
     with pytest.raises(ClusterError) as info:
         configured_hosts()
     assert str(info.value).startswith("burst: provider=ssh has no hosts; set burst.ssh.hosts")
+
+
+def test_a_background_job_runs_on_a_tls_cluster_and_its_results_come_back(
+    sshd, hosts_dir, state_dir, workdir
+):
+    # The head node runs a background job through its own client of its TLS scheduler.
+    with burst_kernel(state_dir, workdir, kernel_env(sshd, hosts_dir)) as kernel:
+        kernel.ok("%%burst provider=ssh async name=tls-job\ny = 6 * 7\n", timeout=90)
+        result = kernel.ok("%burst wait tls-job", timeout=90)
+        assert "error" not in result.stderr.lower(), result.stderr
+        assert kernel.ok("print(y)").stdout.strip() == "42"
+        kernel.ok("%burst down")
+        wait_for(lambda: not node_processes(hosts_dir), 30, "every node process to end")

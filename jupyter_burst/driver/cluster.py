@@ -24,6 +24,7 @@ from typing import Any
 from distributed import Client
 from distributed.comm import connect as comm_connect
 from distributed.core import send_recv
+from distributed.security import Security
 
 from jupyter_burst import config
 from jupyter_burst import gpus as gpus_here
@@ -103,11 +104,12 @@ def open_client(
     timeout: float,
     record: dict[str, Any] | None = None,
     name: str = "jupyter-burst",
+    security: Security | None = None,
 ) -> Client:
-    """A Dask client of the scheduler at ``address`` (with the cluster's TLS certificate when
-    ``record`` has one), once it has answered within ``timeout``: the kernel's, and the head
-    node's own for the background jobs it runs."""
-    security = _security(record)
+    """A Dask client of the scheduler at ``address``, once it has answered within ``timeout``:
+    the kernel's (with the cluster's TLS client certificate when ``record`` has one), and the
+    head node's own for the background jobs it runs (with the node's ``security``)."""
+    security = security if security is not None else _security(record)
     _answers(address, timeout, security)
     return Client(
         address,

@@ -158,7 +158,7 @@ class HeadNode:
             price_per_hour=self.args.price_per_hour,
         )
         self.background = BackgroundJobs(
-            self.scheduler.address, self.record, self.state_dir, self.ledger
+            self.scheduler.address, self.record, self.state_dir, self.ledger, self.security
         )
         self.scheduler.handlers.update(self.background.handlers())
         records.write_record(self.state_dir, self.args.cluster, self.record)

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from distributed.security import Security
+
 from jupyter_burst import config
 from jupyter_burst.driver import jobs
 from jupyter_burst.driver.cluster import ClusterHandle, open_client, usable
@@ -69,8 +71,16 @@ class BackgroundJob:
 class BackgroundJobs:
     """The head node's background jobs, by name; the scheduler's ``burst_job_*`` handlers."""
 
-    def __init__(self, address: str, record: dict, state_dir: pathlib.Path, ledger: Ledger):
+    def __init__(
+        self,
+        address: str,
+        record: dict,
+        state_dir: pathlib.Path,
+        ledger: Ledger,
+        security: Security | None = None,
+    ):
         self.address = address
+        self.security = security  # the node's own: a TLS cluster's head is a client too
         self.record = record
         self.state_dir = state_dir
         self.ledger = ledger
@@ -165,7 +175,9 @@ class BackgroundJobs:
     def _cluster(self) -> ClusterHandle:
         with self._client_lock:
             if self._handle is None or not usable(self._handle):
-                client = open_client(self.address, 30, name="jupyter-burst-head")
+                client = open_client(
+                    self.address, 30, name="jupyter-burst-head", security=self.security
+                )
                 self._handle = ClusterHandle.of(self.record, client, self.state_dir)
             return self._handle
 
