@@ -526,14 +526,7 @@ def _failed_at(payload: Payload) -> float:
 
 def drain(job: Job, expected: int, on_events: OnEvents) -> None:
     """Render the output batches still in flight after the results arrived."""
-    deadline = time.monotonic() + _EVENTS_GRACE_SECONDS
-    while job.received < expected and time.monotonic() < deadline:
-        try:
-            kind, item = job.events.get(timeout=0.05)
-        except queue.Empty:
-            continue
-        if kind == "events":
-            _deliver(job, item, on_events)
+    _deliver_until(job, lambda: job.received >= expected, _EVENTS_GRACE_SECONDS, on_events)
     while True:  # anything already queued
         try:
             kind, item = job.events.get_nowait()
@@ -629,8 +622,13 @@ def _wait_gone(handle: ClusterHandle, addresses: list[str], seconds: float) -> N
 
 
 def _wait_done(job: Job, futures: list, seconds: float, on_events: OnEvents) -> None:
+    _deliver_until(job, lambda: all(f.done() for f in futures), seconds, on_events)
+
+
+def _deliver_until(job: Job, done: Callable[[], bool], seconds: float, on_events: OnEvents) -> None:
+    """Render the job's output batches as they arrive until ``done()`` or ``seconds`` pass."""
     deadline = time.monotonic() + seconds
-    while not all(f.done() for f in futures) and time.monotonic() < deadline:
+    while not done() and time.monotonic() < deadline:
         try:
             kind, item = job.events.get(timeout=0.05)
         except queue.Empty:

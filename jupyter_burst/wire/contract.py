@@ -80,14 +80,14 @@ class CellSpec:
 
     def to_wire(self) -> dict[str, Any]:
         """The form that crosses to a worker: plain values, stamped with the contract."""
-        return dict(dataclasses.asdict(self), contract=CONTRACT, version=__version__)
+        # A shallow copy: it is pickled on its way, and this runs for every rank of every cell.
+        return dict(vars(self), contract=CONTRACT, version=__version__)
 
     @classmethod
     def from_wire(cls, sent: dict[str, Any]) -> CellSpec:
         """On the worker: the spec the kernel sent, or one line if its contract differs."""
         check(sent, "the kernel")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in sent.items() if k in fields})
+        return cls(**{k: v for k, v in sent.items() if k in _SPEC_FIELDS})
 
 
 @dataclass
@@ -103,12 +103,15 @@ class ResultMeta:
     cached: dict[str, Any] | None = None  # content keys the worker kept of what it sent back
 
     def dumps(self) -> bytes:
-        return pickle.dumps(dataclasses.asdict(self), protocol=5)
+        return pickle.dumps(vars(self), protocol=5)
 
     @classmethod
     def loads(cls, data: bytes) -> ResultMeta:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in pickle.loads(data).items() if k in fields})
+        return cls(**{k: v for k, v in pickle.loads(data).items() if k in _META_FIELDS})
+
+
+_SPEC_FIELDS = frozenset(f.name for f in dataclasses.fields(CellSpec))
+_META_FIELDS = frozenset(f.name for f in dataclasses.fields(ResultMeta))
 
 
 @dataclass
