@@ -38,7 +38,7 @@ define pip_editable
 	$(WITH_VENV) $(VENV)/bin/jupyter-builder develop --overwrite .
 endef
 
-.PHONY: venv labextension chromium sshd iproute2 test lint demo corpus lab bench aws-smoke clean distclean
+.PHONY: venv wheelhouse labextension chromium sshd iproute2 test lint demo corpus lab bench gpu-check aws-smoke clean distclean
 
 venv: $(VENV)/.stamp
 
@@ -48,6 +48,23 @@ $(VENV)/.stamp: pyproject.toml constraints.txt package.json
 		else python3 -m venv $(VENV); fi; \
 	fi
 	$(call pip_editable,.[test$(COMMA)torch])
+	touch $@
+
+# The package index of the emulated cloud (tests/notebook_env.py): bare machines there
+# install the notebook's environment from this folder, never from the network. The wheels
+# of a small notebook environment (the runtime, a kernel, the AWS client, one package a
+# bare machine lacks) and of jupyter-burst's build backend, at the test venv's versions.
+WHEELHOUSE := .wheelhouse
+WHEELHOUSE_PACKAGES := ipython dask distributed cloudpickle pyyaml xxhash psutil filelock \
+	nvidia-ml-py fsspec ipykernel boto3 cryptography tabulate uv pip \
+	hatchling hatch-jupyter-builder jupyter-builder editables
+
+wheelhouse: $(WHEELHOUSE)/.stamp
+
+$(WHEELHOUSE)/.stamp: $(VENV)/.stamp Makefile
+	$(PY) -m pip freeze --exclude-editable > $(VENV)/freeze.txt
+	$(PY) -m pip download --quiet --disable-pip-version-check -d $(WHEELHOUSE) \
+		-c $(VENV)/freeze.txt $(WHEELHOUSE_PACKAGES)
 	touch $@
 
 # Rebuild the frontend when its sources change (the editable install only builds it once).
@@ -82,7 +99,7 @@ sshd:
 iproute2:
 	$(call debian_package,command -v ip >/dev/null,iproute2,the network tests need iproute2's ip (and root; elsewhere they are skipped))
 
-test: venv labextension chromium sshd iproute2
+test: venv wheelhouse labextension chromium sshd iproute2
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
 	$(VENV)/bin/lint-imports
 	$(WITH_VENV) jlpm test
@@ -114,6 +131,14 @@ BENCH_ARGS ?=
 bench: venv
 	$(call pip_editable,.[bench],-q)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# What only a GPU shows (bench/gpu_check.py): a gpus=1 cell with NCCL DDP and FSDP on the
+# local provider, and %burst estimate against torch.cuda.max_memory_allocated; one table, in
+# under 5 minutes. Without a CUDA device it says so in one line and exits 0.
+# GPU_CHECK_ARGS=--write puts the table into bench/README.md.
+GPU_CHECK_ARGS ?=
+gpu-check: venv
+	$(PY) -m bench.gpu_check $(GPU_CHECK_ARGS)
 
 # One real cell on one real AWS GPU with your account (a few cents); see README.
 aws-smoke: venv

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 
+from bench import coldstart_cloud
 from bench.common import (
     TRIVIAL_CELL,
     BenchError,
@@ -59,6 +60,7 @@ def run(session: Session, quick: bool, profile: bool = False) -> Report:
         times.append(session.cell(TRIVIAL_CELL))
         session.ensure_cluster()  # notes the new cluster's processes for the final check
     fresh = fresh_process()
+    cloud = coldstart_cloud.run(reps)
     m = "cold start"
     best = min(times)
     report = Report()
@@ -90,6 +92,7 @@ def run(session: Session, quick: bool, profile: bool = False) -> Report:
             f" / {fresh['done'] - fresh['imported']:.2f} s",
         ),
     ]
+    report.rows += cloud.rows
     return report
 
 

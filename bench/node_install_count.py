@@ -2,11 +2,12 @@
 installs, with the package as it was at REV (default ``2b6dbac``, before the install split of
 issue #16) and as it is in this working tree; prints both counts and the two lists' difference.
 
-What a node installs is its boot script's own pip line: this tree's AWS user data is rendered
-(``clusters/aws/userdata.py``) and its ``pip install`` arguments taken as they are, at this
-environment's versions (``jupyter-burst==V dask==V distributed==V cloudpickle==V torch==V``;
-REV's user data names the same packages). Two things differ from a node, the same for both
-trees:
+What is counted is the install of the package itself (without extras) beside the packages
+pickles need at the same versions on both sides, at this environment's versions
+(``jupyter-burst==V dask==V distributed==V cloudpickle==V``, the pins the AWS boot of issue
+#16 installed; since issue #17 a node installs the notebook's whole spec, which ``%burst env``
+lists, and this count is its floor: a notebook environment with nothing else). Two things
+differ from a node, the same for both trees:
 
 - ``jupyter-burst==V`` is not on an index: each tree's wheel stands in for it, built with
   ``pip wheel --no-deps`` (with build isolation, so the build backend comes from the index and
@@ -41,17 +42,11 @@ BEFORE = "2b6dbac"
 
 
 def node_pip_args() -> list[str]:
-    """The arguments of the user data's ``pip install`` line (this tree's, this environment's versions)."""
+    """The pins every node installs, whatever else the notebook has (this environment's versions)."""
     sys.path.insert(0, str(REPO))
-    from jupyter_burst.clusters.aws.userdata import NodeBoot, render
+    from jupyter_burst.clusters.node_versions import notebook_versions
 
-    script = render(
-        NodeBoot("count", "c-0", "worker", 1, 5.0, 60.0, "https://keys.invalid/k", scheduler="x")
-    )
-    found = re.search(r"-m pip install (.*)$", script, re.M)
-    if not found:
-        raise SystemExit("the user data has no pip install line")
-    return shlex.split(found.group(1))
+    return [f"{name}=={version}" for name, version in sorted(notebook_versions().items())]
 
 
 def tree_files(rev: str | None, dest: pathlib.Path) -> pathlib.Path:

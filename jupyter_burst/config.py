@@ -9,6 +9,8 @@ from typing import Any
 import dask.config
 import yaml
 
+from jupyter_burst.errors import OptionError
+
 _DEFAULTS = pathlib.Path(__file__).with_name("burst.yaml")
 
 
@@ -55,6 +57,32 @@ def _sources() -> tuple:
 def get(key: str, default: Any = None) -> Any:
     """A ``burst.<key>`` setting."""
     return dask.config.get(f"burst.{key}", default=default)
+
+
+def fresh(key: str, default: Any = None) -> Any:
+    """A ``burst.<key>`` setting as the config files and variables say now, read without
+    changing this process's config: :func:`refresh` clears it before it fills it again,
+    which a long-lived process with threads (the Jupyter server) must not let them see."""
+    merged: dict[str, Any] = {}
+    for defaults in dask.config.defaults:
+        dask.config.update(merged, defaults, priority="old")
+    dask.config.update(merged, dask.config.collect())
+    return dask.config.get(f"burst.{key}", default=default, config=merged)
+
+
+def flag(key: str, default: bool = False, *, now: bool = False) -> bool:
+    """A yes/no ``burst.<key>`` setting (``true``/``false``, ``on``/``off``, ``yes``/``no``);
+    anything else is refused in one line that names it. ``now``: as the files say now
+    (:func:`fresh`), not as this process last read them."""
+    value = fresh(key, default) if now else get(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("yes", "true", "on", "1"):
+        return True
+    if text in ("no", "false", "off", "0", "none", "null", ""):
+        return False
+    raise OptionError(f"burst.{key}={value} is not yes or no; set it to true or false")
 
 
 def state_dir() -> pathlib.Path:

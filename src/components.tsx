@@ -15,6 +15,9 @@ import {
   ICost,
   IJob,
   ILogLine,
+  IStart,
+  startPhases,
+  startSummary,
   tickDecimals,
   tickedMicros,
   toMicros
@@ -44,12 +47,16 @@ export interface IClustersProps {
   /** By the cluster's id: a name may run on several providers (`default` on each). */
   onStop: (id: string) => void;
   onIdle: (id: string, minutes: number) => void;
+  /** Cluster starts, newest first: those under way are shown live, phase by phase. */
+  starts?: IStart[];
 }
 
 export function ClustersSection(props: IClustersProps): JSX.Element {
   const { clusters, cost, fetchedAt, now } = props;
+  const starts = props.starts ?? [];
   const running = clusters.filter(c => c.state === 'running');
   const stopped = clusters.filter(c => c.state !== 'running');
+  const starting = starts.filter(s => s.state === 'starting');
   return (
     <section className="jp-BurstSection jp-BurstClusters" aria-label="Clusters and cost">
       <h3 className="jp-BurstSection-title">Clusters &amp; cost</h3>
@@ -80,10 +87,34 @@ export function ClustersSection(props: IClustersProps): JSX.Element {
           </div>
         </div>
       )}
-      {running.length === 0 && <p className="jp-BurstEmpty">No cluster is running.</p>}
+      {running.length === 0 && starting.length === 0 && (
+        <p className="jp-BurstEmpty">No cluster is running.</p>
+      )}
+      {starting.length > 0 && (
+        <ul className="jp-BurstList jp-BurstStarts" aria-label="Clusters starting">
+          {starting.map(start => (
+            <li
+              key={start.id}
+              className="jp-BurstCluster jp-BurstStart jp-mod-starting"
+              data-cluster={start.name}
+            >
+              <div className="jp-BurstCluster-head">
+                <span className="jp-BurstCluster-name">{start.name}</span>
+                <span className="jp-BurstCluster-provider">{start.provider}</span>
+              </div>
+              <StartPhases start={start} elapsed={(now - fetchedAt) / 1000} />
+            </li>
+          ))}
+        </ul>
+      )}
       <ul className="jp-BurstList">
         {running.map(cluster => (
-          <ClusterRow key={cluster.id} cluster={cluster} {...props} />
+          <ClusterRow
+            key={cluster.id}
+            cluster={cluster}
+            start={starts.find(s => s.cluster_id === cluster.id)}
+            {...props}
+          />
         ))}
       </ul>
       {stopped.length > 0 && (
@@ -104,8 +135,45 @@ export function ClustersSection(props: IClustersProps): JSX.Element {
   );
 }
 
-function ClusterRow(props: IClustersProps & { cluster: ICluster }): JSX.Element {
-  const { cluster, fetchedAt, now, stopping, onStop, onIdle } = props;
+/**
+ * Where a start spends its time: "starting for 12 s", then each phase with its seconds,
+ * the one under way marked and counting.
+ */
+export function StartPhases(props: { start: IStart; elapsed: number }): JSX.Element {
+  const { start, elapsed } = props;
+  return (
+    <div className={`jp-BurstStart-phases jp-mod-${start.state}`} data-start={start.id}>
+      {start.purpose === 'prewarm' && (
+        <>
+          <span
+            className="jp-BurstStart-purpose"
+            title="Started while its cell was being written (burst.prewarm)"
+          >
+            pre-warm
+          </span>{' '}
+        </>
+      )}
+      <span className="jp-BurstStart-summary">{startSummary(start, elapsed)}</span>
+      {start.phases.length > 0 && ': '}
+      <ol className="jp-BurstStart-list" aria-label={`Start phases of ${start.name}`}>
+        {startPhases(start, elapsed).map((phase, index) => (
+          <li
+            key={index}
+            className={`jp-BurstStart-phase${phase.current ? ' jp-mod-current' : ''}`}
+            aria-current={phase.current ? 'step' : undefined}
+          >
+            {phase.label} {phase.seconds}
+          </li>
+        ))}
+        {start.state === 'running' && <li className="jp-BurstStart-phase">running</li>}
+      </ol>
+      {start.error && <span className="jp-BurstStart-error"> · {start.error}</span>}
+    </div>
+  );
+}
+
+function ClusterRow(props: IClustersProps & { cluster: ICluster; start?: IStart }): JSX.Element {
+  const { cluster, start, fetchedAt, now, stopping, onStop, onIdle } = props;
   const [idle, setIdle] = React.useState<string>('');
   const elapsed = (now - fetchedAt) / 1000;
   const isStopping = stopping.has(cluster.id);
@@ -153,6 +221,7 @@ function ClusterRow(props: IClustersProps & { cluster: ICluster }): JSX.Element 
           ? ' (notional)'
           : ''}
       </div>
+      {start && <StartPhases start={start} elapsed={(now - fetchedAt) / 1000} />}
       <form className="jp-BurstCluster-idle" onSubmit={submitIdle}>
         <label>
           idle after{' '}

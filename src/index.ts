@@ -10,6 +10,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { listenForCellCancel } from './cellcancel';
 import { ICheckpoint } from './model';
+import { watchForPrewarm } from './prewarm';
 import { requestAPI } from './request';
 import { BurstSidebar, SIDEBAR_ID } from './sidebar';
 import { CostStatus } from './statusbar';
@@ -23,7 +24,7 @@ const KERNEL_SETTINGS = ['defaultProvider', 'idle', 'budget'] as const;
 
 /**
  * The jupyter-burst sidebar in the left area, its status-bar cost, the cancel buttons of
- * `%%burst` cells, and its settings.
+ * `%%burst` cells, pre-warm of a `%%burst` cell's cluster while it is written, and its settings.
  */
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
@@ -46,6 +47,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer?.add(sidebar, sidebar.id);
     store.start();
     listenForCellCancel(store);
+    if (notebooks) {
+      watchForPrewarm(notebooks, store); // the server starts nothing while burst.prewarm is off
+    }
 
     app.commands.addCommand(OPEN_COMMAND, {
       label: 'Show the jupyter-burst sidebar',

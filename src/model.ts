@@ -35,6 +35,36 @@ export interface ICluster {
   so_far: ISpend;
 }
 
+/** One phase of a cluster start, as the server sends it (clusters/start_phases.py). */
+export interface IStartPhase {
+  phase: string;
+  /** The phase with its detail and progress: "booting", "workers joined 1/2". */
+  label: string;
+  detail: string;
+  done: number | null;
+  total: number | null;
+  started: number;
+  /** Seconds it took, or so far when it is `current` (the phase under way). */
+  seconds: number;
+  current: boolean;
+}
+
+/** A cluster start: quote → launching k/N → booting → environment → workers joined → running. */
+export interface IStart {
+  id: string;
+  name: string;
+  provider: string;
+  /** `cell`, or `prewarm` for one the extension started while its cell was written. */
+  purpose: string;
+  state: 'starting' | 'running' | 'failed' | 'abandoned';
+  cluster_id: string | null;
+  error: string | null;
+  started: number;
+  ended: number | null;
+  seconds: number;
+  phases: IStartPhase[];
+}
+
 export interface ICost {
   now: number;
   running: { per_hour: ISpend; so_far: ISpend };
@@ -175,6 +205,52 @@ export function formatDuration(seconds: number): string {
   }
   const minutes = Math.floor(s / 60) % 60;
   return `${Math.floor(s / 3600)} h ${String(minutes).padStart(2, '0')} min`;
+}
+
+/** "0.4 s", "12 s", "4 min 05 s": tenths while they matter (as the kernel's line shows). */
+export function formatSeconds(seconds: number): string {
+  const s = Math.max(0, seconds);
+  if (s < 10) {
+    return `${s.toFixed(1)} s`;
+  }
+  const whole = Math.floor(s);
+  if (whole < 60) {
+    return `${whole} s`;
+  }
+  if (whole < 3600) {
+    return `${Math.floor(whole / 60)} min ${String(whole % 60).padStart(2, '0')} s`;
+  }
+  return formatDuration(whole);
+}
+
+/**
+ * Each phase of a start with its seconds ("booting 2.3 s"); the phase under way, and the
+ * start while it is under way, go on counting `elapsedSeconds` after the server's figures.
+ */
+export function startPhases(
+  start: IStart,
+  elapsedSeconds: number
+): { label: string; seconds: string; current: boolean }[] {
+  const extra = start.state === 'starting' ? Math.max(0, elapsedSeconds) : 0;
+  return start.phases.map(phase => ({
+    label: phase.label,
+    seconds: formatSeconds(phase.seconds + (phase.current ? extra : 0)),
+    current: phase.current
+  }));
+}
+
+/** "started in 3.1 s", "starting for 12 s", "failed after 40 s", "abandoned after 2.0 s". */
+export function startSummary(start: IStart, elapsedSeconds: number): string {
+  const extra = start.state === 'starting' ? Math.max(0, elapsedSeconds) : 0;
+  const took = formatSeconds(start.seconds + extra);
+  switch (start.state) {
+    case 'starting':
+      return `starting for ${took}`;
+    case 'running':
+      return `started in ${took}`;
+    default:
+      return `${start.state} after ${took}`;
+  }
 }
 
 export function formatBytes(bytes: number): string {

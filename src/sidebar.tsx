@@ -103,6 +103,7 @@ export class BurstSidebar extends ReactWidget {
         )}
         <ClustersSection
           clusters={store.clusters}
+          starts={store.starts}
           cost={store.cost}
           fetchedAt={store.fetchedAt}
           now={now}

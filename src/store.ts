@@ -1,11 +1,13 @@
 import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ICheckpoint, ICluster, ICost, IJob } from './model';
+import { ICheckpoint, ICluster, ICost, IJob, IStart } from './model';
 import { requestAPI } from './request';
 
 /** How often the figures are fetched again while the page is open (ms). */
 export const REFRESH_MS = 3000;
+/** ... and while a cluster is starting, so that its phases show as they begin (ms). */
+export const STARTING_REFRESH_MS = 1000;
 
 /**
  * The sidebar's data: the server extension's views, fetched every few seconds, and its
@@ -22,6 +24,8 @@ export class BurstStore {
   cost: ICost | null = null;
   jobs: IJob[] = [];
   checkpoints: ICheckpoint[] = [];
+  /** Cluster starts of the last day, newest first: those under way, and how the others went. */
+  starts: IStart[] = [];
   /** When the figures above were fetched (ms since the epoch, this browser's clock). */
   fetchedAt = Date.now();
   /** The last failure to reach the server (shown in the sidebar), or null. */
@@ -42,6 +46,10 @@ export class BurstStore {
       window.clearInterval(this._timer);
       this._timer = null;
     }
+    if (this._soon !== null) {
+      window.clearTimeout(this._soon);
+      this._soon = null;
+    }
   }
 
   async refresh(): Promise<void> {
@@ -56,14 +64,21 @@ export class BurstStore {
 
   private async _fetch(): Promise<void> {
     try {
-      const [clusters, cost, jobs, checkpoints] = await Promise.all([
+      const [clusters, cost, jobs, checkpoints, starts] = await Promise.all([
         this._get<ICluster[]>('clusters'),
         this._get<ICost>('cost'),
         this._get<IJob[]>('jobs?limit=50'),
-        this._get<ICheckpoint[]>('checkpoints')
+        this._get<ICheckpoint[]>('checkpoints'),
+        this._get<IStart[]>('starts?limit=50')
       ]);
-      Object.assign(this, { clusters, cost, jobs, checkpoints, error: null });
+      Object.assign(this, { clusters, cost, jobs, checkpoints, starts, error: null });
       this.fetchedAt = Date.now();
+      if (this._timer !== null && this._soon === null && starts.some(s => s.state === 'starting')) {
+        this._soon = window.setTimeout(() => {
+          this._soon = null;
+          void this.refresh();
+        }, STARTING_REFRESH_MS);
+      }
       for (const id of [...this.stopping]) {
         if (!clusters.some(c => c.id === id && c.state === 'running')) {
           this.stopping.delete(id);
@@ -131,6 +146,7 @@ export class BurstStore {
 
   private _changed = new Signal<this, void>(this);
   private _timer: number | null = null;
+  private _soon: number | null = null;
   private _inFlight: Promise<void> | null = null;
 }
 

@@ -13,6 +13,7 @@ import pytest
 
 from jupyter_burst.clusters.aws import sdk
 from tests.aws_fakes import CREDENTIALS, moto_server
+from tests.notebook_env import KERNEL_PYTHON, index_env
 from tests.vm_emulator import VmEmulator
 
 REGION = "us-east-1"
@@ -42,8 +43,12 @@ def reset_moto(endpoint: str) -> None:
 
 
 @pytest.fixture
-def cloud(tmp_path, moto_endpoint, moto_image):
-    """The module's moto server (reset), the emulator watching it, and a kernel's environment."""
+def cloud(tmp_path, moto_endpoint, moto_image, notebook_python, env_cache):
+    """The module's moto server (reset), the emulator watching it, and a kernel's environment.
+
+    The kernel runs in a notebook environment of its own (tests/notebook_env.py); the
+    emulated machines are bare and build it from the wheelhouse.
+    """
     reset_moto(moto_endpoint)
     made: dict[str, object] = {}
 
@@ -59,6 +64,8 @@ def cloud(tmp_path, moto_endpoint, moto_image):
         "DASK_BURST__AWS__CLIENT_CIDR": "127.0.0.1/32",
         "DASK_BURST__AWS__IMAGE": moto_image,
         "DASK_BURST__AWS__REGIONS": REGION,
+        **index_env(env_cache),
+        KERNEL_PYTHON: str(notebook_python),
     }
     with VmEmulator(clients, (REGION,), tmp_path / "vms") as vms:
         yield env, vms, clients(REGION)

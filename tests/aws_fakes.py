@@ -7,12 +7,16 @@ moto's known limits, and what stands in for them here:
 - moto never runs out of capacity and never throttles: the same hooks raise the errors EC2
   raises (``InsufficientInstanceCapacity``, ``RequestLimitExceeded``, ...).
 - moto ignores ``ClientToken``; the code under test must not rely on it.
+- moto serves none of the public image parameters AWS publishes under ``/aws/service/`` (the
+  newest Deep Learning AMI of a region) and refuses to store such a name: ``moto_server``
+  serves those a test writes (``public_parameters``, ``tests/moto_public.py``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -46,14 +50,23 @@ def free_port() -> int:
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
-    """A moto server on 127.0.0.1; its endpoint URL. Stopped (and waited for) afterwards."""
+def moto_server(public_parameters: pathlib.Path | None = None) -> Iterator[str]:
+    """A moto server on 127.0.0.1; its endpoint URL. Stopped (and waited for) afterwards.
+
+    ``public_parameters``: a JSON file of the public SSM parameters it serves besides moto's
+    own (region -> name -> value; ``tests/moto_public.py``), such as the newest Deep Learning
+    AMI's id, which moto neither serves nor lets a test store.
+    """
     port = free_port()
+    server = ["-m", "moto.server"]
+    if public_parameters is not None:
+        server = ["-m", "tests.moto_public", str(public_parameters)]
+    path = [str(pathlib.Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, *server, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, **CREDENTIALS},
+        env={**os.environ, **CREDENTIALS, "PYTHONPATH": os.pathsep.join(filter(None, path))},
     )
     url = f"http://127.0.0.1:{port}"
     try:

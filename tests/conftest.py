@@ -10,6 +10,7 @@ from tests.aws_cloud import cloud, moto_endpoint, moto_image  # noqa: F401 - fix
 from tests.harness import burst_kernel, burst_processes, stop_clusters
 from tests.netns import two_hosts  # noqa: F401 - a fixture for all
 from tests.node_machines import machines  # noqa: F401 - a fixture for all
+from tests.notebook_env import env_cache, notebook_python  # noqa: F401 - fixtures for all
 
 
 @pytest.fixture

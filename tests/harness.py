@@ -94,8 +94,10 @@ class Kernel:
             }
         )
         self.env.update(env or {})
+        # A notebook environment of its own (tests/notebook_env.py), else the tests' own.
+        python = self.env.pop("JUPYTER_BURST_TEST_KERNEL_PYTHON", sys.executable)
         self.km = KernelManager(kernel_name="python3")
-        self.km.kernel_spec.argv[0] = sys.executable
+        self.km.kernel_spec.argv[0] = python
         self.km.start_kernel(env=self.env, cwd=str(cwd))
         self.kc = self.km.client()
         self.kc.start_channels()

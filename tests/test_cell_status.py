@@ -28,6 +28,16 @@ FINAL = re.compile(
     r"^burst: cluster default · 1 rank · (?P<state>\w+) · (?P<seconds>\d+) s · \$\d+\.\d\d"
 )
 JOB_CLASS = re.compile(r"^jp-BurstCell-job-(?P<id>\w+)$")
+# The line while the cell starts its local cluster: the phase under way and its seconds.
+STARTING = re.compile(
+    r"^burst: cluster default · 1 rank · starting: "
+    r"(quote|launching( [01]/1)?|booting|workers joined [01]/1) \d+ s · \d+ s · \$\d+\.\d\d$"
+)
+SECONDS = r"\d+(?:\.\d)? s"  # tenths below 10 s
+STARTED = re.compile(
+    rf" · cluster started in {SECONDS} \(quote {SECONDS}, launching 1/1 {SECONDS}, "
+    rf"booting {SECONDS}, workers joined 1/1 {SECONDS}\)$"
+)
 
 
 @dataclass
@@ -96,6 +106,9 @@ def test_a_cell_shows_a_live_line_with_a_cancel_button_and_ends_done(kernel, sta
     assert final[cell_status.WIDGET_VIEW] == view
     ended = FINAL.match(final["text/plain"])
     assert ended and ended["state"] == "done" and int(ended["seconds"]) >= 3, final
+    # The cell started its cluster: the line said each phase as it began, and keeps their seconds.
+    assert any(STARTING.match(label) for label in seen.labels), seen.labels
+    assert STARTED.search(final["text/plain"]), final
 
     # The line's widgets: the container and the button name the job the ledger ran.
     job_id = seen.job_id()
@@ -136,6 +149,41 @@ def test_a_cell_shows_a_live_line_with_a_cancel_button_and_ends_done(kernel, sta
     assert [set(u["data"]) for u in plain.updated] == [{"text/plain"}]
     ended = FINAL.match(plain.updated[0]["data"]["text/plain"])
     assert ended and ended["state"] == "done", plain.updated
+
+
+def test_without_widgets_the_line_shows_each_phase_of_the_start_and_keeps_their_seconds(
+    kernel, state_dir
+):
+    kernel.ok("import sys\nsys.modules['ipywidgets'] = None")
+    plain = Seen()
+    run = _run(kernel, "%%burst\nx = 1\n", plain)
+    assert run.status == "ok", run.error_text
+    assert plain.shown[0]["data"]["text/plain"].startswith(
+        "burst: cluster default · 1 rank · starting · "
+    )
+    *phases, final = [u["data"]["text/plain"] for u in plain.updated]
+    # Each phase once, as it began (not a line a second: a saved notebook stays as it was).
+    assert phases and all(STARTING.match(text) for text in phases), phases
+    assert len({STARTING.match(text)[1] for text in phases}) == len(phases) <= 7, phases
+    ended = FINAL.match(final)
+    assert ended and ended["state"] == "done", final
+    assert STARTED.search(final), final
+
+    # %burst status says where the last start of the cluster spent its time.
+    status = kernel.ok("%burst status").stdout
+    found = re.search(
+        rf"^default \(local\) started in {SECONDS}: (?P<phases>.*) → running$", status, re.M
+    )
+    assert found, status
+    assert found["phases"].startswith("quote ") and "workers joined 1/1" in found["phases"]
+
+    # A cell on the running cluster starts nothing: its line is as before, one final update.
+    again = Seen()
+    assert _run(kernel, "%%burst\ny = 2\n", again).status == "ok"
+    assert (
+        len(again.updated) == 1 and "cluster started" not in again.updated[0]["data"]["text/plain"]
+    )
+    assert len(Ledger(state_dir / "ledger.sqlite").starts()) == 1
 
 
 def test_a_foreground_cell_is_cancelled_from_outside_its_kernel(kernel, workdir, server_state):

@@ -240,7 +240,7 @@ def test_an_older_ledger_file_gets_the_new_columns_and_keeps_its_rows(tmp_path: 
     Ledger(path).close()  # a second opener finds it migrated already
     old = ledger.nodes()[0]
     assert old["price_per_hour"] == 2.5 and old["notional"] is None
-    assert ledger.query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == "2"
+    assert ledger.query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == "3"
     ledger.node_started(
         "new", "c", "aws", "head", 1, [], None, 3.0, notional=True, billing_minimum=0
     )

@@ -22,6 +22,7 @@ from jupyter_burst.clusters.offers import Offer
 from tests.aws_cloud import reset_moto
 from tests.aws_fakes import CREDENTIALS, Ec2Behaviour, aws_error
 from tests.harness import REPO, burst_kernel, wait_for
+from tests.notebook_env import index_env
 from tests.vm_emulator import VmEmulator
 
 REGION = "us-east-1"
@@ -260,7 +261,9 @@ def _smoke_env(endpoint: str, image: str) -> dict[str, str]:
     }
 
 
-def test_make_aws_smoke_runs_a_cell_shows_the_cost_and_leaves_nothing_tagged(aws, tmp_path):
+def test_make_aws_smoke_runs_a_cell_shows_the_cost_and_leaves_nothing_tagged(
+    aws, tmp_path, notebook_python, env_cache
+):
     clients, image, _, _, endpoint = aws
     # This module's moto server, and the emulator that boots its instances' user data.
     # moto has no Pricing API and one fixed spot price: the live-price cache of the run's state
@@ -277,13 +280,15 @@ def test_make_aws_smoke_runs_a_cell_shows_the_cost_and_leaves_nothing_tagged(aws
         time.time(),
     )
     # This module's moto server, and the emulator that boots its instances' user data.
+    # The smoke run is started from a notebook environment (tests/notebook_env.py): its
+    # kernel's packages are what the bare emulated machine installs.
     with VmEmulator(clients, (REGION,), tmp_path / "vms"):
         smoke = subprocess.run(
-            [sys.executable, "-m", "jupyter_burst.tools.smoke", "--cell-timeout", "180",
+            [str(notebook_python), "-m", "jupyter_burst.tools.smoke", "--cell-timeout", "180",
              "--state-dir", str(state_dir)],
             capture_output=True,
             text=True,
-            env=_smoke_env(endpoint, image),
+            env={**_smoke_env(endpoint, image), **index_env(env_cache)},
             cwd=tmp_path,
             timeout=280,
         )  # fmt: skip
@@ -308,13 +313,14 @@ def test_make_aws_smoke_runs_a_cell_shows_the_cost_and_leaves_nothing_tagged(aws
 
 def test_make_aws_smoke_names_a_missing_setting_in_one_line_and_launches_nothing(aws):
     clients, image, _, _, endpoint = aws
-    env = {**_smoke_env(endpoint, image), "DASK_BURST__AWS__IMAGE": ""}
+    # (burst.aws.image may be left unset: the latest Deep Learning AMI is found, test_aws_images)
+    env = {**_smoke_env(endpoint, image), "DASK_BURST__AWS__BUCKET": ""}
     smoke = subprocess.run(
         [sys.executable, "-m", "jupyter_burst.tools.smoke"], capture_output=True, text=True, env=env
     )
     assert smoke.returncode == 2
     assert smoke.stderr.strip().splitlines() == [
-        "burst: the smoke test needs burst.aws.image: set an AMI id with Python 3.11 and the "
-        "NVIDIA driver in your region, e.g. DASK_BURST__AWS__IMAGE=ami-0123456789abcdef0"
+        "burst: the smoke test needs burst.aws.bucket: set an S3 bucket of yours for the nodes' "
+        "keys (created if missing), e.g. DASK_BURST__AWS__BUCKET=my-burst-bucket"
     ]
     assert clients(REGION).describe_instances()["Reservations"] == []

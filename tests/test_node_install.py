@@ -4,9 +4,11 @@
   boot script unpacks) imports with JupyterLab, jupyter_server, ipywidgets, ipykernel and
   cryptography made unimportable, and a cell with IPython syntax and rich output runs on a
   local cluster whose every process (kernel side, node, Dask workers) has them so.
-- The node's own install (the AWS user data's pip line, the SSH host's advice) names no lab
-  distribution, and what the runtime's requirements pull in (read from this environment's
-  installed metadata: no network) holds none.
+- What a cloud node installs from a notebook environment with the kernel's side in it (its
+  spec: issue #17, the environment travels) holds no lab distribution, and what the
+  runtime's requirements pull in (read from this environment's installed metadata: no
+  network) holds none. An SSH host installs nothing by hand: its Python runs a stdlib-only
+  helper, and its node runs the environment built there from that same spec.
 
 ``python -m bench.node_install_count`` counts the distributions for real, from the index.
 """
@@ -17,7 +19,6 @@ import importlib.metadata
 import json
 import os
 import pathlib
-import re
 import shlex
 import subprocess
 import sys
@@ -26,8 +27,6 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from jupyter_burst.clusters import node_versions
-from jupyter_burst.clusters.aws import userdata
 from jupyter_burst.clusters.ssh import remote
 from tests.harness import stop_clusters
 
@@ -221,17 +220,26 @@ def _closure(requirements: list[str]) -> set[str]:
     return found
 
 
-def _node_pip_line() -> list[str]:
-    boot = userdata.NodeBoot("c", "c-1", "worker", 1, 5.0, 60.0, "https://k.invalid/k")
-    script = userdata.render(boot, {name: "1.0" for name in node_versions.MATCHED_PACKAGES})
-    (line,) = re.findall(r"-m pip install (.*)$", script, re.M)
-    return [a for a in shlex.split(line) if not a.startswith("-")]
+def _node_packages(python: pathlib.Path) -> dict:
+    """What a cloud node installs from that notebook environment (its spec, read there)."""
+    code = (
+        "import json; from jupyter_burst.clusters.env.spec import read_spec; s = read_spec(); "
+        "print(json.dumps({'packages': s.packages, 'local': [d.name for d in s.local]}))"
+    )
+    done = subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    return json.loads(done.stdout)
 
 
-def test_a_node_installs_the_package_without_its_lab_extra() -> None:
-    wanted = _node_pip_line()
-    assert wanted == sorted(f"{name}==1.0" for name in node_versions.MATCHED_PACKAGES)
-    assert not [a for a in wanted if "[" in a], "a node installs an extra"
+def test_a_node_installs_the_notebooks_packages_without_the_lab_side(notebook_python) -> None:
+    """A notebook environment made with `jupyter-burst[lab]`'s kernel side (ipykernel,
+    cryptography) and the AWS client: its nodes get the runtime and the user's package."""
+    shipped = _node_packages(notebook_python)
+    names = set(shipped["packages"])
+    assert not names & LAB_DISTRIBUTIONS, sorted(names & LAB_DISTRIBUTIONS)
+    assert {"dask", "distributed", "cloudpickle", "ipython", "tabulate"} <= names
+    assert shipped["local"] == ["jupyter-burst"]  # editable here: built into a wheel, shipped
     runtime = {canonicalize_name(Requirement(r).name) for r in PYPROJECT["dependencies"]}
     lab = {
         canonicalize_name(Requirement(r).name) for r in PYPROJECT["optional-dependencies"]["lab"]
@@ -241,11 +249,8 @@ def test_a_node_installs_the_package_without_its_lab_extra() -> None:
         "the runtime (what every node installs) names the lab side"
     )
     assert {"dask", "distributed", "cloudpickle", "ipython"} <= runtime
-    # What a node's pip line brings, torch and the package apart: none of the lab side.
-    pulled = _closure(
-        PYPROJECT["dependencies"]
-        + [w for w in wanted if not w.startswith(("torch", "jupyter-burst"))]
-    )
+    # What the runtime's requirements bring: none of the lab side.
+    pulled = _closure(PYPROJECT["dependencies"])
     assert not pulled & LAB_DISTRIBUTIONS, sorted(pulled & LAB_DISTRIBUTIONS)
     # Everything the user installs by hand for the notebook does bring it.
     extras = PYPROJECT["optional-dependencies"]
@@ -254,30 +259,46 @@ def test_a_node_installs_the_package_without_its_lab_extra() -> None:
     assert '".[lab,torch]"' in postbuild
 
 
-def test_an_ssh_host_with_other_versions_is_told_the_runtime_install(
+def test_an_ssh_host_needs_no_install_its_node_runs_the_built_environment(
     tmp_path: pathlib.Path,
 ) -> None:
-    """The host's helper names the pip line that fixes it: the packages' pins, no extra."""
-    wanted = {
-        "jupyter-burst": "0.0.1",
-        "dask": "1.0",
-        "cloudpickle": importlib.metadata.version("cloudpickle"),
-        "torch": "9.9",
-    }
+    """An SSH host's own Python runs only the stdlib helper (here a plain interpreter in
+    isolated mode: none of this environment's packages); the node it starts runs the
+    environment built from the notebook's lock (the spec above, no lab distribution), with
+    nothing of the login's PYTHONPATH or user site-packages."""
+    from tests.harness import wait_for
+    from tests.notebook_env import base_python
+
+    calls = tmp_path / "calls"
+    env_python = tmp_path / "envs" / "0123abcd" / "bin" / "python"
+    env_python.parent.mkdir(parents=True)
+    # The environment's python, as a stand-in that says how it was run.
+    env_python.write_text(
+        "#!/bin/sh\n"
+        f'echo "$0 $* PYTHONPATH=${{PYTHONPATH-unset}} PYTHONNOUSERSITE=$PYTHONNOUSERSITE" >> {calls}\n'
+    )
+    env_python.chmod(0o755)
     source = pathlib.Path(remote.__file__).read_text()
-    args = ["start", str(tmp_path / "root"), "n", "worker", "5", json.dumps(wanted), "--"]
+    root = tmp_path / "root"
+    args = ["start", str(root), "n", "worker", "5", str(env_python), "--", "--role", "worker"]
     done = subprocess.run(
-        [sys.executable, "-c", source, *args],
+        [base_python(), "-I", "-c", source, *args],
         input=b"",
         capture_output=True,
         timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "user-site")},
     )
-    assert done.returncode == 3, done.stderr[-2000:]
-    error = json.loads(done.stdout)["error"]
-    here = importlib.metadata.version("jupyter-burst")
-    assert f"jupyter-burst {here} (notebook: 0.0.1)" in error, error
-    install = error.split("with: ", 1)[1].split(" (or point python=", 1)[0]
-    words = shlex.split(install)
-    assert words[:4] == [sys.executable, "-m", "pip", "install"]
-    # The mismatched ones, at the notebook's versions; cloudpickle matches, torch is there.
-    assert sorted(words[4:]) == ["dask==1.0", "jupyter-burst==0.0.1", "torch==9.9"]
+    assert done.returncode == 0, (done.stdout, done.stderr[-2000:])
+    answer = json.loads(done.stdout)
+    assert answer["root"] == str(root.resolve()) and answer["pid"] > 0
+
+    def both() -> list[str]:
+        said = calls.read_text().splitlines() if calls.exists() else []
+        return said if len(said) == 2 else []
+
+    lines = wait_for(both, 30, "the key unpacking and the node, both run by the environment")
+    unpack, node = (shlex.split(line) for line in lines)
+    assert unpack[:4] == [str(env_python), "-m", "jupyter_burst.clusters.tls", "unpack"]
+    assert node[:5] == [str(env_python), "-m", "jupyter_burst.node", "--role", "worker"]
+    for words in (unpack, node):
+        assert words[-2:] == ["PYTHONPATH=unset", "PYTHONNOUSERSITE=1"], words

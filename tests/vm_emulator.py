@@ -2,6 +2,13 @@
 
 moto keeps the books of EC2 but runs nothing. This watches it for new instances and runs
 each one's user-data script as a process group of its own (its "machine"), with:
+- a bare machine's software: a plain interpreter of the tests' Python version with no
+  package (a cloud image's managed Python stands in for it: uv may not download one here),
+  ``uv``, ``curl``, ``tar``, ``zstd`` and the system's tools, and no environment variable of
+  the test process (no PYTHONPATH, no virtualenv); the package index is the wheelhouse the
+  kernel names (tests/notebook_env.py). The machines share uv's download cache when
+  ``shared_uv_cache`` (a regional package mirror's speed, not its packages: every machine
+  still installs everything itself);
 - a stand-in of the instance metadata service (IMDSv2, ``local-ipv4``: 127.0.0.1),
 - a ``shutdown`` on its PATH: ``shutdown -h now`` powers the machine off, and, as the
   instance was launched with ``InstanceInitiatedShutdownBehavior=terminate``, terminates it
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.aws_fakes import ImdsStandIn
-from tests.harness import REPO
+from tests.notebook_env import base_python, uv_binary
 
 _SHUTDOWN = """#!/bin/bash
 echo "$*" >> "$JUPYTER_BURST_ROOT/shutdown-requests"
@@ -52,6 +59,7 @@ class VmEmulator:
         regions: tuple[str, ...],
         folder: pathlib.Path,
         minute_seconds: float = 60.0,
+        shared_uv_cache: bool = True,
     ):
         self.clients = clients
         self.regions = regions
@@ -61,12 +69,16 @@ class VmEmulator:
         self.booted_at: dict[str, float] = {}  # instance -> time.time() it was first seen
         self.terminated_at: dict[str, float] = {}  # instance -> time.time() of its termination
         self._stop = threading.Event()
-        self._imds = ImdsStandIn()  # every machine here answers to 127.0.0.1
-        self.imds_url = self._imds.url
-        self._bin = folder / "bin"
-        self._bin.mkdir(parents=True, exist_ok=True)
-        (self._bin / "shutdown").write_text(_SHUTDOWN)
-        (self._bin / "shutdown").chmod(0o755)
+        self.imds = ImdsStandIn()  # every machine here answers to 127.0.0.1
+        self.imds_url = self.imds.url
+        self.bin = folder / "bin"
+        self.bin.mkdir(parents=True, exist_ok=True)
+        (self.bin / "shutdown").write_text(_SHUTDOWN)
+        (self.bin / "shutdown").chmod(0o755)
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        for name, target in (("uv", uv_binary()), (version, base_python())):
+            (self.bin / name).symlink_to(target)
+        self._uv_cache = folder / "uv-cache" if shared_uv_cache else None
         self._watcher = threading.Thread(target=self._watch, daemon=True)
 
     def __enter__(self) -> VmEmulator:
@@ -78,7 +90,7 @@ class VmEmulator:
         self._watcher.join(10)
         for machine in self.machines.values():
             self._kill(machine)
-        self._imds.close()
+        self.imds.close()
 
     # the emulator's loop ------------------------------------------------------------
 
@@ -117,18 +129,20 @@ class VmEmulator:
         root = self.folder / instance_id
         root.mkdir()
         (root / "user-data").write_text(script)
-        env = dict(
-            os.environ,
-            PATH=f"{self._bin}{os.pathsep}{os.environ['PATH']}",
-            JUPYTER_BURST_IMDS=self.imds_url,
-            JUPYTER_BURST_ROOT=str(root),
-            JUPYTER_BURST_PYTHON=sys.executable,
-            JUPYTER_BURST_SCHEDULER_PORT="0",  # every machine here shares 127.0.0.1
-            PYTHONPATH=str(REPO),
-        )
-        for key in list(env):  # a machine has no AWS credentials of the notebook's
-            if key.startswith("AWS_"):
-                del env[key]
+        # A bare machine: nothing of the test process's environment (no AWS credentials of
+        # the notebook's, no PYTHONPATH, no virtualenv), uv told to use the plain interpreter.
+        env = {
+            "PATH": f"{self.bin}{os.pathsep}/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(root),
+            "LANG": "C.UTF-8",
+            "JUPYTER_BURST_IMDS": self.imds_url,
+            "JUPYTER_BURST_ROOT": str(root),
+            "JUPYTER_BURST_SCHEDULER_PORT": "0",  # every machine here shares 127.0.0.1
+            "UV_PYTHON_PREFERENCE": "only-system",
+            "UV_PYTHON_DOWNLOADS": "never",
+        }
+        if self._uv_cache is not None:
+            env["UV_CACHE_DIR"] = str(self._uv_cache)
         log = open(root / "console.log", "wb")  # noqa: SIM115 - the process owns it
         process = subprocess.Popen(
             ["bash", str(root / "user-data")] if script else ["true"],

@@ -19,10 +19,11 @@ from typing import Any
 import psutil
 
 from jupyter_burst import config, gpus
-from jupyter_burst.clusters import records
+from jupyter_burst.clusters import records, start_phases
 from jupyter_burst.clusters.launch_checks import local_price_per_hour
 from jupyter_burst.clusters.offers import Offer, OfferRequest
 from jupyter_burst.clusters.provider import ClusterRequest
+from jupyter_burst.clusters.start_phases import BOOTING, LAUNCHING
 from jupyter_burst.errors import ClusterError
 
 # Seconds by which a process's start time, as the system keeps it, may come after the
@@ -34,6 +35,14 @@ class LocalProvider:
     name = "local"
 
     def launch(self, request: ClusterRequest) -> dict[str, Any]:
+        """Start the head node process; its record, once its workers have joined.
+
+        Its start's phases: launching 1/1 (the process), booting (until its scheduler
+        listens), then workers joined k/N, which the node itself records as each worker
+        process joins (``--start-id``: it shares this machine's ledger).
+        """
+        phases = start_phases.of(request)
+        phases.enter(LAUNCHING, done=0, total=1)
         logs = request.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_path = logs / f"{request.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -59,6 +68,8 @@ class LocalProvider:
         ]
         if gpus.cuda_device_count():  # what gpu_mem= a cell on this cluster may ask for
             command += ["--gpu-mem", f"{gpus.model()[1]:g}"]
+        if phases.start_id:
+            command += ["--start-id", phases.start_id]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 command,
@@ -73,6 +84,8 @@ class LocalProvider:
             )
         # Reap it when it exits, so a long-lived kernel keeps no zombie.
         threading.Thread(target=process.wait, name=f"burst-reap-{process.pid}", daemon=True).start()
+        phases.enter(LAUNCHING, done=1, total=1)
+        phases.enter(BOOTING)
 
         deadline = time.monotonic() + float(config.get("start-timeout", 60))
         while time.monotonic() < deadline:

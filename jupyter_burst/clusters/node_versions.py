@@ -1,5 +1,6 @@
-"""What a cluster machine must have at the notebook's own versions, whatever provider boots it:
-the AWS boot script installs them, an SSH host is checked for them."""
+"""The packages values are pickled with, at the notebook's own versions: the floor of what a
+remote node installs (``python -m bench.node_install_count`` counts it). A node gets the
+notebook's whole environment since issue #17 (:mod:`jupyter_burst.clusters.env`)."""
 
 from __future__ import annotations
 

@@ -8,15 +8,23 @@ themselves while no kernel watched, and ``grow(record, request, have) -> record`
 worker nodes to a running cluster that has ``have`` of the ``request.slots`` slots a cell
 needs (quoted and budget-checked first; the nodes boot with ``--extra`` and the head powers
 them off when idle). Without ``grow`` such a cell is refused in one line with the fix.
+
+``request.phases`` (optional to use): the start's recorder; ``launch`` reports the phases
+only it knows (machines launched k/N, booting, the environment, workers joined) through
+:func:`jupyter_burst.clusters.start_phases.of`, as that module's docstring shows. A provider
+that ignores it still works: its start then shows as ``launching`` until it is up.
 """
 
 from __future__ import annotations
 
 import pathlib
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jupyter_burst.clusters.offers import Plan
+
+if TYPE_CHECKING:
+    from jupyter_burst.clusters.start_phases import StartPhases
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,9 @@ class ClusterRequest:
     # The plan %%burst already chose across providers and announced: launch it as is, so the
     # machine that starts is the one the user was told about.
     plan: Plan | None = None
+    # Where the start spends its time (clusters/start_phases.py); None where nobody records it.
+    # Not part of the request's identity: a quote made for it holds for its launch.
+    phases: StartPhases | None = field(default=None, compare=False, repr=False)
 
 
 class Provider(Protocol):

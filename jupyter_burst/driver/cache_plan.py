@@ -19,6 +19,7 @@ from typing import Any
 from dask.utils import format_bytes, parse_bytes
 
 from jupyter_burst import config
+from jupyter_burst.driver import workdir_sync
 from jupyter_burst.wire.payload import Payload
 from jupyter_burst.worker import value_cache
 
@@ -174,6 +175,9 @@ def describe(handle: Any) -> str:
             f"\n  last cell: sent {format_bytes(last_cell.sent)}; "
             f"found on the cluster {format_bytes(last_cell.reused)} ({reused})"
         )
+    folder = workdir_sync.describe(handle)
+    if folder:
+        head += "\n" + folder
     return "\n".join([head, *lines]) if lines else head
 
 

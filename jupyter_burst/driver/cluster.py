@@ -18,6 +18,7 @@ import pathlib
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,12 +29,13 @@ from distributed.security import Security
 
 from jupyter_burst import config
 from jupyter_burst import gpus as gpus_here
-from jupyter_burst.clusters import records
+from jupyter_burst.clusters import records, start_phases
 from jupyter_burst.clusters.choose import announcement
 from jupyter_burst.clusters.launch_checks import check_daily_budget
 from jupyter_burst.clusters.offers import OfferRequest, Plan
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.registry import get_provider
+from jupyter_burst.clusters.start_phases import LAUNCHING, QUOTE, WORKERS, StartPhases
 from jupyter_burst.clusters.tls import ClusterCerts
 from jupyter_burst.errors import ClusterError
 from jupyter_burst.store.ledger import shared_ledger
@@ -183,6 +185,8 @@ def connect(
     gpu_mem: float | None = None,
     regions: tuple[str, ...] = (),
     plan: Plan | None = None,
+    on_start: Callable[[StartPhases], None] | None = None,
+    purpose: str = "cell",
 ) -> ClusterHandle:
     """The cluster ``name`` on ``provider_name``, with at least ``gpus`` slots: reused when this
     kernel has it, attached when it runs (and grown when it is smaller), else started.
@@ -191,7 +195,9 @@ def connect(
     provider is refused rather than taken for a second cluster. Unnamed, each provider has
     its own ``default``. ``spot``, ``gpu_mem`` and ``regions`` reach the provider with the
     request (a launch, or nodes added to fit); ``plan`` is an offer chosen across providers
-    (driver/placement.py), announced here just before its launch.
+    (driver/placement.py), announced here just before its launch. A start is recorded phase
+    by phase in the ledger (clusters/start_phases.py, ``purpose``: ``cell`` or ``prewarm``);
+    ``on_start`` gets its recorder as it begins (the cell's status line follows it).
     """
     state_dir = config.state_dir()
     key = (provider_name, name)
@@ -211,7 +217,7 @@ def connect(
             if named:
                 _refuse_elsewhere(state_dir, name, provider_name)
             launch = replace(request, slots=_slots_for(provider_name, gpus))
-            handle, launched = _find_or_start(key, state_dir, launch, gpus)
+            handle, launched = _find_or_start(key, state_dir, launch, gpus, on_start, purpose)
         else:
             launched = False
             _handles[key] = _handles.pop(key)  # the one used last comes last (running_provider)
@@ -241,12 +247,24 @@ def _refuse_other(name: str, other: str, provider_name: str) -> None:
 
 
 def _find_or_start(
-    key: tuple[str, str], state_dir: pathlib.Path, request: ClusterRequest, gpus: int
+    key: tuple[str, str],
+    state_dir: pathlib.Path,
+    request: ClusterRequest,
+    gpus: int,
+    on_start: Callable[[StartPhases], None] | None = None,
+    purpose: str = "cell",
 ) -> tuple[ClusterHandle, bool]:
     """The running cluster ``key`` attached, else a new one started; and whether it was started."""
     provider_name, name = key
     plan = request.plan
     provider = get_provider(provider_name)
+    if on_start is not None:
+        # Another process is starting it (a pre-warm, another kernel): the lock below waits
+        # for that start, whose phases the caller may show meanwhile.
+        ledger = shared_ledger(state_dir)
+        elsewhere = start_phases.under_way(ledger, name, provider_name)
+        if elsewhere is not None:
+            on_start(StartPhases.resume(ledger, elsewhere.id))
     with records.cluster_lock(state_dir, name, provider_name):
         record = records.read_record(state_dir, name, provider_name)
         client = None
@@ -270,15 +288,49 @@ def _find_or_start(
                 client = None
         if client is not None:
             return _keep(key, record, client, state_dir), False
-        if plan is not None:
-            asked = OfferRequest(
-                gpus, gpu_mem_gib=request.gpu_mem_gib, spot=request.spot, regions=request.regions
-            )
-            print(announcement(plan, asked), flush=True)
-        check_daily_budget(state_dir, provider, request)  # refused: nothing started
-        record = provider.launch(request)
-        client = open_client(record["scheduler"], float(config.get("start-timeout", 60)), record)
-    return _keep(key, record, client, state_dir), True
+        with StartPhases(shared_ledger(state_dir), name, provider_name, purpose=purpose) as phases:
+            if on_start is not None:
+                on_start(phases)
+            phases.enter(QUOTE)
+            request = replace(request, phases=phases)
+            if plan is not None:
+                asked = OfferRequest(
+                    gpus,
+                    gpu_mem_gib=request.gpu_mem_gib,
+                    spot=request.spot,
+                    regions=request.regions,
+                )
+                print(announcement(plan, asked), flush=True)
+            check_daily_budget(state_dir, provider, request)  # refused: nothing started
+            # Launching, until the provider reports a phase of its own (one that reports
+            # none shows as launching until it is up).
+            with phases.assuming(LAUNCHING):
+                record = provider.launch(request)
+            timeout = float(config.get("start-timeout", 60))
+            client = open_client(record["scheduler"], timeout, record)
+            handle = _keep(key, record, client, state_dir)
+            _workers_joined(handle, int(record.get("slots") or request.slots), timeout, phases)
+            phases.end(cluster_id=record.get("id"))
+    return handle, True
+
+
+def _workers_joined(handle: ClusterHandle, slots: int, timeout: float, phases: StartPhases) -> None:
+    """``workers joined k/N`` until the new cluster's ``slots`` workers have joined its scheduler.
+
+    Worker nodes may still be joining when a provider's launch returns (ssh); a cluster
+    whose workers do not all come within ``timeout`` is left to the cell's own wait for the
+    ranks it needs, which names the fix.
+    """
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while True:
+        joined = min(len(handle.workers()), slots)
+        if joined != seen:
+            phases.enter(WORKERS, done=joined, total=slots)
+            seen = joined
+        if joined >= slots or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 def fit(handle: ClusterHandle, request: ClusterRequest) -> None:
@@ -479,9 +531,16 @@ def status() -> list[dict[str, Any]]:
     """Every cluster with a record in the state folder, with its live state where reachable."""
     state_dir = config.state_dir()
     out = []
-    for record in records.all_records(state_dir):
+    found = records.all_records(state_dir)
+    # The machine image a cloud cluster's nodes boot lives in the ledger, not the record.
+    images = (
+        shared_ledger(state_dir).images([r["id"] for r in found if r.get("id")]) if found else {}
+    )
+    for record in found:
         provider = get_provider(record.get("provider", "local"))
         entry = dict(record, alive=provider.is_alive(record))
+        if images.get(record.get("id")):
+            entry["images"] = images[record["id"]]
         if entry["alive"]:
             try:
                 handle = _handles.get((record.get("provider", "local"), record["name"]))

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 from jupyter_burst import config
-from jupyter_burst.driver import cache_plan
+from jupyter_burst.driver import cache_plan, workdir_sync
 from jupyter_burst.driver.cluster import ClusterHandle, wait_for_workers
 from jupyter_burst.errors import (
     BudgetExceeded,
@@ -148,7 +148,11 @@ def submit(
     spec: CellSpec,
     ranks: int = 1,
     attempt: int = 1,
+    files: workdir_sync.FileSource | None = None,
+    on_note: Callable[[int, str], None] | None = None,
 ) -> Job:
+    """Submit one task per rank; first, the working folder's files its nodes lack (``files``:
+    where their bytes come from), said in a note (``on_note``) when any were sent."""
     topic = _topic(handle)
     events: queue.Queue = queue.Queue()
     handle.topic_handlers[topic][job_id] = events
@@ -160,11 +164,14 @@ def submit(
         and message.nbytes <= _INLINE_BYTES
         and not message.cached_sizes()
         and handle.fitting is None
+        and not (spec.workdir is not None and spec.workdir.files)
     ):
         # The common case stays one scheduler round trip: any free slot will do.
         workers: list[str | None] = [None]
     else:
         workers = list(_choose_workers(handle, ranks, cache_plan.held_bytes(handle, message)))
+    if spec.workdir is not None and files is not None:
+        _push_workdir(handle, workers, spec, files, on_note)
     owner = (spec.cache or {}).get("owner")
     messages = cache_plan.plan(handle, message, workers, job_id, owner)
     arguments = _place(client, messages, workers)
@@ -191,6 +198,19 @@ def submit(
         future.add_done_callback(lambda _, r=rank: events.put(("done", r)))
         futures.append(future)
     return Job(id=job_id, handle=handle, futures=futures, events=events)
+
+
+def _push_workdir(
+    handle: ClusterHandle,
+    workers: list[str | None],
+    spec: CellSpec,
+    files: workdir_sync.FileSource,
+    on_note: Callable[[int, str], None] | None,
+) -> None:
+    """The working folder's files onto the nodes of ``workers``, before any rank starts."""
+    pushed = workdir_sync.push(handle, [w for w in workers if w], spec.workdir, files)
+    if pushed.files and on_note is not None:
+        on_note(0, pushed.line(handle.name))
 
 
 def follow(
@@ -447,6 +467,7 @@ def run_attempts(
     on_events: OnEvents,
     on_note: Callable[[int, str], None],
     on_job: Callable[[Job], None] | None = None,
+    files: workdir_sync.FileSource | None = None,
 ) -> Outcome:
     """Run the job, and run it again (up to ``retries`` times) when a worker of it is lost.
 
@@ -454,11 +475,22 @@ def run_attempts(
     wait forever in a collective for the rank that is gone) and ``burst.restore()`` hands
     the cell its latest checkpoint. An error the cell raises is never retried.
     ``connect(attempt)`` gives the cluster for each attempt: a new one if the last is gone.
+    ``files``: where the working folder's bytes come from, for the nodes of each attempt
+    that lack some (:mod:`jupyter_burst.driver.workdir_sync`).
     """
     attempts = retries + 1
     started = time.monotonic()
     for attempt in range(1, attempts + 1):
-        job = submit(connect(attempt), job_id, message, spec, ranks=ranks, attempt=attempt)
+        job = submit(
+            connect(attempt),
+            job_id,
+            message,
+            spec,
+            ranks=ranks,
+            attempt=attempt,
+            files=files,
+            on_note=on_note,
+        )
         job.started = started  # timeout= counts from the first attempt
         if on_job is not None:
             on_job(job)

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_burst import config
-from jupyter_burst.driver import background_jobs, cluster, jobs
+from jupyter_burst.driver import background_jobs, cluster, jobs, workdir_sync
 from jupyter_burst.driver.background_jobs import POLL_SECONDS, Found, call, job_options
 from jupyter_burst.errors import BurstError, JobCancelled, JobNotFound
 from jupyter_burst.kernel import cell as cells
-from jupyter_burst.kernel import output
+from jupyter_burst.kernel import output, workdir
 from jupyter_burst.kernel.options import CellOptions
 from jupyter_burst.store import checkpoints, results
 from jupyter_burst.store.ledger import shared_ledger
@@ -58,6 +58,7 @@ def start(
     prepared = cells.prepare(source, options, user_ns, filename, line_offset)
     handle = cells.connect(options)
     node_packages.ensure(handle.client, prepared.spec.pip, handle.name)
+    _send_workdir(handle, prepared.spec.workdir)
     root = cells.checkpoint_settings(handle.state_dir, prepared.job_id, source, handle.provider)
     prepared.spec.checkpoints = root
     name = options.name or f"job-{prepared.job_id[:6]}"
@@ -91,6 +92,16 @@ def start(
         request=request,
     )
     return name
+
+
+def _send_workdir(handle: cluster.ClusterHandle, folder: Any) -> None:
+    """The working folder onto every node now: the head node serves it from its own copy
+    to a node that joins for a later attempt, when this kernel may be gone."""
+    if folder is None:
+        return
+    pushed = workdir_sync.push(handle, None, folder, workdir.NotebookFiles(folder))
+    if pushed.files:
+        print(pushed.line(handle.name), file=sys.stderr, flush=True)
 
 
 def _hand_over(

@@ -17,10 +17,18 @@ from typing import Any
 from dask.utils import parse_bytes
 
 from jupyter_burst import config, credentials
+from jupyter_burst.clusters.start_phases import StartPhases
 from jupyter_burst.driver import cache_plan, cluster, jobs, placement
 from jupyter_burst.driver.job_log import JobLog, ending
 from jupyter_burst.errors import BurstError, JobInterrupted, SendError
-from jupyter_burst.kernel import cell_status, ipython_syntax, namespace, output, tracebacks
+from jupyter_burst.kernel import (
+    cell_status,
+    ipython_syntax,
+    namespace,
+    output,
+    tracebacks,
+    workdir,
+)
 from jupyter_burst.kernel.merge import merge_in_place, repoint
 from jupyter_burst.kernel.options import CellOptions, parse
 from jupyter_burst.store import checkpoints
@@ -78,6 +86,8 @@ def prepare(
     values = namespace.select(user_ns, analysis, send=options.send, exclude=options.exclude)
     credentials.refuse(values, send=options.send)
     credentials.remember(user_ns)  # so that output quoting one is redacted in the ledger
+    # A remote cluster's nodes get the notebook's folder (refused here when past its limits).
+    folder = workdir.for_cell(options.provider)
     spec = CellSpec(
         source=code.code,
         filename=filename,
@@ -91,6 +101,7 @@ def prepare(
         exclude=tuple(options.exclude),
         # On this machine the cell runs where the notebook runs, so relative paths agree.
         cwd=os.getcwd() if options.provider == "local" else None,
+        workdir=folder,
         background=options.background,
         cache=cache_plan.settings(),  # this kernel's entries in the workers' caches
         # Child processes (DataLoader workers, Pool) start as they would in the notebook.
@@ -118,10 +129,16 @@ def prepare(
     return PreparedCell(job_id, source, spec, message, snapshot, options)
 
 
-def connect(options: CellOptions) -> cluster.ClusterHandle:
+def connect(
+    options: CellOptions,
+    on_start: Callable[[StartPhases], None] | None = None,
+    purpose: str = "cell",
+) -> cluster.ClusterHandle:
     """The cluster the options name: attached if it runs (grown if too small), started if not.
 
     Unnamed, it is the provider's own ``default``; a name the cell gave is one cluster.
+    ``on_start`` gets the recorder of a start's phases (the status line shows them);
+    ``purpose``: ``prewarm`` when JupyterLab starts it ahead of its cell (kernel/prewarm.py).
     """
     if options.provider is None:
         options = placement.resolve(options)
@@ -136,6 +153,8 @@ def connect(options: CellOptions) -> cluster.ClusterHandle:
         gpu_mem=options.gpu_mem,
         regions=options.regions,
         plan=options.plan,
+        on_start=on_start,
+        purpose=purpose,
     )
 
 
@@ -216,7 +235,7 @@ def _run_prepared(
 ) -> CellResult:
     """Run a packed cell on its cluster, recorded in the ledger, and merge what it sent back."""
     source, options, job_id = cell.source, cell.options, cell.job_id
-    handle = connect(options)
+    handle = connect(options, on_start=line.starting)
     node_packages.ensure(handle.client, cell.spec.pip, handle.name)  # %pip, on every node
     cell.spec.checkpoints = checkpoint_settings(handle.state_dir, job_id, source, handle.provider)
     ledger = shared_ledger(handle.state_dir)
@@ -236,7 +255,7 @@ def _run_prepared(
                 f"its checkpoints: %burst checkpoints {job_id}"
             )
         # After a lost scheduler this starts a new cluster; the checkpoint store outlives it.
-        used.append(connect(options))
+        used.append(connect(options, on_start=line.starting))
         if used[-1] is not used[-2]:
             node_packages.ensure(used[-1].client, cell.spec.pip, used[-1].name)
         return used[-1]
@@ -259,6 +278,7 @@ def _run_prepared(
                 on_events=log.events,
                 on_note=log.note,
                 on_job=lambda _: line.running(),
+                files=workdir.NotebookFiles(cell.spec.workdir) if cell.spec.workdir else None,
             )
         finally:
             if render is None:
@@ -314,7 +334,7 @@ def apply_outcome(
     """
     say = say or _say
     if failure is not None:
-        raise _failed_rank(failure, world_size, user_ns, snapshot)
+        raise _failed_rank(failure, world_size, user_ns, snapshot, payloads, say)
     results = [
         wire.unpack_result(p, user_ns, snapshot) if (rank == 0 or gather) else None
         for rank, p in enumerate(payloads)
@@ -322,6 +342,7 @@ def apply_outcome(
     main = results[0]
     for warning in main.get("warnings", ()):
         say(warning)
+    workdir.bring_back(main.get("files"), say)
     if gather:
         names = sorted({name for r in results for name in r["values"]})
         for name in names:
@@ -363,8 +384,21 @@ def _merge(
         user_ns.pop(name, None)
 
 
-def _failed_rank(failure, world_size: int, user_ns, snapshot) -> BaseException:
-    """The exception to raise for the rank that failed first; the others were stopped."""
+def _failed_rank(
+    failure, world_size: int, user_ns, snapshot, payloads: list, say: Callable[[str], None]
+) -> BaseException:
+    """The exception to raise for the rank that failed first; the others were stopped.
+
+    What rank 0 wrote in its working folder before it ended comes back all the same, as a
+    file a notebook cell writes before it raises stays written.
+    """
+    first = payloads[0] if payloads else None
+    if first is not None and not (failure.rank == 0 and failure.lost is not None):
+        try:
+            files = wire.unpack_result(first, user_ns, snapshot).get("files")
+        except Exception:
+            files = None  # the error below is what the user needs to see
+        workdir.bring_back(files, say)
     if failure.lost is not None:
         return failure.lost
     result = wire.unpack_result(failure.payload, user_ns, snapshot)

@@ -2,7 +2,11 @@
 
 ``burst: cluster default · 1 rank · running · 3 s · $0.00``: the cluster, its ranks, the
 state (starting, running, then done, failed, cancelled or interrupted), the time the cell
-has taken and what its job cost so far (read from the ledger).
+has taken and what its job cost so far (read from the ledger). While the cell starts its
+cluster, the state is the start's phase under way with its seconds (``starting: booting
+2 s``); afterwards the line keeps what each phase took (``cluster started in 3.1 s (quote
+0.0 s, launching 1/1 0.1 s, booting 2.0 s, workers joined 1/1 0.9 s)``), read from the
+ledger, where :mod:`jupyter_burst.clusters.start_phases` records them.
 
 In JupyterLab it is an ipywidgets line whose elapsed time and cost tick once a second from
 a daemon thread. Its Cancel button cannot reach the kernel, busy running the cell: the
@@ -10,7 +14,8 @@ JupyterLab extension catches the click (``.jp-BurstCell-cancel``), reads the job
 the ``jp-BurstCell-job-<id>`` class and asks the server, which records the request in the
 ledger for :class:`jupyter_burst.driver.jobs.CancelWatch` to act on. The line is published as a
 raw bundle with a ``text/plain`` twin, so a frontend without widgets (nbclient, a console)
-shows plain text, updated once with the final state when the cell ends.
+shows plain text, updated once with the final state when the cell ends, and once per
+phase while the cell starts a cluster.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import threading
 import time
 from typing import Any
 
+from jupyter_burst.clusters.start_phases import Start, StartPhases, seconds_text
 from jupyter_burst.store import cost
 from jupyter_burst.store.ledger import Ledger
 
@@ -55,6 +61,15 @@ def line_text(cluster: str, ranks: int, state: str, seconds: float, spent: cost.
     )
 
 
+def start_text(start: Start, now: float) -> str:
+    """How the cell's cluster start went, for the end of the line: each phase's seconds."""
+    took = seconds_text(start.seconds(now))
+    phases = start.summary(now, separator=", ")
+    if start.state == "running":
+        return f"cluster started in {took} ({phases})"
+    return f"cluster start {start.state} after {took} ({phases})"
+
+
 def job_spend(ledger: Ledger, job_id: str, now: float) -> cost.Spend:
     """What the job cost so far: the node time of the clusters it ran on, as the sidebar counts it."""
     row = ledger.job(job_id)
@@ -70,7 +85,8 @@ def job_spend(ledger: Ledger, job_id: str, now: float) -> cost.Spend:
 class _PrintView:
     """An IPython without a kernel (a terminal): one plain line when the cell has ended."""
 
-    live = False
+    live = False  # shows the line as it changes, every second
+    phases = False  # shows each phase of a cluster start as it begins
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -89,10 +105,17 @@ class _PrintView:
 
 
 class _TextView(_PrintView):
-    """A kernel without ipywidgets: a plain-text display, replaced by the final line at the end."""
+    """A kernel without ipywidgets: a plain-text display, replaced by the final line at the end
+    (and by the line of each phase while the cell starts a cluster: a few updates, not one a
+    second, so that a saved notebook's output is not rewritten for nothing)."""
+
+    phases = True
 
     def show(self, text: str) -> None:
         _display({"text/plain": text}, self.job_id)
+
+    def update(self, text: str) -> None:
+        _display({"text/plain": text}, self.job_id, update=True)
 
     def finish(self, text: str) -> None:
         _display({"text/plain": text}, self.job_id, update=True)
@@ -102,6 +125,7 @@ class _WidgetView(_PrintView):
     """The ipywidgets line: a label kept current from the ticker thread, and a Cancel button."""
 
     live = True
+    phases = True
 
     def __init__(self, job_id: str) -> None:
         import ipywidgets
@@ -180,6 +204,9 @@ class StatusLine:
     def begin(self, job_id: str) -> None:
         """The cell was read and packed as job ``job_id``; its cluster is being reached."""
 
+    def starting(self, phases: StartPhases) -> None:
+        """The cell starts its cluster; ``phases`` records where the start spends its time."""
+
     def started(self, cluster: str, ledger: Ledger) -> None:
         """The job is in the ledger (so it can be cancelled, and has a cost) on ``cluster``."""
 
@@ -205,6 +232,9 @@ class CellStatus(StatusLine):
         self._view: _PrintView | None = None
         self._job_id = ""
         self._ledger: Ledger | None = None
+        self._start: StartPhases | None = None
+        self._start_ended: Start | None = None  # once over, it no longer changes
+        self._phase_shown = ""  # the phase a view without ticks last showed
         self._began = time.monotonic()
         # The ticker and the cell's own thread both change the widgets: one at a time.
         self._lock = threading.Lock()
@@ -213,24 +243,60 @@ class CellStatus(StatusLine):
         self._ticker: threading.Thread | None = None
 
     def text(self) -> str:
+        return self._read()[0]
+
+    def _read(self) -> tuple[str, str]:
+        """The line as it is now, and the label of the start's phase under way ('' if none)."""
+        now = time.time()
         spent = cost.Spend()
         if self._ledger is not None:
-            spent = job_spend(self._ledger, self._job_id, time.time())
-        return line_text(
-            self.cluster, self.ranks, self.state, time.monotonic() - self._began, spent
-        )
+            spent = job_spend(self._ledger, self._job_id, now)
+        state, phase, tail = self.state, "", ""
+        start = self._start_now()
+        if start is not None and start.state == "starting":
+            current = start.current
+            if current is not None and self.state == "starting":
+                phase = current.label()
+                state = f"starting: {phase} {elapsed(current.seconds(now))}"
+        elif start is not None:
+            tail = f" · {start_text(start, now)}"
+        text = line_text(self.cluster, self.ranks, state, time.monotonic() - self._began, spent)
+        return text + tail, phase
+
+    def _start_now(self) -> Start | None:
+        """The cell's cluster start as the ledger has it (another process, the local head
+        node, records its workers joining): read while it is under way, kept once over."""
+        if self._start_ended is not None or self._start is None:
+            return self._start_ended
+        start = self._start.read()
+        if start is not None and start.state != "starting":
+            self._start_ended = start
+        return start
 
     def begin(self, job_id: str) -> None:
         self._job_id = job_id
         self._began = time.monotonic()
         self._view = _shown(self._kind, job_id, self.text())
         if self._view is not None and self._view.live:
-            # Run in a copy of the cell's context, so its widget updates carry the cell's parent.
-            context = contextvars.copy_context()
-            self._ticker = threading.Thread(
-                target=context.run, args=(self._tick,), name="burst-cell-status", daemon=True
-            )
-            self._ticker.start()
+            self._start_ticker()
+
+    def _start_ticker(self) -> None:
+        # Run in a copy of the cell's context, so its widget updates carry the cell's parent.
+        context = contextvars.copy_context()
+        self._ticker = threading.Thread(
+            target=context.run, args=(self._tick,), name="burst-cell-status", daemon=True
+        )
+        self._ticker.start()
+
+    def starting(self, phases: StartPhases) -> None:
+        with self._lock:
+            self._start, self._start_ended, self._phase_shown = phases, None, ""
+        # A phase this process enters is shown at once; the ticker reads the others.
+        phases.watch(self._wake.set)
+        if self._view is not None and self._view.phases and self._ticker is None:
+            with contextlib.suppress(Exception):  # the line is a courtesy: the start goes on
+                self._start_ticker()
+        self._wake.set()
 
     def started(self, cluster: str, ledger: Ledger) -> None:
         with self._lock:
@@ -259,12 +325,18 @@ class CellStatus(StatusLine):
                     self._view.finish(self.text())
 
     def _refresh(self) -> bool:
-        """Show the line as it is now; False if it could not be."""
+        """Show the line as it is now (a view without ticks: when a new phase began); False
+        if it could not be."""
         with self._lock:
             if self._view is None:
                 return False
             try:
-                self._view.update(self.text())
+                text, phase = self._read()
+                if self._view.live:
+                    self._view.update(text)
+                elif phase and phase != self._phase_shown:
+                    self._view.update(text)
+                self._phase_shown = phase or self._phase_shown
             except Exception:
                 return False
             return True

@@ -12,15 +12,25 @@ from typing import Any
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from jupyter_burst import config
+from jupyter_burst.clusters import start_phases
 from jupyter_burst.clusters.aws import gc
 from jupyter_burst.clusters.choose import gpu_mem_floor
 from jupyter_burst.driver import background_jobs, cache_plan, cluster
 from jupyter_burst.errors import OptionError
 from jupyter_burst.estimate import estimate
-from jupyter_burst.kernel import background, cell_status, cost_report, namespace, options
+from jupyter_burst.kernel import (
+    background,
+    cell_status,
+    cost_report,
+    env_report,
+    namespace,
+    options,
+    prewarm,
+)
 from jupyter_burst.kernel.cell import run_cell
 from jupyter_burst.kernel.offers_report import offers_command
 from jupyter_burst.store.checkpoints import CheckpointStore, default_root, find_job, listing
+from jupyter_burst.store.ledger import shared_ledger
 from jupyter_burst.wire import class_kwargs
 from jupyter_burst.worker import helper
 
@@ -39,6 +49,8 @@ _VERBS = {
     "offers": "offers",
     "gc": "gc",
     "cache": "cache",
+    "prewarm": "prewarm",
+    "env": "env",
 }
 
 
@@ -58,6 +70,8 @@ class BurstMagics(Magics):
         %burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]  -- cheapest first
         %burst gc [--yes] [--region a,b]  -- AWS instances of yours without a live cluster; --yes terminates them
         %burst cache [clear] [NAME]  -- this notebook's values kept on the cluster's workers; clear frees them
+        %burst env  -- the environment cloud nodes get from this kernel, its hash, and which clusters have it
+        %burst prewarm [on|off]  -- JupyterLab starts a %%burst cell's cluster while you write it (its cost is said)
         """
         __tracebackhide__ = True
         config.refresh()
@@ -222,6 +236,12 @@ class BurstMagics(Magics):
         """%burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]: cheapest first."""
         print(offers_command(args))
 
+    def _env(self, args: list[str]) -> None:
+        """%burst env: what cloud nodes install from this kernel's environment, and its hash."""
+        if args:
+            raise OptionError("%burst env takes no arguments")
+        print(env_report.report(config.state_dir()))
+
     def _cost(self, args: list[str]) -> None:
         if args:
             raise OptionError("%burst cost takes no arguments")
@@ -234,7 +254,15 @@ class BurstMagics(Magics):
     def _status(self, args: list[str]) -> None:
         if args:
             raise OptionError("%burst status takes no arguments")
-        print(format_status(cluster.status()))
+        entries = cluster.status()
+        since = time.time() - _STARTS_SHOWN_SECONDS
+        starts = start_phases.recent(shared_ledger(config.state_dir()), since)
+        # The starts below the table, after a blank line: the table's rows stay one block.
+        print("\n\n".join(filter(None, [format_status(entries), format_starts(entries, starts)])))
+
+    def _prewarm(self, args: list[str]) -> None:
+        """%burst prewarm [on|off]: whether JupyterLab starts a cell's cluster ahead of it."""
+        print(prewarm.command(args))
 
     def _down(self, args: list[str]) -> None:
         """%burst down [NAME] [provider=P]: a name stops it on every provider it runs on."""
@@ -349,10 +377,41 @@ def format_status(entries: list[dict]) -> str:
             )
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
+    table = [
         "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
-    )
+    ]
+    # Which machine image a cloud cluster's nodes boot, and how it was found (a setting, or
+    # a public SSM parameter): too long for a column.
+    for e in entries:
+        for image in e.get("images") or []:
+            table.append(f"{e['name']} image: {image['image']} ({image['how']})")
+    return "\n".join(table)
+
+
+_STARTS_SHOWN_SECONDS = 24 * 3600  # a start older than a day is the ledger's alone
+
+
+def format_starts(
+    entries: list[dict], starts: list[start_phases.Start], now: float | None = None
+) -> str:
+    """Where the last start of each listed cluster spent its time, and any start under way:
+    ``default (local) started in 3.1 s: quote 0.0 s · launching 1/1 0.1 s · ... → running``."""
+    now = time.time() if now is None else now
+    by_cluster = {s.cluster_id: s for s in starts if s.cluster_id}
+    newest = start_phases.latest(starts)
+    shown: list[start_phases.Start] = []
+    for e in entries:
+        key = (e.get("name"), e.get("provider", "local"))
+        start = by_cluster.get(e.get("id")) or newest.get(key)
+        if start is not None and start not in shown:
+            shown.append(start)
+    shown += [s for s in newest.values() if s.state == "starting" and s not in shown]
+    lines = []
+    for start in shown:
+        how = " (pre-warmed)" if start.purpose == "prewarm" else ""
+        lines.append(f"{start.name} ({start.provider}){how} {start.describe(now)}")
+    return "\n".join(lines)
 
 
 def load(shell) -> None:

@@ -33,6 +33,7 @@ import psutil
 
 from jupyter_burst import gpus
 from jupyter_burst.clusters import records
+from jupyter_burst.clusters.start_phases import WORKERS, StartPhases
 from jupyter_burst.clusters.tls import node_security
 from jupyter_burst.node.idle import ExtrasPolicy, IdlePolicy, LifetimePolicy
 from jupyter_burst.node.job_runner import BackgroundJobs
@@ -121,7 +122,7 @@ class HeadNode:
         self.nannies = slot_nannies(
             self.args, self.scheduler.address, devices, self.security, name_prefix=""
         )
-        await asyncio.gather(*(nanny.start() for nanny in self.nannies))
+        await self._start_slots()
         # Idle counts from ready: a slow start (a loaded machine, a cold import) must not use
         # up the idle time before the kernel that asked for the cluster could send it anything.
         self.policy = IdlePolicy(self.args.idle * 60, time.monotonic())
@@ -167,6 +168,26 @@ class HeadNode:
         log.info(
             "cluster %s ready at %s with %s", self.args.cluster, self.scheduler.address, devices
         )
+
+    async def _start_slots(self) -> None:
+        """Start this machine's worker processes; with ``--start-id`` (a local cluster, whose
+        kernel shares this ledger), each one that joins is a step of the start's
+        ``workers joined k/N`` (clusters/start_phases.py)."""
+        if not self.args.start_id:
+            await asyncio.gather(*(nanny.start() for nanny in self.nannies))
+            return
+        phases = StartPhases.resume(self.ledger, self.args.start_id)
+        total = len(self.nannies)
+        joined = 0
+        phases.enter(WORKERS, done=0, total=total)
+
+        async def start(nanny: Any) -> None:
+            nonlocal joined
+            await nanny.start()
+            joined += 1
+            await asyncio.to_thread(phases.enter, WORKERS, "", joined, total)
+
+        await asyncio.gather(*(start(nanny) for nanny in self.nannies))
 
     # scheduler RPC handlers (called by kernels through client.scheduler.<name>) ---------
 
@@ -580,6 +601,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on and advertise")
     parser.add_argument("--port", type=int, default=0, help="the scheduler's port (head role)")
     parser.add_argument("--announce", default="", help="a URL to PUT the scheduler's address to")
+    parser.add_argument(
+        "--start-id", default="",
+        help="head: the start (in --state-dir's ledger) whose workers-joined phase this node records",
+    )  # fmt: skip
     parser.add_argument("--tls-dir", help="ca.pem, node.pem and node.key: TLS for every connection")
     parser.add_argument("--max-lifetime", type=float, default=0.0, help="minutes; 0: no limit")
     parser.add_argument(

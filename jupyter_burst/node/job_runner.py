@@ -22,7 +22,7 @@ from typing import Any
 from distributed.security import Security
 
 from jupyter_burst import config
-from jupyter_burst.driver import jobs
+from jupyter_burst.driver import jobs, workdir_sync
 from jupyter_burst.driver.cluster import ClusterHandle, open_client, usable
 from jupyter_burst.driver.job_log import JobLog, ending
 from jupyter_burst.errors import BurstError, JobCancelled
@@ -224,6 +224,11 @@ class BackgroundJobs:
                 on_events=log.events,
                 on_note=log.note,
                 on_job=on_job,
+                # The kernel put the working folder on every node, this one included: a node
+                # that joins for a later attempt gets it from here.
+                files=workdir_sync.HeadStore(self.state_dir, self.record["name"])
+                if request.spec.workdir is not None
+                else None,
             )
             status = "done" if done.failure is None else "failed"
             if done.failure is not None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from jupyter_burst.clusters import records
+from jupyter_burst.clusters import records, start_phases
 from jupyter_burst.store import checkpoints, cost
 from jupyter_burst.store.budget import usd
 from jupyter_burst.store.ledger import shared_ledger
@@ -113,6 +113,18 @@ def _devices(nodes: list[Mapping[str, Any]], cluster: Mapping[str, Any]) -> list
     if found or nodes:
         return found
     return json.loads(cluster.get("devices") or "[]")
+
+
+def starts_view(
+    state_dir: pathlib.Path, now: float | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Cluster starts of the last day, newest first, each with its phases and their seconds:
+    those under way (``state`` ``starting``, the phase under way marked ``current``), those
+    that came up (``running``, with their ``cluster_id``), failed or were abandoned."""
+    now = time.time() if now is None else now
+    ledger = shared_ledger(state_dir)
+    starts = start_phases.recent(ledger, now - RECENT_STOPPED_SECONDS, now)
+    return [start.as_json(now) for start in starts[:limit]]
 
 
 # cost -------------------------------------------------------------------------------------

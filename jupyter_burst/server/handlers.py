@@ -28,7 +28,7 @@ from jupyter_burst._version import __version__
 from jupyter_burst.clusters import records
 from jupyter_burst.driver import cluster
 from jupyter_burst.errors import BurstError
-from jupyter_burst.server import actions, api, settings
+from jupyter_burst.server import actions, api, prewarm, settings
 from jupyter_burst.store import checkpoints
 from jupyter_burst.store.budget import daily_budget
 
@@ -159,6 +159,34 @@ live_info = LiveInfo()
 
 def _clusters_with_live_info(state_dir) -> list[dict[str, Any]]:
     return api.clusters_view(state_dir, live=live_info.get(state_dir))
+
+
+class StartsHandler(BurstHandler):
+    """``GET /jupyter-burst/starts?limit=N``: cluster starts of the last day and their phases."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        limit = self.int_argument("limit", 50, 1, 500)
+        view = await self.blocking(api.starts_view, self.state_dir(), None, limit)
+        self.finish(json.dumps(view))
+
+
+class PrewarmHandler(BurstHandler):
+    """``POST /jupyter-burst/prewarm`` with ``{"line": "gpus=2"}``: start that ``%%burst`` line's
+    cluster now, when ``burst.prewarm`` is on (``{"state": "off"}`` otherwise)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self) -> None:
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError:
+            raise _error(400, 'send JSON {"line": "..."}') from None
+        line = await self.blocking(prewarm.line_of, body)
+        answer = await self.blocking(prewarm.prewarm, line)
+        live_info.forget()
+        self.finish(json.dumps(answer))
 
 
 class CostHandler(BurstHandler):

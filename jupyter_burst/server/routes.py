@@ -18,7 +18,9 @@ from jupyter_burst.server.handlers import (
     JobCancelHandler,
     JobLogsHandler,
     JobsHandler,
+    PrewarmHandler,
     SettingsHandler,
+    StartsHandler,
     StatusHandler,
 )
 from jupyter_burst.server.logstream import LogStreamHandler
@@ -37,6 +39,8 @@ def setup_handlers(web_app: tornado.web.Application) -> None:
         (url("clusters"), ClustersHandler),
         (url("clusters", part, "stop"), ClusterStopHandler),
         (url("clusters", part, "idle"), ClusterIdleHandler),
+        (url("starts"), StartsHandler),
+        (url("prewarm"), PrewarmHandler),
         (url("cost"), CostHandler),
         (url("jobs"), JobsHandler),
         (url("jobs", part, "logs"), JobLogsHandler),

@@ -20,7 +20,7 @@ from typing import Any
 from jupyter_burst import credentials
 from jupyter_burst.store import ledger_salvage as salvage
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -97,6 +97,45 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     sha256 TEXT NOT NULL,
     url TEXT NOT NULL
 );
+-- The machine image a cloud cluster's nodes booted and how it was found (a setting, or a
+-- public SSM parameter and its region): a table of its own, so that a ledger written before
+-- it existed gets it on open like any other table.
+CREATE TABLE IF NOT EXISTS cluster_images (
+    cluster_id TEXT NOT NULL,
+    image TEXT NOT NULL,
+    how TEXT NOT NULL,
+    parameter TEXT,
+    recorded REAL NOT NULL,
+    PRIMARY KEY (cluster_id, image)
+);
+-- Where a cluster's start spends its time (schema 3): one row per start, one per phase of it
+-- (jupyter_burst.clusters.start_phases writes them). ``cluster_id`` is known once it is up.
+CREATE TABLE IF NOT EXISTS starts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    purpose TEXT NOT NULL DEFAULT 'cell',
+    pid INTEGER,
+    host TEXT,
+    started REAL NOT NULL,
+    ended REAL,
+    outcome TEXT,
+    cluster_id TEXT,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS start_phases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    start_id TEXT NOT NULL REFERENCES starts(id),
+    phase TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    done INTEGER,
+    total INTEGER,
+    started REAL NOT NULL,
+    updated REAL NOT NULL,
+    ended REAL
+);
+CREATE INDEX IF NOT EXISTS starts_cluster ON starts(name, provider, started);
+CREATE INDEX IF NOT EXISTS start_phases_start ON start_phases(start_id, id);
 CREATE INDEX IF NOT EXISTS log_lines_job ON log_lines(job_id, id);
 CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, id);
 CREATE INDEX IF NOT EXISTS jobs_started ON jobs(started);
@@ -312,6 +351,33 @@ class Ledger:
                 (slots, json.dumps(devices), cluster_id),
             )
 
+    def image_used(
+        self, cluster_id: str, image: str, how: str, parameter: str | None = None
+    ) -> None:
+        """The machine image the cluster's nodes boot, and how it was found; a cluster that
+        grows onto another image gets a second row."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO cluster_images(cluster_id, image, how, parameter, recorded)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (cluster_id, image, how, parameter, time.time()),
+            )
+
+    def images(self, cluster_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """Each cluster's images (oldest first): ``image``, ``how``, ``parameter``."""
+        ids = list(cluster_ids)
+        found: dict[str, list[dict[str, Any]]] = {cluster_id: [] for cluster_id in ids}
+        for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
+            chunk = ids[start : start + 500]
+            rows = self.query(
+                "SELECT cluster_id, image, how, parameter FROM cluster_images"
+                f" WHERE cluster_id IN ({', '.join('?' * len(chunk))}) ORDER BY recorded",
+                chunk,
+            )
+            for row in rows:
+                found[row.pop("cluster_id")].append(row)
+        return found
+
     def nodes(
         self, cluster_ids: Iterable[str] | None = None, alive_since: float | None = None
     ) -> list[dict[str, Any]]:
@@ -332,6 +398,123 @@ class Ledger:
     def clusters(self, running_only: bool = False) -> list[dict[str, Any]]:
         where = "WHERE stopped IS NULL" if running_only else ""
         return self.query(f"SELECT * FROM clusters {where} ORDER BY started")
+
+    # cluster starts and their phases (jupyter_burst.clusters.start_phases) -------------
+
+    def start_begun(
+        self, start_id: str, name: str, provider: str, purpose: str, pid: int, host: str
+    ) -> None:
+        """A cluster's start began here (``purpose``: ``cell``, ``prewarm``) in process ``pid``."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO starts(id, name, provider, purpose, pid, host, started)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (start_id, name, provider, purpose, pid, host, time.time()),
+            )
+
+    def start_phase(
+        self,
+        start_id: str,
+        phase: str,
+        detail: str,
+        done: int | None,
+        total: int | None,
+        replace: bool = False,
+    ) -> bool:
+        """The start is now in ``phase``; False if the start has ended (nothing is written).
+
+        The phase under way again is a progress update (its clock keeps running; an empty
+        ``detail`` or a None count keeps the one it had); another phase ends the one under way,
+        or with ``replace`` takes its place (and the time it has run).
+        """
+        now = time.time()
+        with self._write() as db:
+            if not db.execute(
+                "SELECT 1 FROM starts WHERE id = ? AND ended IS NULL", (start_id,)
+            ).fetchone():
+                return False
+            current = db.execute(
+                "SELECT id, phase FROM start_phases WHERE start_id = ? AND ended IS NULL"
+                " ORDER BY id DESC LIMIT 1",
+                (start_id,),
+            ).fetchone()
+            if current is not None and current["phase"] != phase and replace:
+                db.execute(
+                    "UPDATE start_phases SET phase = ?, detail = ?, done = ?, total = ?,"
+                    " updated = ? WHERE id = ?",
+                    (phase, detail, done, total, now, current["id"]),
+                )
+                return True
+            if current is not None and current["phase"] == phase:
+                db.execute(
+                    "UPDATE start_phases SET detail = COALESCE(NULLIF(?, ''), detail),"
+                    " done = COALESCE(?, done), total = COALESCE(?, total), updated = ?"
+                    " WHERE id = ?",
+                    (detail, done, total, now, current["id"]),
+                )
+                return True
+            db.execute(
+                "UPDATE start_phases SET ended = ? WHERE start_id = ? AND ended IS NULL",
+                (now, start_id),
+            )
+            db.execute(
+                "INSERT INTO start_phases(start_id, phase, detail, done, total, started, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (start_id, phase, detail, done, total, now, now),
+            )
+        return True
+
+    def start_ended(self, start_id: str, cluster_id: str | None, error: str | None) -> None:
+        """The start is over: its cluster runs (``cluster_id``), or it failed with ``error``."""
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE start_phases SET ended = ? WHERE start_id = ? AND ended IS NULL",
+                (now, start_id),
+            )
+            db.execute(
+                "UPDATE starts SET ended = ?, outcome = ?, cluster_id = COALESCE(?, cluster_id),"
+                " error = ? WHERE id = ? AND ended IS NULL",
+                (
+                    now,
+                    "failed" if error is not None else "running",
+                    cluster_id,
+                    credentials.redact(error) if error else None,
+                    start_id,
+                ),
+            )
+
+    def starts(
+        self, since: float | None = None, start_ids: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Starts (those begun at ``since`` or later, or those of ``start_ids``), oldest first,
+        each with its ``phases`` in order."""
+        where, params = [], []
+        if since is not None:
+            where.append("started >= ?")
+            params.append(since)
+        if start_ids is not None:
+            ids = list(start_ids)
+            if not ids:
+                return []
+            where.append(f"id IN ({', '.join('?' * len(ids))})")
+            params.extend(ids)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        starts = self.query(f"SELECT * FROM starts {clause} ORDER BY started, id", params)
+        if not starts:
+            return []
+        ids = [s["id"] for s in starts]
+        phases: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        for chunk in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
+            part = ids[chunk : chunk + 500]
+            rows = self.query(
+                f"SELECT * FROM start_phases WHERE start_id IN ({', '.join('?' * len(part))})"
+                " ORDER BY id",
+                part,
+            )
+            for row in rows:
+                phases[row["start_id"]].append(row)
+        return [dict(s, phases=phases[s["id"]]) for s in starts]
 
     # jobs and their output ----------------------------------------------------------
 

@@ -3,6 +3,9 @@
 ``jupyter burst gc [--yes] [--region a,b]``: the AWS instances of this user that no live
 cluster owns, terminated after a yes (the question defaults to no: ending machines is not
 undone).
+
+``jupyter burst prewarm [--json] LINE``: start the cluster a ``%%burst LINE`` cell would use,
+now (only while ``burst.prewarm`` is on; :mod:`jupyter_burst.tools.prewarm`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.add_argument(
         "--region", help="only these regions, comma-separated (default: burst.aws.regions)"
     )
+    warm = verbs.add_parser(
+        "prewarm", help="start the cluster of a %%%%burst line now (with burst.prewarm on)"
+    )
+    warm.add_argument("--json", action="store_true", help="one JSON line per answer")
+    warm.add_argument("line", nargs="*", help="what follows %%%%burst on the cell's first line")
     args = parser.parse_args(argv)
+    if args.verb == "prewarm":
+        from jupyter_burst.tools import prewarm  # the kernel's grammar: only for this verb
+
+        return prewarm.main(["--json"] * args.json + ["--", *args.line])
     try:
         return _gc(args.yes, args.region)
     except BurstError as exc:

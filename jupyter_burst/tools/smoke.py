@@ -4,7 +4,8 @@ For a user with a real account, to see the whole path work before trusting it wi
 job: a fresh kernel (its own state folder) lists the 1-GPU offers, runs one cell on the
 cheapest (spot unless ``--spot no``) with ``idle=2``, shows ``%burst cost``, runs
 ``%burst down``, then asks EC2 whether any instance or security group tagged with this
-run's cluster is left. It always tears down, also when a step fails; the exit status says
+run's cluster is left. The node boots ``burst.aws.image`` when it is set, else the latest
+AWS Deep Learning Base GPU AMI of the region (``clusters/aws/images.py``); which, is said. It always tears down, also when a step fails; the exit status says
 PASS (0) or FAIL (1); a missing setting is one line and exit status 2, before anything
 is launched.
 """
@@ -54,6 +55,7 @@ class Run:
     steps: list[Step] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)
     cost: Decimal | None = None
+    image: str = ""  # the launch's own line: the image and how it was found
 
     @property
     def passed(self) -> bool:
@@ -76,13 +78,22 @@ def check_settings() -> list[str]:
         "e.g. DASK_BURST__AWS__BUCKET=my-burst-bucket",
         "aws.client-cidr": "this machine's public address as a /32, "
         "e.g. DASK_BURST__AWS__CLIENT_CIDR=203.0.113.7/32",
-        "aws.image": "an AMI id with Python 3.11 and the NVIDIA driver in your region, "
-        "e.g. DASK_BURST__AWS__IMAGE=ami-0123456789abcdef0",
     }
     for key, how in needs.items():
         if not config.get(key):
             problems.append(f"burst: the smoke test needs burst.{key}: set {how}")
     return problems
+
+
+def image_plan() -> str:
+    """Which image the run's node will boot, said before anything is launched."""
+    image = config.get("aws.image")
+    if image:
+        return f"smoke: image {image}, as burst.aws.image says"
+    return (
+        "smoke: image: the latest AWS Deep Learning Base GPU AMI (Ubuntu 22.04) of the "
+        "launch's region, from its public SSM parameter (burst.aws.image is unset)"
+    )
 
 
 class Notebook:
@@ -196,6 +207,7 @@ def smoke(
     }
     run = Run(cluster)
     echo(f"smoke: cluster {cluster}, state folder {state_dir}")
+    echo(image_plan())
     notebook = None
     downed = False
     try:
@@ -211,10 +223,14 @@ def smoke(
             run.steps.append(step)
             if not step.ok:
                 break
-        if run.steps[-1].name == "cell" and run.steps[-1].ok:
-            if "smoke: GPU:" not in run.steps[-1].output:
-                run.steps[-1].ok = False
-                run.steps[-1].error = "the cell ran but its output never came back"
+        cell = next((s for s in run.steps if s.name == "cell"), None)
+        if cell is not None:
+            # The launch said which image it found, and how.
+            said = [s for s in cell.output.splitlines() if s.startswith("burst: image ")]
+            run.image = said[0].removeprefix("burst: image ") if said else ""
+            if cell.ok and "smoke: GPU:" not in cell.output:
+                cell.ok = False
+                cell.error = "the cell ran but its output never came back"
     finally:
         # Always down, also after a failed or interrupted step: a smoke test must not bill.
         if notebook is not None:
@@ -244,6 +260,8 @@ def summary(run: Run) -> str:
     for step in run.steps:
         mark = "ok  " if step.ok else "FAIL"
         lines.append(f"  {mark} {step.name}{': ' + step.error if step.error else ''}")
+    if run.image:
+        lines.append(f"  image: {run.image}")
     if run.leftovers:
         lines.append(f"  FAIL left tagged after down: {'; '.join(run.leftovers)}")
     else:

@@ -1,7 +1,8 @@
 """The contract between the notebook's kernel, a head node and a worker: the one definition of
 what a cell's task is told (:class:`CellSpec`), what a rank says of its result beside the
-values (:class:`ResultMeta`), what a background job hands its head node (:class:`JobRequest`)
-and the names of the scheduler's RPCs (:class:`Rpc`). Both sides import it; neither builds
+values (:class:`ResultMeta`), what a background job hands its head node (:class:`JobRequest`),
+the notebook's working folder as a remote cell gets it and the files that come back
+(:class:`Workdir`, :class:`FilesBack`) and the names of the scheduler's RPCs (:class:`Rpc`). Both sides import it; neither builds
 or reads these as loose dicts.
 
 A kernel and a worker of different jupyter-burst versions may meet (a node installed from an
@@ -15,14 +16,15 @@ import dataclasses
 import enum
 import pickle
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from jupyter_burst._version import __version__
 from jupyter_burst.errors import BurstError
+from jupyter_burst.wire.ignore_rules import RuleFile
 
 # Raised whenever a field of CellSpec, ResultMeta or JobRequest is added, removed or changes
 # meaning: a kernel and a worker must agree on it, not merely on the package's name.
-CONTRACT = 1
+CONTRACT = 2
 
 
 class ContractMismatch(BurstError):
@@ -45,6 +47,42 @@ class Rpc(enum.StrEnum):
     JOB_LIST = "burst_job_list"
 
 
+class FileEntry(NamedTuple):
+    """One file of the working folder as the kernel sent it."""
+
+    key: str  # sha256 of its bytes: the node stores files by content, each once
+    size: int
+    mtime_ns: int  # the node's copy gets the notebook's time, so a write by the cell shows
+    executable: bool
+
+
+@dataclass
+class Workdir:
+    """The notebook's folder, as a remote cell's nodes get it before the cell (burst.workdir).
+
+    Each node keeps one copy per notebook folder and cluster, shared by its worker
+    processes; the cell runs in it. What the cell creates or changes there comes back
+    with rank 0's result (:class:`FilesBack`).
+    """
+
+    root: str  # the notebook's folder on the kernel's machine: where files come back
+    name: str  # the copy's folder name on a node (the folder's name and a hash of its path)
+    files: dict[str, FileEntry] = field(default_factory=dict)  # relative path -> its entry
+    ignore: tuple[RuleFile, ...] = ()  # the .gitignore/.burstignore rules the kernel applied
+    max_bytes: int = 0  # burst.workdir.max-bytes: also what may come back
+    max_files: int = 0  # burst.workdir.max-files
+
+
+@dataclass
+class FilesBack:
+    """What rank 0's cell created or changed in the node's copy of the working folder."""
+
+    root: str  # the notebook's folder they belong in (Workdir.root)
+    # relative path -> (the key it had when sent, None for a new file; its bytes; executable)
+    files: dict[str, tuple[str | None, bytes, bool]] = field(default_factory=dict)
+    refused: str | None = None  # one line: why they did not come back (past the limits)
+
+
 @dataclass
 class CellSpec:
     """What one rank's task is told about its cell, besides the values (the message)."""
@@ -62,6 +100,7 @@ class CellSpec:
     exclude: tuple[str, ...] = ()  # exclude= names: never sent, never brought back
     collective_timeout: float = 300.0  # seconds a collective may wait for its peers
     cwd: str | None = None  # the working folder (the notebook's, on this machine's cluster)
+    workdir: Workdir | None = None  # a remote cluster's: the notebook's folder, synced to it
     background: bool = False  # %%burst async: results go back by value, for any kernel
     cache: dict[str, Any] | None = None  # the kernel's use of the workers' value caches
     start_method: str | None = None  # multiprocessing's, as in the notebook

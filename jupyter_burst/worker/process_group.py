@@ -23,6 +23,7 @@ import datetime
 import functools
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import threading
 from typing import Any
@@ -56,8 +57,15 @@ class CellGroup:
         self._again = 0
 
     def start(self) -> None:
-        """The ranks' group, made before the cell runs (``gpus`` > 1)."""
+        """The ranks' group, made before the cell runs (``gpus`` > 1).
+
+        None without torch: a node has the notebook's environment, so a notebook without
+        torch has cells that cannot use torch.distributed; its ranks still run side by side
+        with ``burst.rank`` and ``burst.world_size``.
+        """
         if self.world_size <= 1 or self.master is None:
+            return
+        if importlib.util.find_spec("torch") is None:
             return
         dist = _dist()
         host, port = self.master

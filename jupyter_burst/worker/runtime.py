@@ -15,6 +15,7 @@ import functools
 import inspect
 import io
 import os
+import pathlib
 import pickle
 import sys
 import threading
@@ -28,7 +29,7 @@ import cloudpickle
 from jupyter_burst.errors import BurstError
 from jupyter_burst.wire import class_kwargs, rng_state
 from jupyter_burst.wire import payload as wire
-from jupyter_burst.wire.contract import CellSpec, ResultMeta
+from jupyter_burst.wire.contract import CellSpec, FilesBack, ResultMeta, Workdir
 from jupyter_burst.worker import (
     helper,
     notebook_main,
@@ -37,6 +38,7 @@ from jupyter_burst.worker import (
     process_group,
     rank_shell,
     value_cache,
+    workdir,
 )
 
 _FLUSH_SECONDS = 0.05
@@ -385,7 +387,9 @@ def _run_as_main(
     }
     before = _fingerprints(watched, cache.arrived() if cache is not None else {})
     namespace.setdefault("display", burst_display)
-    shell = rank_shell.RankShell(main, spec.cwd)
+    # A remote cluster's cell runs in this node's copy of the notebook's folder.
+    cwd = str(workdir.folder_of(spec.workdir)) if spec.workdir is not None else spec.cwd
+    shell = rank_shell.RankShell(main, cwd)
     namespace["get_ipython"] = lambda: shell  # never sent back: the cell did not assign it
 
     job = spec.job
@@ -409,6 +413,7 @@ def _run_as_main(
     could_not_join = None
     shown = _NOTHING
     previous_cwd = os.getcwd()
+    laid_out = False  # the node's copy of the notebook's folder is ready
     previous_env = _set_rank_environment(spec)
     group = process_group.CellGroup(
         rank,
@@ -420,8 +425,11 @@ def _run_as_main(
     )
     try:
         with notebook_main.start_method(spec.start_method), _no_keyboard():
-            if spec.cwd and os.path.isdir(spec.cwd):
-                os.chdir(spec.cwd)
+            if spec.workdir is not None:
+                workdir.prepare(spec.workdir, job)  # once per job on this node
+                laid_out = True
+            if cwd and os.path.isdir(cwd):
+                os.chdir(cwd)
             if meta["moved_devices"] and rank == 0:
                 print(
                     f"burst: {', '.join(meta['moved_devices'])} tensors travelled through the CPU "
@@ -452,6 +460,10 @@ def _run_as_main(
         _restore_environment(previous_env)
 
     result: dict[str, Any] = {"error": error, "events": events, "seconds": time.time() - started}
+    if rank == 0 and laid_out and cwd:
+        # What the cell created or changed in its folder goes back with rank 0's result
+        # (also when it raised: a file a notebook cell writes before its error stays written).
+        result["files"] = _files_back(spec.workdir, cwd)
     if shown is not _NOTHING and brings_back and rank == 0:
         result["shown"] = shown
     if rank == 0 and error is None:
@@ -552,6 +564,15 @@ def _result(
 
 
 _NOTHING = object()
+
+
+def _files_back(folder: Workdir, cwd: str) -> FilesBack:
+    try:
+        return workdir.collect(folder, pathlib.Path(cwd))
+    except OSError as exc:
+        return FilesBack(
+            root=folder.root, refused=f"the files the cell wrote could not be read ({exc})"
+        )
 
 
 def _imported(module: str, attr: str) -> Any:

@@ -10,7 +10,7 @@ import {
   JobsSection,
   LogView
 } from '../components';
-import { ICheckpoint, ICluster, ICost, IJob, ISpend } from '../model';
+import { ICheckpoint, ICluster, ICost, IJob, ISpend, IStart } from '../model';
 
 afterEach(cleanup);
 
@@ -107,6 +107,70 @@ describe('Clusters & cost', () => {
     expect(screen.getByText('No cluster is running.')).toBeTruthy();
     expect(screen.queryByTestId('live-cost')).toBeNull();
     expect(view.container.textContent).toContain('today $7.50 · month $120.00');
+  });
+});
+
+function phase(label: string, seconds: number, current = false): IStart['phases'][number] {
+  return {
+    phase: label.split(' ')[0],
+    label,
+    detail: '',
+    done: null,
+    total: null,
+    started: 0,
+    seconds,
+    current
+  };
+}
+
+const startingExp: IStart = {
+  id: 's2',
+  name: 'exp',
+  provider: 'aws',
+  purpose: 'prewarm',
+  state: 'starting',
+  cluster_id: null,
+  error: null,
+  started: 0,
+  ended: null,
+  seconds: 12.4,
+  phases: [phase('quote', 0.3), phase('launching 2/2', 4.1), phase('booting', 8, true)]
+};
+
+const startedDefault: IStart = {
+  ...startingExp,
+  id: 's1',
+  name: 'default',
+  purpose: 'cell',
+  state: 'running',
+  cluster_id: 'c1',
+  ended: 3,
+  seconds: 3.1,
+  phases: [phase('quote', 0), phase('launching 1/1', 0.1), phase('workers joined 8/8', 3)]
+};
+
+describe('Cluster starts', () => {
+  it('shows a start under way phase by phase, the phase under way counting', () => {
+    const { props, view } = clusters({ clusters: [], starts: [startingExp] });
+    const row = view.container.querySelector('.jp-BurstStart[data-cluster="exp"]')!;
+    expect(row.textContent).toContain('pre-warm');
+    // The arrows between phases are the stylesheet's (::before), not text.
+    expect(row.textContent).toContain('starting for 12 s: quote 0.3 slaunching 2/2 4.1 sbooting 8.0 s');
+    expect(row.querySelector('.jp-mod-current')!.textContent).toBe('booting 8.0 s');
+    expect(screen.queryByText('No cluster is running.')).toBeNull();
+    view.rerender(<ClustersSection {...props} now={props.fetchedAt + 3000} />);
+    expect(row.querySelector('.jp-mod-current')!.textContent).toBe('booting 11 s');
+    expect(row.textContent).toContain('starting for 15 s');
+  });
+
+  it('keeps on a running cluster where its start spent its time', () => {
+    const { view } = clusters({ starts: [startingExp, startedDefault] });
+    const row = view.container.querySelector('.jp-BurstCluster[data-cluster="default"]')!;
+    const phases = row.querySelector('.jp-BurstStart-phases')!;
+    expect(phases.textContent).toBe(
+      'started in 3.1 s: quote 0.0 slaunching 1/1 0.1 sworkers joined 8/8 3.0 srunning'
+    );
+    expect(phases.querySelector('.jp-mod-current')).toBeNull();
   });
 });
 

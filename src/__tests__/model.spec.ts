@@ -2,6 +2,10 @@ import { describe, expect, it } from 'vitest';
 
 import {
   formatDuration,
+  formatSeconds,
+  IStart,
+  startPhases,
+  startSummary,
   formatSlots,
   formatUsd,
   LogBuffer,
@@ -93,5 +97,49 @@ describe('LogBuffer', () => {
     buffer.clear();
     expect(buffer.lines.length).toBe(0);
     expect(buffer.dropped).toBe(0);
+  });
+});
+
+describe('cluster starts', () => {
+  const start: IStart = {
+    id: 's',
+    name: 'default',
+    provider: 'local',
+    purpose: 'cell',
+    state: 'starting',
+    cluster_id: null,
+    error: null,
+    started: 0,
+    ended: null,
+    seconds: 2.5,
+    phases: [
+      {
+        phase: 'quote', label: 'quote', detail: '', done: null, total: null,
+        started: 0, seconds: 0.04, current: false
+      },
+      {
+        phase: 'booting', label: 'booting', detail: '', done: null, total: null,
+        started: 0, seconds: 2.4, current: true
+      }
+    ]
+  };
+
+  it('shows seconds in tenths while they matter', () => {
+    expect(formatSeconds(0.04)).toBe('0.0 s');
+    expect(formatSeconds(9.94)).toBe('9.9 s');
+    expect(formatSeconds(12.7)).toBe('12 s');
+    expect(formatSeconds(245)).toBe('4 min 05 s');
+    expect(formatSeconds(-1)).toBe('0.0 s');
+  });
+
+  it('counts the phase under way on from the server figure; a finished start stays put', () => {
+    expect(startSummary(start, 1)).toBe('starting for 3.5 s');
+    expect(startPhases(start, 1).map(p => `${p.label} ${p.seconds}`)).toEqual([
+      'quote 0.0 s',
+      'booting 3.4 s'
+    ]);
+    const done = { ...start, state: 'running' as const, ended: 3 };
+    expect(startSummary(done, 100)).toBe('started in 2.5 s');
+    expect(startSummary({ ...done, state: 'failed' as const }, 100)).toBe('failed after 2.5 s');
   });
 });

@@ -22,22 +22,27 @@ import pathlib
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from jupyter_burst import config
-from jupyter_burst.clusters import records, tls
-from jupyter_burst.clusters.aws import gc, prices, provision, sdk, userdata
+from jupyter_burst.clusters import records, start_phases, tls
+from jupyter_burst.clusters.aws import env_store, gc, images, prices, provision, sdk, userdata
 from jupyter_burst.clusters.aws.provision import owner
 from jupyter_burst.clusters.aws.sdk import ec2_clients
+from jupyter_burst.clusters.env import lock as env_lock
 from jupyter_burst.clusters.launch_checks import check_daily_budget
 from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
 from jupyter_burst.clusters.plans import cheapest, fits
 from jupyter_burst.clusters.provider import ClusterRequest
+from jupyter_burst.clusters.start_phases import BOOTING, ENVIRONMENT, LAUNCHING, WORKERS
 from jupyter_burst.errors import ClusterError
 from jupyter_burst.store.ledger import shared_ledger
 
-_KEYS_SECONDS = 600  # the key bundle's URL: long enough for a boot, no longer
+# A node's one-time URLs (its key bundle, its environment) last the boot timeout and this
+# much more: a boot may use all of it, and the key is fetched first, but never much later.
+_URL_MARGIN_SECONDS = 120
 _ANNOUNCE_SECONDS = 1800
 _GROUP_WAIT_SECONDS = 90
 _QUOTE_SECONDS = 60  # a plan quoted for the daily budget still holds for the launch
@@ -89,18 +94,23 @@ class AwsProvider:
     def launch(self, request: ClusterRequest) -> dict[str, Any]:
         plan = self.plan(request)
         offer = plan.offer
+        phases = start_phases.of(request)
         print(f"burst: launching {plan.describe()}", flush=True)
         cluster_id = f"{request.name}-{uuid.uuid4().hex[:8]}"
         region = offer.region
         s3 = sdk.client("s3", region)
         ec2 = sdk.client("ec2", region)
         # Every setting is checked before anything is made, uploaded or launched.
-        cidr, image = _client_cidr(), _image()
+        cidr, image = _client_cidr(), _image(offer, request.state_dir, cluster_id)
         bucket = _bucket(s3, region)
+        # The pre-flight: what the nodes cannot have is refused here, before any machine.
+        lock = _node_environment(request.state_dir, offer)
+        environment = env_store.env_boot(s3, bucket, lock, _url_seconds(), upload=True)
         certs = tls.make(request.state_dir / "tls" / cluster_id, cluster_id)
         prefix = f"jupyter-burst/{cluster_id}"
         keys_key = f"{prefix}/{secrets.token_hex(16)}.tar"
         announce_key = f"{prefix}/head.json"
+        progress_key = f"{prefix}/head-progress"
         clients = ec2_clients()
         spot_ok = True if _wants_spot(request) else None
         s3.put_object(Bucket=bucket, Key=keys_key, Body=certs.node_bundle())
@@ -117,8 +127,9 @@ class AwsProvider:
                 keys_url=s3.generate_presigned_url(
                     "get_object",
                     Params={"Bucket": bucket, "Key": keys_key},
-                    ExpiresIn=_KEYS_SECONDS,
+                    ExpiresIn=_url_seconds(),
                 ),
+                environment=environment,
                 **where,
             )
 
@@ -146,10 +157,21 @@ class AwsProvider:
                     Params={"Bucket": bucket, "Key": announce_key},
                     ExpiresIn=_ANNOUNCE_SECONDS,
                 ),
+                progress_url=s3.generate_presigned_url(
+                    "put_object",
+                    Params={"Bucket": bucket, "Key": progress_key},
+                    ExpiresIn=_url_seconds(),
+                ),
             )
             choices = self._same_shape(request, plan)
+            phases.enter(LAUNCHING, done=0, total=plan.nodes)
             (head,) = provision.launch(clients, spec(head_boot, 1), choices, on_note=print)
-            scheduler = _wait_for_announcement(s3, bucket, announce_key, head, clients)
+            phases.enter(LAUNCHING, done=1, total=plan.nodes)
+            phases.enter(BOOTING)
+            scheduler = _wait_for_announcement(
+                s3, bucket, announce_key, head, clients, progress_key=progress_key,
+                on_progress=lambda said: _boot_phase(phases, said),
+            )  # fmt: skip
             workers: list[provision.Instance] = []
             if plan.nodes > 1:
                 # Further nodes join the head's scheduler, in its region (one network, one group).
@@ -158,7 +180,7 @@ class AwsProvider:
                     clients, spec(boot("worker", scheduler=scheduler), plan.nodes - 1), nearby,
                     on_note=print,
                 )  # fmt: skip
-                _wait_for_workers(scheduler, certs, plan.gpus, workers, clients)
+                _wait_for_workers(scheduler, certs, plan.gpus, workers, clients, phases=phases)
         except BaseException:
             # A cluster that did not come up must not leave a machine behind.
             found = provision.find(clients, region, cluster_id=cluster_id)
@@ -167,6 +189,7 @@ class AwsProvider:
             raise
         finally:
             s3.delete_object(Bucket=bucket, Key=keys_key)  # the key never outlives the boot
+            s3.delete_object(Bucket=bucket, Key=progress_key)
         instances = [head, *workers]
         record = {
             "id": cluster_id,
@@ -186,6 +209,7 @@ class AwsProvider:
             "idle": request.idle_minutes,
             "started": head.launched,
             "state_dir": str(request.state_dir),  # whose ledger records the node's end
+            "env": lock.hash,  # the environment its nodes run (%burst env)
         }
         ledger = shared_ledger(request.state_dir)
         ledger.cluster_started(
@@ -226,6 +250,9 @@ class AwsProvider:
         s3 = sdk.client("s3", region)
         bucket = _bucket(s3, region)
         certs = tls.ClusterCerts(pathlib.Path(record["tls"]))
+        # The nodes it adds run the environment this kernel has now; the pre-flight first.
+        lock = _node_environment(state_dir, offer)
+        environment = env_store.env_boot(s3, bucket, lock, _url_seconds(), upload=True)
         keys_key = f"jupyter-burst/{record['id']}/{secrets.token_hex(16)}.tar"
         before = {
             i.id
@@ -244,8 +271,9 @@ class AwsProvider:
                 keys_url=s3.generate_presigned_url(
                     "get_object",
                     Params={"Bucket": bucket, "Key": keys_key},
-                    ExpiresIn=_KEYS_SECONDS,
+                    ExpiresIn=_url_seconds(),
                 ),
+                environment=environment,
                 scheduler=record["scheduler"],
                 extra=True,
                 gpu_mem_gib=offer.gpu_mem_gib,
@@ -254,7 +282,7 @@ class AwsProvider:
                 cluster_id=record["id"],
                 role="worker",
                 count=len(before) + plan.nodes,
-                image_id=_image(),
+                image_id=_image(offer, state_dir, record["id"]),
                 user_data=userdata.render(node),
                 owner=owner(),
                 max_lifetime_minutes=node.max_lifetime_minutes,
@@ -376,6 +404,39 @@ def _bill(ledger, cluster_id: str, instances: list, devices: list[str]) -> None:
         )  # fmt: skip
 
 
+def _boot_phase(phases: start_phases.StartPhases, said: str) -> None:
+    """The booting head's own words ("environment building") as the start's phase."""
+    words = said.split(" ", 1)
+    if words[0] == ENVIRONMENT:
+        phases.enter(ENVIRONMENT, words[1] if len(words) > 1 else "")
+    elif words[0] == "node":
+        phases.enter(BOOTING, "node starting")
+
+
+def _boot_progress(s3, bucket: str, key: str) -> str:
+    """What the booting node last said of itself ("environment building"), or ""."""
+    if not key:
+        return ""
+    try:
+        said = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:
+        if sdk.error_code(exc) in ("NoSuchKey", "404"):
+            return ""
+        raise
+    # The node writes it, so it is read as text of a line, never more.
+    return said[:200].decode("utf-8", "replace").splitlines()[0] if said.strip() else ""
+
+
+def _url_seconds() -> int:
+    return int(float(config.get("aws.boot-timeout", 900))) + _URL_MARGIN_SECONDS
+
+
+def _node_environment(state_dir: pathlib.Path, offer: Offer) -> env_lock.NodeLock:
+    """This kernel's environment as the nodes will have it, each difference said in one line
+    (the pre-flight every provider runs: clusters/env/lock.py)."""
+    return env_lock.preflight(state_dir, gpu=offer.gpus > 0)
+
+
 def _wants_spot(request: ClusterRequest) -> bool:
     """spot=yes on the cell: every node spot, the head too (the user's call: a lost head
     restarts the cell from its checkpoint on a new cluster)."""
@@ -446,14 +507,13 @@ def _security_group(ec2, cluster_id: str, cidr: str) -> str:
     return group
 
 
-def _image() -> str:
-    image = config.get("aws.image")
-    if image:
-        return str(image)
-    raise ClusterError(
-        "set burst.aws.image to a machine image with Python 3.11 and the NVIDIA driver "
-        "(e.g. an AWS Deep Learning AMI id for your region)"
-    )
+def _image(offer: Offer, state_dir: pathlib.Path, cluster_id: str) -> str:
+    """The nodes' machine image (``burst.aws.image``, else the latest public one for the
+    offer, ``images.resolve``): said once for the launch, and kept in the ledger."""
+    image = images.resolve(offer)
+    print(image.line(), flush=True)
+    shared_ledger(state_dir).image_used(cluster_id, image.id, image.how, image.parameter)
+    return image.id
 
 
 _LISTING_DELAY_SECONDS = 120  # EC2 may list a just-launched instance only after a while
@@ -478,7 +538,12 @@ def _ended(clients, launched: list) -> list[str]:
 
 
 def _wait_for_workers(
-    scheduler: str, certs: tls.ClusterCerts, slots: int, nodes: list, clients
+    scheduler: str,
+    certs: tls.ClusterCerts,
+    slots: int,
+    nodes: list,
+    clients,
+    phases: start_phases.StartPhases = start_phases.NOT_RECORDED,
 ) -> None:
     """Until the worker nodes' workers have joined the head's scheduler (``slots`` in all)."""
     from distributed import Client
@@ -489,7 +554,9 @@ def _wait_for_workers(
     try:
         while time.monotonic() < deadline:
             # Right after connecting, the client may not have the scheduler's identity yet.
-            if len(client.scheduler_info(n_workers=-1).get("workers", {})) >= slots:
+            joined = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+            phases.enter(WORKERS, done=min(joined, slots), total=slots)
+            if joined >= slots:
                 return
             gone = _ended(clients, nodes)
             if gone:
@@ -507,9 +574,19 @@ def _wait_for_workers(
     )
 
 
-def _wait_for_announcement(s3, bucket: str, key: str, head, clients) -> str:
+def _wait_for_announcement(
+    s3,
+    bucket: str,
+    key: str,
+    head,
+    clients,
+    progress_key: str = "",
+    on_progress: Callable[[str], None] = lambda said: None,
+) -> str:
+    """The head's scheduler address, once it announced it; where its boot is, said meanwhile."""
     timeout = float(config.get("aws.boot-timeout", 900))
     deadline = time.monotonic() + timeout
+    progress = ""
     while time.monotonic() < deadline:
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -521,9 +598,17 @@ def _wait_for_announcement(s3, bucket: str, key: str, head, clients) -> str:
         except Exception as exc:
             if sdk.error_code(exc) not in ("NoSuchKey", "404"):
                 raise
+        now = _boot_progress(s3, bucket, progress_key)
+        if now and now != progress:
+            progress = now
+            print(f"burst: head {head.id}: {now}", flush=True)
+            on_progress(now)
         if _ended(clients, [head]):
+            # Its last words may have come after the look above.
+            progress = _boot_progress(s3, bucket, progress_key) or progress
+            said = f" (its boot said: {progress})" if progress else ""
             raise ClusterError(
-                f"the head instance {head.id} stopped before its scheduler came up; "
+                f"the head instance {head.id} stopped before its scheduler came up{said}; "
                 "its console output (EC2 console) says why"
             )
         time.sleep(1.0)

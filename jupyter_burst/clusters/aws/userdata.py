@@ -1,14 +1,18 @@
-"""The user-data script an EC2 node boots with: the same packages, its keys, its node process.
+"""The user-data script an EC2 node boots with: its keys, the notebook's environment, its node process.
 
 User data is readable by anything on the instance through the metadata service, so it holds
-no secret: the node's TLS key arrives through a presigned S3 URL that expires in minutes
-(and whose object is deleted once the node is up), and the head announces its scheduler
-address through another, write-only, presigned URL. No AWS credential is ever on a node.
+no secret: the node's TLS key arrives through a presigned S3 URL that expires once the boot
+timeout is over (fetched first, before the environment, which may take minutes; the object
+is deleted once the node is up), and the head announces its scheduler address through
+another, write-only, presigned URL. No AWS credential is ever on a node. The environment is
+the notebook's own (:mod:`jupyter_burst.clusters.env`): unpacked from its archive in S3, or
+built with uv and stored there for the next node. The workers are told where the spot
+interruption notice appears (the metadata service), so ``burst.on_preempt`` fires.
 
 A few environment variables let the test suite's VM emulator run the very same script as
 local processes: ``JUPYTER_BURST_IMDS`` (the metadata service), ``JUPYTER_BURST_ROOT`` (the
-node's folder), ``JUPYTER_BURST_PYTHON`` and ``JUPYTER_BURST_SCHEDULER_PORT`` (machines that
-share one address need ports of their own).
+node's folder) and ``JUPYTER_BURST_SCHEDULER_PORT`` (machines that share one address need
+ports of their own); uv's own variables (``UV_PYTHON_PREFERENCE``...) reach uv.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from jupyter_burst.clusters.node_versions import notebook_versions
+from jupyter_burst.clusters.env.boot import EnvBoot
+from jupyter_burst.clusters.env.boot import render as render_environment
 
 SCHEDULER_PORT = 8786
 
@@ -30,22 +35,17 @@ class NodeBoot:
     idle_minutes: float
     max_lifetime_minutes: float
     keys_url: str
+    environment: EnvBoot
     announce_url: str = ""  # head: where it writes its scheduler address
     scheduler: str = ""  # worker: the head's scheduler
     port: int = SCHEDULER_PORT
     expect_slots: int = 0  # head: the whole cluster's slots (it stays up while nodes join)
     extra: bool = False  # worker: added to fit a cell; the head powers it off when it is idle
     gpu_mem_gib: float = 0.0  # GiB per GPU of its instance type (0: not said)
+    progress_url: str = ""  # PUT: the boot's phase, for the kernel that waits on it
 
 
-def render(boot: NodeBoot, versions: dict[str, str] | None = None) -> str:
-    versions = notebook_versions() if versions is None else versions
-    wanted = " ".join(shlex.quote(f"{k}=={v}") for k, v in sorted(versions.items()))
-    check = (
-        "import importlib.metadata as m, sys; "
-        f"want = {dict(sorted(versions.items()))!r}; "
-        "sys.exit(any(m.version(k) != v for k, v in want.items()))"
-    )
+def render(boot: NodeBoot) -> str:
     node = [
         "--cluster", boot.cluster, "--cluster-id", boot.cluster_id, "--provider", "aws",
         "--role", boot.role, "--slots", str(boot.slots), "--idle", f"{boot.idle_minutes:g}",
@@ -68,19 +68,29 @@ set -euo pipefail
 # The dead-man timer: whatever becomes of the node's watchdog, the machine ends at its lifetime
 # (launched with InstanceInitiatedShutdownBehavior=terminate, a shutdown ends the instance).
 shutdown -h +{max(1, round(boot.max_lifetime_minutes))} || true
+# A boot that fails ends its machine at once (it is never billed waiting for the dead man),
+# after saying where it failed, for the kernel that waits on it.
+trap 'code=$?; if [ "$code" -ne 0 ]; then burst_phase failed "(exit $code, line $LINENO)" 2>/dev/null || true; shutdown -h now; fi' EXIT
 IMDS="${{JUPYTER_BURST_IMDS:-http://169.254.169.254}}"
 ROOT="${{JUPYTER_BURST_ROOT:-/var/lib/jupyter-burst}}"
-PY="${{JUPYTER_BURST_PYTHON:-python3}}"
 TOKEN=$(curl -fsS -X PUT "$IMDS/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
 HOST=$(curl -fsS -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/latest/meta-data/local-ipv4")
-mkdir -p -m 700 "$ROOT/state" "$ROOT/tls"
-# The same versions as the notebook's environment, or pickles would not travel.
-if ! "$PY" -c {shlex.quote(check)} 2>/dev/null; then
-    "$PY" -m pip install --quiet {wanted}
-fi
-curl -fsS {shlex.quote(boot.keys_url)} -o "$ROOT/keys.tar"
+mkdir -p -m 700 "$ROOT" "$ROOT/state" "$ROOT/tls"
+# The key bundle first: its URL is short-lived, and the environment may take minutes.
+(umask 077 && curl -fsS --retry 3 {shlex.quote(boot.keys_url)} -o "$ROOT/keys.tar")
+PROGRESS={shlex.quote(boot.progress_url)}
+burst_phase() {{  # the boot log and the kernel waiting for this node read where its boot is
+    echo "burst-phase: $(date +%s.%N) $*"
+    if [ -n "$PROGRESS" ]; then
+        curl -fsS -X PUT -H "Content-Type: text/plain" --data-binary "$*" "$PROGRESS" >/dev/null 2>&1 || true
+    fi
+}}
+{render_environment(boot.environment).strip()}
 "$PY" -m jupyter_burst.clusters.tls unpack "$ROOT/keys.tar" "$ROOT/tls"
 rm -f "$ROOT/keys.tar"
+# The spot interruption notice appears in the metadata service: the workers watch it.
+export DASK_BURST__PREEMPTION__URL="$IMDS"
+burst_phase node starting
 exec "$PY" -m jupyter_burst.node {args} \\
     --state-dir "$ROOT/state" --tls-dir "$ROOT/tls" --host "$HOST" --power-off "shutdown -h now" \\
     --port "${{JUPYTER_BURST_SCHEDULER_PORT:-{boot.port}}}"

@@ -6,6 +6,10 @@ per GPU); the cluster's TLS certificates made here; on each host, over ssh, the 
 bundle on stdin and ``python -m jupyter_burst.node`` started in a session of its own, so it
 outlives the connection. The head's answer carries its scheduler's address.
 
+Before any of that, the pre-flight (the notebook's lock, said in lines: clusters/env/) and
+the environment on each host (:mod:`.environment`): built there once per hash with uv,
+cached after; a node runs that environment's python, never the host's own packages.
+
 The node's watchdog is the same as on a cloud machine, but with no power-off command: on a
 shared host it ends the node's processes, never the machine. ``terminate`` ends them over
 ssh and returns once they are gone.
@@ -13,20 +17,21 @@ ssh and returns once they are gone.
 
 from __future__ import annotations
 
-import json
 import pathlib
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jupyter_burst import config
-from jupyter_burst.clusters import records, tls
-from jupyter_burst.clusters.node_versions import notebook_versions
+from jupyter_burst.clusters import records, start_phases, tls
+from jupyter_burst.clusters.env import lock as env_lock
 from jupyter_burst.clusters.offers import Offer, OfferRequest
 from jupyter_burst.clusters.provider import ClusterRequest
-from jupyter_burst.clusters.ssh import channel
+from jupyter_burst.clusters.ssh import channel, environment
 from jupyter_burst.clusters.ssh.hosts import Host, configured_hosts, price_per_gpu_hour
+from jupyter_burst.clusters.start_phases import LAUNCHING
 from jupyter_burst.errors import ClusterError
 from jupyter_burst.store.ledger import shared_ledger
 
@@ -79,13 +84,21 @@ class SshProvider:
             f"({gpus} GPUs at ${price * gpus:.2f}/h notional)",
             flush=True,
         )
+        # The pre-flight, then the environment on every host: what cannot be had is refused
+        # before any node starts.
+        lock = env_lock.preflight(request.state_dir, gpu=gpus > 0)
+        phases = start_phases.of(request)
+        pythons = environment.ensure(hosts, lock, request.state_dir, phases)
         cluster_id = f"{request.name}-{uuid.uuid4().hex[:8]}"
         certs = tls.make(request.state_dir / "tls" / cluster_id, cluster_id)
         base = str(config.get("ssh.remote-dir") or ".cache/jupyter-burst")
         timeout = float(config.get("start-timeout", 60))
         lifetime = float(config.get("ssh.max-lifetime", 720))
-        versions = json.dumps(notebook_versions())
         started: list[dict[str, Any]] = []
+        # launching k/N: a host counts once its node runs (the head's once its scheduler
+        # listens); the driver then counts the workers as they join the head.
+        phases.enter(LAUNCHING, done=0, total=len(hosts))
+        counting = threading.Lock()  # hosts answer from several threads: counts stay in order
 
         def start(i: int, host: Host, role: str, scheduler: str = "") -> dict[str, Any]:
             node_args = [
@@ -100,10 +113,11 @@ class SshProvider:
             else:
                 node_args += ["--scheduler", scheduler]
             root = f"{base.rstrip('/')}/{cluster_id}/{i}"
+            python = pythons[environment.host_key(host)]  # the environment's, built or cached
             answer = channel.helper(
                 host,
                 request.state_dir,
-                ["start", root, request.name, role, f"{timeout:g}", versions, "--", *node_args],
+                ["start", root, request.name, role, f"{timeout:g}", python, "--", *node_args],
                 stdin=certs.node_bundle(),
                 timeout=timeout + 30,
             )
@@ -115,7 +129,9 @@ class SshProvider:
                     for g in range(host.gpus)
                 ],
             }  # fmt: skip
-            started.append(node)
+            with counting:
+                started.append(node)
+                phases.enter(LAUNCHING, done=len(started), total=len(hosts))
             return dict(node, scheduler=answer.get("scheduler", ""))
 
         port = int(config.get("ssh.scheduler-port", 0) or 0)
@@ -153,6 +169,7 @@ class SshProvider:
             "idle": request.idle_minutes,
             "started": time.time(),
             "state_dir": str(request.state_dir),  # whose ledger records the nodes' end
+            "env": lock.hash,  # the environment its nodes run (%burst env)
         }
         _record_start(record, price)
         records.write_record(request.state_dir, request.name, record)
@@ -246,7 +263,3 @@ def _record_start(record: dict[str, Any], price: float) -> None:
             node["devices"], node["pid"], price_per_hour=price * node["gpus"],
             notional=True, billing_minimum=0,
         )  # fmt: skip
-
-
-def _versions() -> dict[str, str]:
-    return notebook_versions()

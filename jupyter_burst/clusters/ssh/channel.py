@@ -81,7 +81,8 @@ def helper(
         last = stderr[-1] if stderr else f"exit {done.returncode}"
         raise ClusterError(
             f"{host.python} on {host.target} did not run jupyter-burst's helper: {last}; "
-            "set python= in its burst.ssh.hosts entry to a Python 3 with jupyter-burst installed"
+            "set python= in its burst.ssh.hosts entry to a Python 3 there (it runs a "
+            "stdlib-only helper; the nodes run the notebook's environment, built there)"
         )
     if "error" in answer:
         raise ClusterError(f"{host.target}: {answer['error']}")
