@@ -283,13 +283,14 @@ def test_a_bigger_cell_adds_a_quoted_aws_node_that_ends_when_idle_and_both_bill_
 
 # SSH: hosts are not added to a running cluster ---------------------------------------------
 
-sshd, hosts_dir = ssh.sshd, ssh.hosts_dir  # the ssh provider tests' fixtures: a real sshd
+# the ssh provider tests' fixtures: a real sshd, its hosts' folder, a kernel's settings for it
+sshd, hosts_dir, kernel_env = ssh.sshd, ssh.hosts_dir, ssh.kernel_env
 
 
 def test_an_ssh_cluster_that_cannot_add_hosts_refuses_a_bigger_cell_in_one_line_with_the_fix(
-    sshd, hosts_dir, state_dir, workdir
+    kernel_env, state_dir, workdir
 ):
-    with burst_kernel(state_dir, workdir, ssh.kernel_env(sshd, hosts_dir)) as kernel:
+    with burst_kernel(state_dir, workdir, kernel_env) as kernel:
         kernel.ok("%%burst provider=ssh\nx = 1\n", timeout=90)
         run = kernel.execute("%%burst provider=ssh gpus=2\nx = 2\n", timeout=90)
         assert run.evalue == (

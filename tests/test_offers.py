@@ -715,3 +715,22 @@ def test_this_machines_gpus_are_offered_with_their_model_and_memory(tmp_path, mo
         offer, OfferRequest(gpus=2, gpu_mem_gib=80)
     )
     assert LocalProvider().offers(OfferRequest(gpus=4)) == []  # only 2 GPUs here
+
+
+def test_a_failed_price_lookup_is_not_paid_for_again_within_minutes(monkeypatch, tmp_path):
+    """A launch asks twice (its plan, then the same shape's alternatives): a lookup that failed
+    (its retries take seconds) answers from the catalog at once the second time."""
+    asked = []
+
+    def failing(regions, **kwargs):
+        asked.append(regions)
+        raise ClusterError("AWS prices could not be read (pricing:GetProducts: throttled)")
+
+    monkeypatch.setattr(aws_prices, "live_offers", failing)
+    first = aws_prices.current(["us-east-1"], state_dir=tmp_path)
+    second = aws_prices.current(["us-east-1"], state_dir=tmp_path)
+    assert first == second and "pricing:GetProducts: throttled" in first[1]
+    assert len(asked) == 1
+    monkeypatch.setattr(aws_prices, "_FAILED_SECONDS", 0.0)  # minutes later: asked again
+    aws_prices.current(["us-east-1"], state_dir=tmp_path)
+    assert len(asked) == 2

@@ -458,17 +458,18 @@ def test_a_cell_on_an_emulated_ec2_node_reads_and_writes_the_notebooks_folder(
         assert not (workdir / "off.csv").exists()
 
 
-# The ssh provider's own fixtures: a real sshd on 127.0.0.1, and the folder its "hosts" use.
-sshd, hosts_dir = ssh_tests.sshd, ssh_tests.hosts_dir
+# The ssh provider's own fixtures: a real sshd on 127.0.0.1, the folder its "hosts" use, and
+# a kernel's settings for them (a notebook environment the hosts build).
+sshd, hosts_dir, kernel_env = ssh_tests.sshd, ssh_tests.hosts_dir, ssh_tests.kernel_env
 
 
 def test_on_two_ssh_hosts_every_rank_reads_the_folder_and_rank_0s_files_come_back(
-    sshd, hosts_dir, state_dir, workdir
+    kernel_env, state_dir, workdir
 ):
     """Each node has its own copy; what rank 0 writes comes back, another node's files stay
     there; a background job's files come back with its results (``%burst wait``)."""
     _tree(workdir, {"data.csv": "n\n5\n"})
-    with burst_kernel(state_dir, workdir, ssh_tests.kernel_env(sshd, hosts_dir)) as kernel:
+    with burst_kernel(state_dir, workdir, kernel_env) as kernel:
         run = kernel.ok(
             "%%burst provider=ssh gpus=2 return=gather\n"
             "import os\n"

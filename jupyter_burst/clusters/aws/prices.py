@@ -286,6 +286,14 @@ def live_offers(
     return offers, fetched_at
 
 
+# A live lookup that failed (no pricing permission, a throttled API) costs its retries, seconds
+# each time: a launch asks twice (its plan, then the same shape's alternatives), so the
+# failure is remembered this long per (regions, endpoint, state folder) and the catalog used
+# meanwhile.
+_FAILED_SECONDS = 300.0
+_failed: dict[tuple[tuple[str, ...], str | None, str], tuple[float, str]] = {}
+
+
 def current(
     regions: Sequence[str],
     *,
@@ -299,11 +307,19 @@ def current(
     with the reason in the note: a table that quietly shows stale prices would mislead.
     """
     regions = tuple(regions) or default_regions()
-    try:
-        live = live_offers(regions, session=session, state_dir=state_dir, endpoint_url=endpoint_url)
-        reason = "no AWS credentials"
-    except ClusterError as exc:
-        live, reason = None, str(exc).removeprefix("burst: ")
+    key = (regions, endpoint_url, str(state_dir))
+    failed = _failed.get(key)
+    if failed is not None and time.monotonic() - failed[0] < _FAILED_SECONDS:
+        live, reason = None, failed[1]  # asked again within minutes: the same answer, at once
+    else:
+        try:
+            live = live_offers(
+                regions, session=session, state_dir=state_dir, endpoint_url=endpoint_url
+            )
+            reason = "no AWS credentials"
+        except ClusterError as exc:
+            live, reason = None, str(exc).removeprefix("burst: ")
+            _failed[key] = (time.monotonic(), reason)
     if live is not None:
         offers, fetched_at = live
         stamp = datetime.fromtimestamp(fetched_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
