@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
 from typing import Any
 
 import dask.config
@@ -96,3 +97,18 @@ def state_dir() -> pathlib.Path:
         path = pathlib.Path(jupyter_data_dir()) / "burst"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def write_config_file(path: pathlib.Path, header: str, burst: dict[str, Any]) -> None:
+    """A Dask config file of ``burst`` settings under a comment ``header``, replaced whole: a
+    kernel or server reading it meanwhile sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = header + yaml.safe_dump({"burst": burst}, sort_keys=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        raise

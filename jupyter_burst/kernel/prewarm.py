@@ -19,15 +19,12 @@ idle time, and its start is in the ledger with the purpose ``prewarm``.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import dask.config
-import yaml
 
 from jupyter_burst import config
 from jupyter_burst.clusters import records, start_phases
@@ -167,21 +164,12 @@ def _running(state_dir: pathlib.Path, name: str, provider: str) -> bool:
 
 def _write(on: bool) -> None:
     """The setting, in a file of its own that is replaced whole (a reader sees old or new)."""
-    path = settings_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = (
+    config.write_config_file(
+        settings_path(),
         "# Written by %burst prewarm on|off (jupyter-burst): whether JupyterLab starts a\n"
-        "# %%burst cell's cluster while the cell is written.\n"
-        + yaml.safe_dump({"burst": {"prewarm": on}})
+        "# %%burst cell's cluster while the cell is written.\n",
+        {"prewarm": on},
     )
-    fd, temporary = tempfile.mkstemp(prefix=".jupyter-burst-prewarm-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _one_line(exc: BaseException) -> str:

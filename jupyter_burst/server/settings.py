@@ -11,14 +11,13 @@ and a cell's own options still win over it.
 from __future__ import annotations
 
 import math
-import os
 import pathlib
 import re
-import tempfile
 from typing import Any
 
 import dask.config
-import yaml
+
+from jupyter_burst import config
 
 FILE_NAME = "jupyter-burst-lab.yaml"
 MAX_IDLE_MINUTES = 7 * 24 * 60
@@ -67,19 +66,10 @@ def write(body: Any, path: pathlib.Path | None = None) -> dict[str, Any]:
     if not settings:
         path.unlink(missing_ok=True)
         return {"path": str(path), "burst": {}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = (
+    config.write_config_file(
+        path,
         "# Written by the jupyter-burst JupyterLab extension from its Settings Editor values;\n"
-        "# change them there (this file is rewritten on every change).\n"
-        + yaml.safe_dump({"burst": settings}, sort_keys=True)
+        "# change them there (this file is rewritten on every change).\n",
+        settings,
     )
-    # Replaced whole: a kernel reading it meanwhile sees the old file or the new one.
-    fd, temporary = tempfile.mkstemp(prefix=".jupyter-burst-lab-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
     return {"path": str(path), "burst": settings}
