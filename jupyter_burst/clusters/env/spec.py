@@ -23,7 +23,7 @@ import re
 import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from packaging.markers import Marker
@@ -240,17 +240,22 @@ def _applies(marker: Marker | None, environment: dict[str, str]) -> bool:
     return any(marker.evaluate({**environment, "extra": e}) for e in extras)
 
 
+def _requirements(dist: importlib.metadata.Distribution) -> Iterator[Requirement]:
+    """The distribution's requirements that parse (a malformed line is skipped, as pip does)."""
+    for line in dist.requires or []:
+        try:
+            yield Requirement(line)
+        except InvalidRequirement:
+            continue
+
+
 def _edges(
     found: dict[str, importlib.metadata.Distribution], environment: dict[str, str]
 ) -> dict[str, list[tuple[str, bool, str]]]:
     """requirer -> [(required, asked there, whether only under an extra)] among installed ones."""
     edges: dict[str, list[tuple[str, bool, str]]] = {}
     for name, dist in found.items():
-        for line in dist.requires or []:
-            try:
-                wanted = Requirement(line)
-            except InvalidRequirement:
-                continue
+        for wanted in _requirements(dist):
             target = canonical(wanted.name)
             if target in found:
                 extra = " ".join(_EXTRA.findall(str(wanted.marker or "")))
@@ -331,11 +336,7 @@ def _installed_extras(found: dict[str, importlib.metadata.Distribution]) -> set[
     environment = _linux_environment()
     wanted: dict[tuple[str, str], bool] = {}
     for name, dist in found.items():
-        for line in dist.requires or []:
-            try:
-                requirement = Requirement(line)
-            except InvalidRequirement:
-                continue
+        for requirement in _requirements(dist):
             for extra in _EXTRA.findall(str(requirement.marker or "")):
                 if requirement.marker is not None and not requirement.marker.evaluate(
                     {**environment, "extra": extra}
