@@ -67,6 +67,30 @@ def make_notebook_env(folder: pathlib.Path, uv_cache: pathlib.Path, extra: tuple
     return python
 
 
+def fake_distribution(folder: pathlib.Path, name: str, version: str, *requires: str) -> None:
+    """An installed distribution as importlib.metadata sees one (a macOS notebook's, say)."""
+    info = folder / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    lines += [f"Requires-Dist: {r}" for r in requires]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
+    (info / "INSTALLER").write_text("pip\n")
+
+
+def with_a_macos_only_package(env: dict[str, str], folder: pathlib.Path) -> dict[str, str]:
+    """``env`` for a kernel that has ``maconly 1.0`` installed, whose index (the wheelhouse and
+    a folder of its own) holds only a macOS wheel of it: no Linux node can install it."""
+    site, index = folder / "site", folder / "index"
+    fake_distribution(site, "maconly", "1.0")
+    index.mkdir()
+    (index / "maconly-1.0-py3-none-macosx_11_0_arm64.whl").write_bytes(b"")
+    return {
+        **env,
+        "PYTHONPATH": f"{REPO}:{site}",
+        "DASK_BURST__ENV__FIND_LINKS": json.dumps([str(WHEELHOUSE), str(index)]),
+    }
+
+
 @pytest.fixture(scope="session")
 def notebook_python(tmp_path_factory) -> pathlib.Path:
     """The notebook environment's interpreter (one per test process)."""

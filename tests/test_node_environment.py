@@ -8,13 +8,19 @@ its own (tests/notebook_env.py) that has ``tabulate``, which no machine has.
 from __future__ import annotations
 
 import json
-import pathlib
 import subprocess
 
 from jupyter_burst.clusters.aws import sdk
 from tests.aws_cloud import REGION
 from tests.harness import REPO, burst_kernel, wait_for
-from tests.notebook_env import KERNEL_PYTHON, WHEELHOUSE, make_notebook_env, uv_binary
+from tests.notebook_env import (
+    KERNEL_PYTHON,
+    WHEELHOUSE,
+    fake_distribution,
+    make_notebook_env,
+    uv_binary,
+    with_a_macos_only_package,
+)
 from tests.test_aws_cluster import _instances
 
 ARCHIVES = "jupyter-burst/envs/"
@@ -37,16 +43,6 @@ def _console(vms, ec2, cluster_tag: str) -> str:
         if any(t["Value"].startswith(f"{cluster_tag}-") for t in i.get("Tags", []))
     ]
     return (vms.machines[node["InstanceId"]].root / "console.log").read_text()
-
-
-def _fake_distribution(folder: pathlib.Path, name: str, version: str, *requires: str) -> None:
-    """An installed distribution as importlib.metadata sees one (a macOS notebook's, say)."""
-    info = folder / f"{name}-{version}.dist-info"
-    info.mkdir(parents=True)
-    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
-    lines += [f"Requires-Dist: {r}" for r in requires]
-    (info / "METADATA").write_text("\n".join(lines) + "\n")
-    (info / "INSTALLER").write_text("pip\n")
 
 
 def test_a_bare_machine_gets_the_notebooks_packages_and_the_next_cluster_unpacks_them(
@@ -124,7 +120,7 @@ def test_a_package_only_macos_needs_is_left_out_in_one_line(
     from tests.notebook_env import index_env
 
     site = tmp_path / "site"
-    _fake_distribution(site, "appnope", "0.1.4")
+    fake_distribution(site, "appnope", "0.1.4")
     env = {
         **index_env(env_cache),
         KERNEL_PYTHON: str(notebook_python),
@@ -142,15 +138,7 @@ def test_a_package_with_no_linux_wheel_is_refused_before_anything_launches(
     cloud, state_dir, workdir, tmp_path
 ):
     env, vms, ec2 = cloud
-    site, index = tmp_path / "site", tmp_path / "index"
-    _fake_distribution(site, "maconly", "1.0")
-    index.mkdir()
-    (index / "maconly-1.0-py3-none-macosx_11_0_arm64.whl").write_bytes(b"")
-    env = {
-        **env,
-        "PYTHONPATH": f"{REPO}:{site}",
-        "DASK_BURST__ENV__FIND_LINKS": json.dumps([str(WHEELHOUSE), str(index)]),
-    }
+    env = with_a_macos_only_package(env, tmp_path)
     with burst_kernel(state_dir, workdir, env) as kernel:
         run = kernel.execute("%%burst provider=aws\nx = 1\n", timeout=120)
     assert run.traceback == [run.evalue], run.error_text

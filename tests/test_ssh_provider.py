@@ -34,9 +34,15 @@ from jupyter_burst.clusters.ssh.hosts import parse_host
 from jupyter_burst.errors import ClusterError
 from jupyter_burst.store.ledger import Ledger
 from tests.aws_fakes import free_port
-from tests.harness import REPO, burst_kernel, wait_for
-from tests.notebook_env import KERNEL_PYTHON, WHEELHOUSE, base_python, index_env, uv_binary
-from tests.test_node_environment import _fake_distribution
+from tests.harness import burst_kernel, wait_for
+from tests.notebook_env import (
+    KERNEL_PYTHON,
+    WHEELHOUSE,
+    base_python,
+    index_env,
+    uv_binary,
+    with_a_macos_only_package,
+)
 
 SSHD = pathlib.Path("/usr/sbin/sshd")
 PRICE = 2.5  # the chargeback price of one GPU-hour
@@ -353,15 +359,7 @@ def test_a_host_builds_the_notebooks_environment_once_and_the_next_cluster_reuse
 def test_a_package_with_no_linux_wheel_is_refused_before_any_host_is_asked(
     kernel_env, hosts_dir, state_dir, workdir, tmp_path
 ):
-    site, index = tmp_path / "site", tmp_path / "index"
-    _fake_distribution(site, "maconly", "1.0")
-    index.mkdir()
-    (index / "maconly-1.0-py3-none-macosx_11_0_arm64.whl").write_bytes(b"")
-    env = {
-        **kernel_env,
-        "PYTHONPATH": f"{REPO}:{site}",
-        "DASK_BURST__ENV__FIND_LINKS": json.dumps([str(WHEELHOUSE), str(index)]),
-    }
+    env = with_a_macos_only_package(kernel_env, tmp_path)
     with burst_kernel(state_dir, workdir, env) as kernel:
         run = kernel.execute("%%burst provider=ssh\nx = 1\n", timeout=120)
     assert run.traceback == [run.evalue], run.error_text
