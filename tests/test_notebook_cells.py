@@ -5,8 +5,10 @@ real Dask processes."""
 from __future__ import annotations
 
 import pathlib
+import subprocess
+import sys
 
-from tests.harness import burst_processes, cluster_record
+from tests.harness import REPO, burst_processes, cluster_record
 
 
 def test_a_shell_escape_in_a_burst_cell_runs_on_the_rank_and_its_output_arrives_live(
@@ -374,6 +376,26 @@ def test_seeded_random_state_carries_from_cell_to_cell(kernel):
         "print(expected == [drawn, then])\n"
     )
     assert check.stdout.strip() == "True"
+
+
+def test_dask_working_beside_a_seeded_cell_does_not_move_its_random_numbers():
+    """Dask samples a long list's size with random.sample, on whatever thread stores it: in
+    a worker that happens beside a running cell (the flake this test stands for)."""
+    script = (
+        "import random, sys, dask.sizeof, distributed, tornado.ioloop\n"
+        "from jupyter_burst.wire import rng_state\n"
+        "random.seed(0); expected = random.random()\n"
+        "random.seed(0); dask.sizeof.sizeof(list(range(100))); unkept = random.random()\n"
+        "rng_state.restore(rng_state.capture())  # what each cell does, on both sides\n"
+        "random.seed(0); dask.sizeof.sizeof(list(range(100))); kept = random.random()\n"
+        "own = [m for m in ('distributed.comm.core', 'distributed.utils_comm', 'tornado.ioloop')"
+        " if sys.modules[m].random is not random]\n"
+        "print(unkept != expected, kept == expected, len(own))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert done.stdout.split() == ["True", "True", "3"], done.stderr
 
 
 def test_classes_with_slots_keywords_cached_properties_and_singledispatch_travel(kernel):

@@ -11,13 +11,50 @@ with or without ``%%burst``. (CUDA generators are per device and stay on the wor
 Used on both sides: :func:`capture` and :func:`restore` are plain functions of module state.
 The worker sends back every state it has: a cell that imported torch and seeded it leaves
 that state to the notebook, which has torch from then on.
+
+A kernel and a worker also run library code beside the cell, on other threads: Dask's
+connection back-off, its size sampling of lists, tornado's timer jitter, jupyter_client's
+message-digest culling. Each of those draws from Python's global generator, so a seeded
+cell's numbers would depend on what the process happened to be doing at the time (seen as
+a seeded notebook giving other numbers under load). :func:`capture` and :func:`restore`
+first give those modules a generator of their own (:func:`_keep_libraries_off`).
 """
 
 from __future__ import annotations
 
 import pickle
+import random as _random
 import sys
 from typing import Any
+
+# Modules that run beside a cell and draw from ``random``'s module functions, which are
+# methods of one global generator, named as they call it: ``random.uniform(...)`` and
+# the like, or a function imported from it.
+_DRAW_FROM_RANDOM = (
+    "dask.sizeof",
+    "distributed.comm.core",
+    "distributed.utils_comm",
+    "distributed.worker",
+    "distributed.scheduler",
+    "tornado.ioloop",
+    "jupyter_client.session",
+    "zmq.sugar.socket",
+)
+_IMPORTED_FROM_RANDOM = {"distributed.protocol.compression": ("randint",)}
+_theirs = _random.Random()  # the libraries' generator: not the notebook's
+
+
+def _keep_libraries_off() -> None:
+    """Point the libraries' draws at their own generator (those imported so far; cheap)."""
+    for name in _DRAW_FROM_RANDOM:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "random", None) is _random:
+            module.random = _theirs
+    for name, functions in _IMPORTED_FROM_RANDOM.items():
+        module = sys.modules.get(name)
+        for function in functions:
+            if module is not None and getattr(module, function, None) == getattr(_random, function):
+                setattr(module, function, getattr(_theirs, function))
 
 
 def capture() -> bytes:
@@ -26,6 +63,7 @@ def capture() -> bytes:
     One bytes object, not a structure: it rides in messages whose pickler looks at every
     object it holds, and a generator's state is hundreds of numbers.
     """
+    _keep_libraries_off()
     states: dict[str, Any] = {}
     if "random" in sys.modules:
         states["random"] = sys.modules["random"].getstate()
@@ -45,6 +83,7 @@ def restore(packed: bytes | None, import_torch: bool = False, imported_only: boo
     ``imported_only``; torch only with ``import_torch`` (seconds): a cell that never touches
     torch need not pay for it.
     """
+    _keep_libraries_off()
     if not packed:
         return
     states = pickle.loads(packed)

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from jupyter_burst.errors import ClusterError
 
 T = TypeVar("T")
+# Back-off jitter from a generator of its own: a notebook's seeded `random` is not ours to move.
+_jitter = random.Random()
 
 # This offer (type, market, zone) cannot be launched now: the next offer may be.
 CAPACITY_CODES = frozenset(
@@ -109,7 +111,7 @@ def with_backoff(
                 raise explain_auth(exc) from None
             if code not in RETRY_CODES or attempt == attempts - 1:
                 raise
-            sleep(random.uniform(0, min(cap, base * 2**attempt)))
+            sleep(_jitter.uniform(0, min(cap, base * 2**attempt)))
     raise AssertionError("unreachable")
 
 
