@@ -11,9 +11,11 @@ import os
 import pathlib
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ import psutil
 from jupyter_client.manager import KernelManager
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+_STACK_DUMPS = pathlib.Path(__file__).resolve().parent / "stack_dumps"
+_FRAMES_EACH = 9  # of a thread's stack, innermost first: where it waits, and who asked
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -83,13 +87,16 @@ class Kernel:
     ):
         self.state_dir = state_dir
         self.cwd = cwd
+        # Where the kernel's processes write their stacks when a cell hangs (self.stacks).
+        self.stacks_dir = pathlib.Path(tempfile.mkdtemp(prefix="burst-stacks-"))
         self.env = dict(os.environ)
         self.env.update(
             {
                 "DASK_BURST__STATE_DIR": str(state_dir),
                 "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])
+                    filter(None, [str(REPO), str(_STACK_DUMPS), os.environ.get("PYTHONPATH", "")])
                 ),
+                "JUPYTER_BURST_TEST_STACKS": str(self.stacks_dir),
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1",
             }
         )
@@ -118,16 +125,24 @@ class Kernel:
     def messages(self, msg_id: str, timeout: float) -> Iterator[dict]:
         """The cell's iopub messages as they arrive, until the kernel is idle again."""
         deadline = time.monotonic() + timeout
+        shown: list[str] = []  # what the cell printed so far, for the message of a hang
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"cell did not finish within {timeout:g} s")
+                last = "".join(shown).splitlines()[-15:]
+                raise AssertionError(
+                    f"cell did not finish within {timeout:g} s; its last lines:\n"
+                    + "\n".join(last)
+                    + f"\nwhere it waits:\n{self.stacks()}"
+                )
             try:
                 msg = self.kc.get_iopub_msg(timeout=min(remaining, 1.0))
             except queue.Empty:
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
+            if msg["msg_type"] == "stream":
+                shown.append(msg["content"]["text"])
             yield msg
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 return
@@ -162,6 +177,33 @@ class Kernel:
         result.elapsed = time.monotonic() - started
         return result
 
+    def stacks(self, lines_each: int = 40) -> str:
+        """The stacks of the kernel and of its clusters' processes, now (a cell hangs).
+
+        Each process that registered for it (tests/stack_dumps/sitecustomize.py) writes its
+        threads' stacks on SIGUSR1; only the threads in jupyter_burst's code, or the kernel's
+        main thread, are kept, so that the answer fits a CI log.
+        """
+        pids = [self.km.provisioner.pid] if self.km.provisioner else []
+        pids = [p for p in pids if p] + [p.pid for p in burst_processes(self.state_dir)]
+        files = {pid: self.stacks_dir / f"{pid}.txt" for pid in pids}
+        files = {pid: f for pid, f in files.items() if f.exists()}  # only those that listen
+        for pid in files:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: all(f.stat().st_size for f in files.values()), 5, "stack dumps")
+        report = []
+        for pid, file in files.items():
+            kept = []
+            for thread in file.read_text(errors="replace").split("\n\n"):
+                main_of_kernel = pid == pids[0] and thread.startswith("Current thread")
+                if "jupyter_burst" in thread or main_of_kernel:
+                    kept += thread.strip().splitlines()[:_FRAMES_EACH]  # innermost first
+            if kept:
+                report.append(f"--- pid {pid}:\n" + "\n".join(kept[:lines_each]))
+        return "\n".join(report) or "(no stacks)"
+
     def interrupt(self) -> None:
         self.km.interrupt_kernel()
 
@@ -180,6 +222,7 @@ class Kernel:
         finally:
             if self.km.has_kernel:
                 self.km.shutdown_kernel(now=True)
+            shutil.rmtree(self.stacks_dir, ignore_errors=True)
 
 
 def cluster_record(
