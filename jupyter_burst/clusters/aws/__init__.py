@@ -46,6 +46,9 @@ _URL_MARGIN_SECONDS = 120
 _ANNOUNCE_SECONDS = 1800
 _GROUP_WAIT_SECONDS = 90
 _QUOTE_SECONDS = 60  # a plan quoted for the daily budget still holds for the launch
+# What a booting head said of itself: a few short lines ("<its clock> <phase words>").
+_PROGRESS_BYTES = 4096
+_PROGRESS_LINES = 32
 
 
 class AwsProvider:
@@ -413,18 +416,19 @@ def _boot_phase(phases: start_phases.StartPhases, said: str) -> None:
         phases.enter(BOOTING, "node starting")
 
 
-def _boot_progress(s3, bucket: str, key: str) -> str:
-    """What the booting node last said of itself ("environment building"), or ""."""
+def _boot_progress(s3, bucket: str, key: str) -> list[str]:
+    """What the booting node said of itself so far, in order ("environment building", ...)."""
     if not key:
-        return ""
+        return []
     try:
         said = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:
         if sdk.error_code(exc) in ("NoSuchKey", "404"):
-            return ""
+            return []
         raise
-    # The node writes it, so it is read as text of a line, never more.
-    return said[:200].decode("utf-8", "replace").splitlines()[0] if said.strip() else ""
+    # The node writes it ("<its clock> <words>" a line), so it is read as a few short lines.
+    lines = said[:_PROGRESS_BYTES].decode("utf-8", "replace").splitlines()[:_PROGRESS_LINES]
+    return [words[:200] for _, _, words in (ln.partition(" ") for ln in lines) if words.strip()]
 
 
 def _url_seconds() -> int:
@@ -586,7 +590,7 @@ def _wait_for_announcement(
     """The head's scheduler address, once it announced it; where its boot is, said meanwhile."""
     timeout = float(config.get("aws.boot-timeout", 900))
     deadline = time.monotonic() + timeout
-    progress = ""
+    progress: list[str] = []
     while time.monotonic() < deadline:
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -599,14 +603,14 @@ def _wait_for_announcement(
             if sdk.error_code(exc) not in ("NoSuchKey", "404"):
                 raise
         now = _boot_progress(s3, bucket, progress_key)
-        if now and now != progress:
-            progress = now
-            print(f"burst: head {head.id}: {now}", flush=True)
-            on_progress(now)
+        for said in now[len(progress) :]:  # each phase once, in order, the short ones too
+            print(f"burst: head {head.id}: {said}", flush=True)
+            on_progress(said)
+        progress = now if len(now) > len(progress) else progress
         if _ended(clients, [head]):
             # Its last words may have come after the look above.
             progress = _boot_progress(s3, bucket, progress_key) or progress
-            said = f" (its boot said: {progress})" if progress else ""
+            said = f" (its boot said: {progress[-1]})" if progress else ""
             raise ClusterError(
                 f"the head instance {head.id} stopped before its scheduler came up{said}; "
                 "its console output (EC2 console) says why"

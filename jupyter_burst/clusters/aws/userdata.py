@@ -81,8 +81,9 @@ mkdir -p -m 700 "$ROOT" "$ROOT/state" "$ROOT/tls"
 PROGRESS={shlex.quote(boot.progress_url)}
 burst_phase() {{  # the boot log and the kernel waiting for this node read where its boot is
     echo "burst-phase: $(date +%s.%N) $*"
-    if [ -n "$PROGRESS" ]; then
-        curl -fsS -X PUT -H "Content-Type: text/plain" --data-binary "$*" "$PROGRESS" >/dev/null 2>&1 || true
+    echo "$(date +%s.%N) $*" >> "$ROOT/phases"
+    if [ -n "$PROGRESS" ]; then  # every phase so far: a short one between two looks is not lost
+        curl -fsS -X PUT -H "Content-Type: text/plain" --data-binary "@$ROOT/phases" "$PROGRESS" >/dev/null 2>&1 || true
     fi
 }}
 {render_environment(boot.environment).strip()}
