@@ -78,8 +78,8 @@ def offer(instance_type: str, gpus: int, region: str = REGION) -> Offer:
 # ---- through a real kernel ----------------------------------------------------------------
 
 
-def test_without_an_image_set_a_launch_boots_the_latest_deep_learning_ami_said_once_and_recorded(
-    cloud, published, newest, state_dir, workdir
+def test_without_an_image_set_a_launch_boots_the_latest_deep_learning_ami_and_a_set_one_wins(
+    cloud, published, newest, moto_image, state_dir, workdir
 ):
     env, vms, ec2 = cloud
     publish(published, {DLAMI: newest})
@@ -94,27 +94,27 @@ def test_without_an_image_set_a_launch_boots_the_latest_deep_learning_ami_said_o
         status = kernel.ok("%burst status").stdout
         assert f"default image: {newest} ({DESCRIBED}, from SSM {DLAMI}" in status, status
         assert "stopped default" in kernel.ok("%burst down", timeout=120).stdout
+
+        # The user sets an image: it wins, and SSM is not asked (asking would now fail).
+        publish(published, {})
+        kernel.ok(f"import dask\ndask.config.set({{'burst.aws.image': '{moto_image}'}})")
+        run = kernel.ok("%%burst provider=aws\nx = 1\n", timeout=180)
+        assert f"burst: image {moto_image} (burst.aws.image)" in run.stdout, run.stdout
+        (head,) = _instances(ec2)
+        assert head["ImageId"] == moto_image
+        kernel.ok("%burst down", timeout=120)
     ledger = Ledger(state_dir / "ledger.sqlite")
-    (cluster,) = ledger.clusters()
-    assert ledger.images([cluster["id"]])[cluster["id"]] == [
+    first, second = ledger.clusters()  # in the order they started
+    assert ledger.images([first["id"]])[first["id"]] == [
         {
             "image": newest,
             "how": f"{DESCRIBED}, from SSM {DLAMI}, region {REGION}",
             "parameter": DLAMI,
         }
     ]
-
-
-def test_a_set_image_wins_and_ssm_is_not_asked(cloud, published, moto_image, state_dir, workdir):
-    env, vms, ec2 = cloud
-    publish(published, {})  # asking SSM would now fail the launch: it is not asked
-    with burst_kernel(state_dir, workdir, env) as kernel:
-        run = kernel.ok("%%burst provider=aws\nx = 1\n", timeout=180)
-        assert f"burst: image {moto_image} (burst.aws.image)" in run.stdout, run.stdout
-        (head,) = _instances(ec2)
-        assert head["ImageId"] == moto_image
-    rows = Ledger(state_dir / "ledger.sqlite").query("SELECT image, how FROM cluster_images")
-    assert rows == [{"image": moto_image, "how": "burst.aws.image"}]
+    assert ledger.images([second["id"]])[second["id"]] == [
+        {"image": moto_image, "how": "burst.aws.image", "parameter": None}
+    ]
 
 
 def test_an_unreadable_image_parameter_is_one_line_naming_the_setting_and_launches_nothing(

@@ -82,6 +82,19 @@ def test_a_bare_machine_gets_the_notebooks_packages_and_the_next_cluster_unpacks
         assert "unpacked from its archive" in second, second
         # no resolver, no installer: uv never ran on the second machine
         assert "Resolved" not in second and "Installed" not in second, second
+
+        # The machines' spot notice (the metadata service's) reaches a cell on one of them.
+        vms.imds.notice = {"action": "terminate", "time": "2026-12-06T08:22:00Z"}
+        run = kernel.ok(
+            "%%burst provider=aws cluster=second\nimport time\n"
+            "deadline = time.monotonic() + 60\n"
+            "while not burst.preempting and time.monotonic() < deadline:\n"
+            "    time.sleep(0.2)\nheard = bool(burst.preempting)\n",
+            timeout=120,
+        )
+        assert kernel.ok("print(heard)").stdout.strip() == "True"
+        said = run.stdout + run.stderr
+        assert "burst: this node will be reclaimed at 2026-12-06T08:22:00Z" in said, said
         kernel.ok("%burst down", timeout=120)
 
 
@@ -159,27 +172,6 @@ def test_a_python_minor_the_nodes_cannot_match_is_refused_before_anything_launch
     assert run.traceback == [run.evalue], run.error_text
     assert run.evalue.startswith("burst: burst.env.python is 3.12 but this kernel runs Python 3.11")
     assert _instances(ec2) == [] and vms.machines == {}
-
-
-def test_the_spot_notice_reaches_a_cell_on_an_emulated_node(cloud, state_dir, workdir):
-    env, vms, ec2 = cloud
-    with burst_kernel(state_dir, workdir, env) as kernel:
-        kernel.ok("%%burst provider=aws\nx = 1\n", timeout=240)
-        (head,) = _instances(ec2)
-        script = (vms.machines[head["InstanceId"]].root / "user-data").read_text()
-        assert 'export DASK_BURST__PREEMPTION__URL="$IMDS"' in script
-        vms.imds.notice = {"action": "terminate", "time": "2026-12-06T08:22:00Z"}
-        run = kernel.ok(
-            "%%burst provider=aws\nimport time\ndeadline = time.monotonic() + 60\n"
-            "while not burst.preempting and time.monotonic() < deadline:\n"
-            "    time.sleep(0.2)\nheard = bool(burst.preempting)\n",
-            timeout=120,
-        )
-        assert kernel.ok("print(heard)").stdout.strip() == "True"
-        assert (
-            "burst: this node will be reclaimed at 2026-12-06T08:22:00Z" in run.stdout + run.stderr
-        )
-        kernel.ok("%burst down", timeout=120)
 
 
 def test_a_boot_that_fails_ends_its_machine_and_the_cell_says_where(cloud, state_dir, workdir):
