@@ -8,6 +8,7 @@ its own (tests/notebook_env.py) that has ``tabulate``, which no machine has.
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 
 from jupyter_burst.clusters.aws import sdk
@@ -35,14 +36,19 @@ def _archives(env: dict[str, str]) -> list[str]:
     return [o["Key"] for o in listed]
 
 
-def _console(vms, ec2, cluster_tag: str) -> str:
-    """The boot log of the cluster's one machine (its user data's output)."""
+def _machine(vms, ec2, cluster_tag: str) -> pathlib.Path:
+    """The emulated root folder of the cluster's one machine."""
     (node,) = [
         i
         for i in _instances(ec2)
         if any(t["Value"].startswith(f"{cluster_tag}-") for t in i.get("Tags", []))
     ]
-    return (vms.machines[node["InstanceId"]].root / "console.log").read_text()
+    return vms.machines[node["InstanceId"]].root
+
+
+def _console(vms, ec2, cluster_tag: str) -> str:
+    """The boot log of the cluster's one machine (its user data's output)."""
+    return (_machine(vms, ec2, cluster_tag) / "console.log").read_text()
 
 
 def test_a_bare_machine_gets_the_notebooks_packages_and_the_next_cluster_unpacks_them(
@@ -83,7 +89,10 @@ def test_a_bare_machine_gets_the_notebooks_packages_and_the_next_cluster_unpacks
         # no resolver, no installer: uv never ran on the second machine
         assert "Resolved" not in second and "Installed" not in second, second
 
-        # The machines' spot notice (the metadata service's) reaches a cell on one of them.
+        # The boot script points the workers at the metadata service, and its spot notice
+        # reaches a cell there.
+        script = _machine(vms, ec2, "second").joinpath("user-data").read_text()
+        assert 'export DASK_BURST__PREEMPTION__URL="$IMDS"' in script
         vms.imds.notice = {"action": "terminate", "time": "2026-12-06T08:22:00Z"}
         run = kernel.ok(
             "%%burst provider=aws cluster=second\nimport time\n"
