@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
@@ -11,6 +14,15 @@ from tests.harness import burst_kernel, burst_processes, stop_clusters
 from tests.netns import two_hosts  # noqa: F401 - a fixture for all
 from tests.node_machines import machines  # noqa: F401 - a fixture for all
 from tests.notebook_env import env_cache, notebook_python  # noqa: F401 - fixtures for all
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests sign and check checkpoints with a store key of their own (store_key.py), in
+    a folder of this test process: the kernels, servers and nodes they start inherit the
+    setting, and the user's own key is never made or read."""
+    folder = tempfile.mkdtemp(prefix="burst-test-keys-")
+    os.environ["JUPYTER_BURST_STORE_KEY_FILE"] = str(pathlib.Path(folder) / "store.key")
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 @pytest.fixture

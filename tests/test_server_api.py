@@ -293,6 +293,32 @@ def test_checkpoints_are_listed_and_downloaded_by_their_listed_name_only(server)
     assert reply.status_code == 404
 
 
+@pytest.mark.hardening
+def test_a_download_reads_the_stores_own_file_and_a_changed_one_never_arrives_whole(server):
+    store = CheckpointStore(default_root(server.state_dir), "job-dl")
+    good, bad = store.save({"w": [1] * 1000}, step=1), store.save({"w": [2] * 1000}, step=2)
+    folder = pathlib.Path(store.data_path(good)).parent
+    # A manifest whose entry names another URL (a store writer's): it is not followed.
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["checkpoints"]:
+        entry["url"] = "http://127.0.0.1:9/elsewhere.ckpt"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    reply = server.get(f"checkpoints/job-dl/{good.name}/download")
+    assert reply.status_code == 200
+    assert reply.content == pathlib.Path(store.data_path(good)).read_bytes()
+    # Data changed under its manifest: the download is cut short, never complete.
+    data = bytearray(pathlib.Path(store.data_path(bad)).read_bytes())
+    data[-10] ^= 0xFF
+    pathlib.Path(store.data_path(bad)).write_bytes(bytes(data))
+    try:
+        reply = server.get(f"checkpoints/job-dl/{bad.name}/download")
+        received = reply.content
+    except requests.exceptions.RequestException:
+        received = b""  # the connection closed before the end: as a browser sees it
+    assert received != bytes(data) and len(received) < len(data)
+    assert "does not match its manifest's sha256 and signature" in server.log_path.read_text()
+
+
 def test_an_internal_error_answers_json_without_a_traceback(server):
     # A row the jobs view cannot read (a start time that is not a time) forces a 500.
     server.ledger.query(

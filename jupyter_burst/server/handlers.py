@@ -258,18 +258,36 @@ class CheckpointDownloadHandler(BurstHandler):
     @authorized
     async def get(self, job: str, name: str) -> None:
         found = await self.blocking(api.checkpoint_file, self.state_dir(), job, name)
-        fs, path = checkpoints.filesystem(found.url)
-        source = await self.blocking(fs.open, path, "rb")
+        store = checkpoints.CheckpointStore(checkpoints.default_root(self.state_dir()), job)
+        source = await self.blocking(store.fs.open, store.data_path(found), "rb")
+        check = checkpoints.DataCheck(found)
         try:
             filename = _SAFE_FILENAME.sub("_", api.download_name(found))
             self.set_header("Content-Type", "application/octet-stream")
             self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
             self.set_header("Content-Length", str(found.bytes))
+            await self.flush()  # the headers now: the API handler's finish() would make it JSON
+            # A large checkpoint is streamed, not held in memory; its last chunk is held back
+            # until the whole was checked, so a changed or forged file never arrives whole.
+            held = b""
             while chunk := await self.blocking(source.read, DOWNLOAD_CHUNK):
-                self.write(chunk)
-                await self.flush()  # a large checkpoint is streamed, not held in memory
+                check.update(chunk)
+                if held:
+                    self.write(held)
+                    await self.flush()
+                held = chunk
         finally:
             source.close()
+        if not check.ok():
+            self.log.warning(
+                "jupyter-burst: checkpoint %s of job %s does not match its manifest's sha256 "
+                "and signature; its download was cut short",
+                name,
+                job,
+            )
+            self.request.connection.close()
+            return
+        self.write(held)
         self.finish()
 
 

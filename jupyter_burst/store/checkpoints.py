@@ -15,7 +15,10 @@ never becomes an object at all; a bucket lifecycle rule, AbortIncompleteMultipar
 frees its parts.)
 
 Each manifest entry carries the data's size and sha256: a file that no longer matches is
-skipped with a warning that names it, and the checkpoint before it is used.
+skipped with a warning that names it, and the checkpoint before it is used. It also carries
+an HMAC of the data made with the user's store key (:mod:`jupyter_burst.store.store_key`),
+checked before a byte is unpickled: an entry that someone else wrote into the store (they
+can write a matching sha256, not the HMAC) is refused like a damaged one.
 
 One writer per job: the main rank of the job's current attempt.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -39,6 +43,7 @@ from typing import Any
 
 from jupyter_burst import config
 from jupyter_burst.errors import CheckpointError, OptionError
+from jupyter_burst.store import store_key
 
 MANIFEST = "manifest.json"
 _DATA = re.compile(r"^(\d{20})-step[^/]*\.ckpt$")
@@ -74,6 +79,7 @@ class Checkpoint:
     url: str
     cell: str = ""
     format: str = "pickle"  # "torch" (torch.save) or "pickle"
+    mac: str = ""  # HMAC-SHA256 of the data with the user's store key (store_key.py)
 
     @property
     def ns(self) -> int:
@@ -118,7 +124,7 @@ class CheckpointStore:
             if not self._object_store:
                 # An object store has no folders; s3fs would even create a missing bucket.
                 self.fs.makedirs(self.folder, exist_ok=True)
-            size, digest, fmt = self._write_data(data, state)
+            size, digest, fmt, mac = self._write_data(data, state, name)
         except Exception as exc:
             self._discard(data)
             if (failure := _store_failure(exc)) is not None:
@@ -141,6 +147,7 @@ class CheckpointStore:
             url=self.fs.unstrip_protocol(data),
             cell=self.cell,
             format=fmt,
+            mac=mac,
         )
         # The newest `keep` stay; the one just written is the newest and, being just
         # hashed, valid, so retention can never leave the job without a valid checkpoint.
@@ -159,10 +166,16 @@ class CheckpointStore:
         self._tidy(retired, kept, sweep=readable)
         return checkpoint
 
-    def _write_data(self, path: str, state: Any) -> tuple[int, str, str]:
+    def _write_data(self, path: str, state: Any, name: str) -> tuple[int, str, str, str]:
+        key = store_key.load(create=True)
+        if key is None:
+            raise CheckpointError(
+                f"this machine has no store key ({store_key.path()}), so its checkpoints "
+                "could not be trusted when read; start the cluster again from the notebook"
+            )
         torch = sys.modules.get("torch")
         with self.fs.open(path, "wb") as f:
-            sink = _HashingWriter(f)
+            sink = _HashingWriter(f, store_key.signer(key, self.job, name))
             fmt = "pickle" if torch is None else "torch"
             try:
                 if torch is None:
@@ -174,7 +187,7 @@ class CheckpointStore:
                     raise sink.error from None
                 raise
             self._sync(f)
-        return sink.size, sink.sha256.hexdigest(), fmt
+        return sink.size, sink.sha256.hexdigest(), fmt, sink.mac.hexdigest()
 
     def _write_manifest(self, entries: list[Checkpoint]) -> None:
         text = json.dumps(
@@ -371,8 +384,13 @@ class CheckpointStore:
                 f"cannot be used: {exc}; see %burst checkpoints {self.job}"
             ) from None
 
+    def data_path(self, checkpoint: Checkpoint) -> str:
+        """Where ``checkpoint``'s data is in this store: from its job and name, never from the
+        URL its manifest entry carries (whoever writes the store writes that too)."""
+        return self._path(f"{checkpoint.name}.ckpt")
+
     def _load(self, checkpoint: Checkpoint) -> Any:
-        path = self._path(f"{checkpoint.name}.ckpt")
+        path = self.data_path(checkpoint)
         try:
             # One GET of whatever is there now (s3fs's open() would refuse an object
             # replaced since it was listed, hiding what the sha256 check tells).
@@ -389,6 +407,13 @@ class CheckpointStore:
             )
         if hashlib.sha256(data).hexdigest() != checkpoint.sha256:
             raise _Invalid("its data does not match the sha256 in the manifest")
+        if not store_key.verify(store_key.load(), self.job, checkpoint.name, data, checkpoint.mac):
+            # Not written with this user's key: by someone else who can write the store, or
+            # before checkpoints were signed. Never unpickled: that could run their code.
+            raise _Invalid(
+                "it is not signed with this user's store key (someone else wrote it, or an "
+                "older jupyter-burst did), so it was not read"
+            )
         try:
             return _deserialize(data, checkpoint.format)
         except Exception as exc:  # the bytes are intact but do not load here (a missing module)
@@ -430,12 +455,39 @@ class _Invalid(Exception):
     """Why a checkpoint's data cannot be used."""
 
 
+class DataCheck:
+    """A checkpoint's size, sha256 and signature, checked over its data read in chunks (a
+    download streams it, so the answer comes at the end)."""
+
+    def __init__(self, checkpoint: Checkpoint):
+        self.checkpoint = checkpoint
+        key = store_key.load()
+        self._mac = store_key.signer(key, checkpoint.job, checkpoint.name) if key else None
+        self._sha256 = hashlib.sha256()
+        self._size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._sha256.update(chunk)
+        if self._mac is not None:
+            self._mac.update(chunk)
+        self._size += len(chunk)
+
+    def ok(self) -> bool:
+        return (
+            self._mac is not None
+            and self._size == self.checkpoint.bytes
+            and self._sha256.hexdigest() == self.checkpoint.sha256
+            and hmac.compare_digest(self._mac.hexdigest(), self.checkpoint.mac)
+        )
+
+
 class _HashingWriter:
     """Passes writes to ``f``, hashing and counting them: the data is streamed, not held twice."""
 
-    def __init__(self, f):
+    def __init__(self, f, mac):
         self.f = f
         self.sha256 = hashlib.sha256()
+        self.mac = mac
         self.size = 0
         self.error: OSError | None = None  # the store's failure, not the state's
 
@@ -452,6 +504,7 @@ class _HashingWriter:
             self.error = failure
             raise
         self.sha256.update(view)
+        self.mac.update(view)
         self.size += len(view)
         return len(view)
 
@@ -460,8 +513,12 @@ def _deserialize(data: bytes, fmt: str) -> Any:
     if fmt == "torch" or data[:2] == b"PK":  # torch.save's zip format
         import torch
 
-        # Our own store, written by this user's cells: full unpickling, like the save.
-        return torch.load(io.BytesIO(data), weights_only=False, map_location="cpu")
+        try:  # tensors, state_dicts and plain values: torch's safe loader takes them
+            return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        except pickle.UnpicklingError:
+            # Other objects: signed with the user's key (checked before this), so written
+            # by the user's own cell; unpickled as fully as they were saved.
+            return torch.load(io.BytesIO(data), weights_only=False, map_location="cpu")
     return pickle.loads(data)
 
 
