@@ -257,14 +257,23 @@ class Session:
     # a plain Dask client on the same cluster -----------------------------------------------
 
     def raw_client(self):
-        address = self.record()["scheduler"]
+        record = self.record()
+        address = record["scheduler"]
         if self._raw is not None and self._raw_address == address and self._raw.status == "running":
             return self._raw
         self.close_raw()
         from distributed import Client
 
+        from jupyter_burst.clusters.tls import ClusterCerts
+
+        # The cluster's own client certificate: the local provider's clusters are mutual TLS.
+        security = ClusterCerts(pathlib.Path(record["tls"])).client_security()
         self._raw = Client(
-            address, direct_to_workers=True, set_as_default=False, name="burst-bench-raw"
+            address,
+            security=security,
+            direct_to_workers=True,
+            set_as_default=False,
+            name="burst-bench-raw",
         )
         self._raw_address = address
         return self._raw

@@ -17,7 +17,8 @@ def test_cell_runs_in_a_worker_process_and_its_results_land_in_the_notebook(kern
     check = kernel.ok("print(answer, worker_pid != kernel_pid, 'base' in dir())")
     assert check.stdout.strip() == "42 True True"
     record = cluster_record(kernel.state_dir)
-    assert record is not None and record["scheduler"].startswith("tcp://127.0.0.1:")
+    # mutual TLS on loopback too: another user of the machine cannot connect (tests/hardening)
+    assert record is not None and record["scheduler"].startswith("tls://127.0.0.1:")
 
 
 def test_bad_options_give_one_line_and_the_cell_does_not_run(kernel, workdir):

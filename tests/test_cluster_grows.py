@@ -35,12 +35,13 @@ def _printed(kernel, expression: str):
     return ast.literal_eval(kernel.ok(f"print({expression})").stdout.strip())
 
 
-def _hold(scheduler: str, worker: str, security=None):
+def _hold(record: dict, worker: str):
     """A client of the test's own that keeps ``worker`` busy: the cluster is not idle, and the
     slot is taken, until the future is cancelled (then close the client)."""
     from distributed import Client
 
-    client = Client(scheduler, security=security, timeout=30, set_as_default=False)
+    security = tls.ClusterCerts(pathlib.Path(record["tls"])).client_security()
+    client = Client(record["scheduler"], security=security, timeout=30, set_as_default=False)
     future = client.submit(time.sleep, 600, workers=[worker], pure=False)
     wait_for(lambda: any(client.processing().values()), 30, f"the test's task to run on {worker}")
     return client, future
@@ -128,7 +129,7 @@ def test_a_gpus_4_cell_adds_worker_processes_that_close_after_the_idle_time_befo
         assert node["slots"] == 4
 
         # The head's own slot stays busy: the cluster is not idle, the added slots are.
-        client, future = _hold(first["scheduler"], "slot-0")
+        client, future = _hold(first, "slot-0")
         try:
             wait_for(
                 lambda: not any(psutil.pid_exists(p) for p in added),
@@ -247,8 +248,7 @@ def test_a_bigger_cell_adds_a_quoted_aws_node_that_ends_when_idle_and_both_bill_
         assert record["slots"] == 2 and worker in record["instances"]
 
         # The head's own slot stays busy; the added node is idle and ends by itself.
-        security = tls.ClusterCerts(pathlib.Path(record["tls"])).client_security()
-        client, future = _hold(record["scheduler"], "slot-0", security)
+        client, future = _hold(record, "slot-0")
         try:
             wait_for(
                 lambda: worker not in {i["InstanceId"] for i in _instances(ec2)},

@@ -14,17 +14,19 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from typing import Any
 
 import psutil
 
 from jupyter_burst import config, gpus
-from jupyter_burst.clusters import records, start_phases
+from jupyter_burst.clusters import records, start_phases, tls
 from jupyter_burst.clusters.launch_checks import local_price_per_hour
 from jupyter_burst.clusters.offers import Offer, OfferRequest
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.start_phases import BOOTING, LAUNCHING
 from jupyter_burst.errors import ClusterError
+from jupyter_burst.store import store_key
 
 # Seconds by which a process's start time, as the system keeps it, may come after the
 # clock reading the node took once it was up (the two clocks are read differently).
@@ -46,12 +48,22 @@ class LocalProvider:
         logs = request.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_path = logs / f"{request.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        cluster_id = f"{request.name}-{uuid.uuid4().hex[:8]}"
+        # Mutual TLS, as a remote cluster has: anyone on this machine can see its ports on
+        # 127.0.0.1, only this user's kernel (whose state folder holds the cluster's CA and
+        # client key, 0600 in a 0700 folder) can connect. The node removes them when it ends.
+        certs = tls.make(request.state_dir / "tls" / cluster_id, cluster_id)
+        store_key.ensure()  # its checkpoints are signed with it (the node reads it here)
         command = [
             sys.executable,
             "-m",
             "jupyter_burst.node",
             "--cluster",
             request.name,
+            "--cluster-id",
+            cluster_id,
+            "--tls-dir",
+            str(certs.folder),
             "--provider",
             self.name,
             "--slots",
@@ -153,10 +165,12 @@ def _node_process(record: dict[str, Any]) -> psutil.Process | None:
         # The node writes "started" once it is up, so a process created later is not it.
         if started is not None and process.create_time() > float(started) + _CLOCK_SLACK:
             return None
-    except psutil.NoSuchProcess:
+        # This user started it: a process of another user with its pid is not it (a stale
+        # record, the pid reused), and must never be taken for our cluster.
+        if hasattr(os, "getuid") and process.uids().real != os.getuid():
+            return None
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    except psutil.AccessDenied:
-        pass  # it runs, though not one this user may look at: alive, as far as can be told
     return process
 
 

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import pathlib
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,14 +81,18 @@ def named(state_dir: pathlib.Path, name: str) -> list[dict[str, Any]]:
 
 
 def remove_record(
-    state_dir: pathlib.Path, name: str, cluster_id: str, provider: str = "local"
+    state_dir: pathlib.Path, name: str, cluster_id: str, provider: str = "local", keys: bool = True
 ) -> None:
-    """Remove the record, unless a newer cluster of the same name has replaced it."""
+    """Remove the record, unless a newer cluster of the same name has replaced it; with
+    ``keys``, the cluster's TLS keys in this state folder too, which nothing can use now."""
     for path in (record_path(state_dir, name, provider), _legacy_path(state_dir, name)):
         current = _load(path)
         if current is not None and current.get("id") == cluster_id:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+            folder = pathlib.Path(current.get("tls") or state_dir / "tls" / cluster_id)
+            if keys and folder.resolve().parent == (state_dir / "tls").resolve():
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def all_records(state_dir: pathlib.Path) -> list[dict[str, Any]]:

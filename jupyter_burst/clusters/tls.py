@@ -9,14 +9,18 @@ node's key reaches the node over a short-lived channel, never in user data.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import os
 import pathlib
+import shutil
 import tarfile
+import time
 from dataclasses import dataclass
 
 from jupyter_burst.errors import ClusterError
+from jupyter_burst.store import store_key
 
 CA, NODE, CLIENT = "ca", "node", "client"
 
@@ -37,16 +41,23 @@ class ClusterCerts:
         return security(self.cert(CA), self.cert(CLIENT), self.key(CLIENT))
 
     def node_bundle(self) -> bytes:
-        """What a node needs, as a tar: the CA's certificate and the node's pair (no CA key)."""
+        """What a node needs, as a tar: the CA's certificate and the node's pair (no CA key),
+        and the user's store key, with which it signs checkpoints (store/store_key.py)."""
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             for path in (self.cert(CA), self.cert(NODE), self.key(NODE)):
                 tar.add(path, arcname=path.name)
+            tar.add(store_key.ensure(), arcname=store_key.FILE)
         return buffer.getvalue()
 
 
 def make(folder: pathlib.Path, cluster_id: str, days: int = 30) -> ClusterCerts:
-    """A new CA for ``cluster_id``, and a node and a client certificate it signed."""
+    """A new CA for ``cluster_id``, and a node and a client certificate it signed.
+
+    The folders of clusters whose certificates have expired go first: a cluster whose
+    record was never removed (its machine ended while no kernel watched) leaves its keys.
+    """
+    _remove_expired(folder.parent, days)
     try:
         import cryptography  # noqa: F401 - the notebook's side only (the lab extra)
     except ImportError:
@@ -98,6 +109,16 @@ def make(folder: pathlib.Path, cluster_id: str, days: int = 30) -> ClusterCerts:
         _write(certs.cert(who), cert.public_bytes(serialization.Encoding.PEM))
         _write(certs.key(who), _pem_key(key))
     return certs
+
+
+def _remove_expired(parent: pathlib.Path, days: int) -> None:
+    """Clusters' key folders under ``parent`` older than their certificates' ``days``."""
+    oldest = time.time() - (days + 1) * 86400
+    with contextlib.suppress(FileNotFoundError):
+        for folder in parent.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if folder.is_dir() and folder.stat().st_mtime < oldest:
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 def unpack_bundle(data: bytes, folder: pathlib.Path) -> pathlib.Path:

@@ -40,6 +40,7 @@ from jupyter_burst.node.job_runner import BackgroundJobs
 from jupyter_burst.node.power import power_off
 from jupyter_burst.node.slots import slot_index, slot_nannies, slot_nanny
 from jupyter_burst.node.worker_node import WorkerNode, node_name
+from jupyter_burst.store import store_key
 from jupyter_burst.store.ledger import open_ledger
 from jupyter_burst.wire.contract import Rpc
 from jupyter_burst.worker.node_packages import node_folder
@@ -67,6 +68,11 @@ NODE_DASK_CONFIG: dict[str, Any] = {
     # hangs, is noticed by its missed heartbeats (checked every 15 s: within 30 s); its nanny
     # restarts a hung process, and the cell is rerun from its checkpoint.
     "distributed.scheduler.worker-ttl": "15s",
+    # The scheduler and each worker also serve HTTP (Dask's info pages, call stacks,
+    # metrics), with no authentication, on 127.0.0.1 for a local cluster: where another
+    # user of the machine could read them. The health check is all that is served.
+    "distributed.scheduler.http.routes": ["distributed.http.health"],
+    "distributed.worker.http.routes": ["distributed.http.health"],
 }
 
 
@@ -139,6 +145,8 @@ class HeadNode:
             "idle": self.args.idle,
             "started": time.time(),
         }
+        if self.args.tls_dir:  # this machine's folder of the cluster's TLS (a local kernel's)
+            self.record["tls"] = str(pathlib.Path(self.args.tls_dir).resolve())
         self.ledger.cluster_started(
             self.cluster_id,
             self.args.cluster,
@@ -498,8 +506,8 @@ class HeadNode:
 
     async def close(self) -> None:
         log.info("stopping cluster %s: %s", self.args.cluster, self.stop_reason)
-        records.remove_record(
-            self.state_dir, self.args.cluster, self.cluster_id, self.args.provider
+        records.remove_record(  # its TLS keys go once its scheduler has closed (below)
+            self.state_dir, self.args.cluster, self.cluster_id, self.args.provider, keys=False
         )
         if self.background is not None:
             await asyncio.to_thread(self.background.close)
@@ -516,6 +524,9 @@ class HeadNode:
             folder = node_folder(self.scheduler.address, self.args.cluster)
             await asyncio.to_thread(shutil.rmtree, folder, True)
             await self.scheduler.close()
+        if self.args.provider == "local" and self.args.tls_dir:
+            # The kernel made this cluster's keys in its own state folder: they end with it.
+            await asyncio.to_thread(shutil.rmtree, self.args.tls_dir, True)
         self.ledger.cluster_stopped(self.cluster_id, self.stop_reason)
         self.ledger.close()
 
@@ -637,6 +648,10 @@ def main(argv: list[str] | None = None) -> None:
     # In the environment the worker processes start with (a nanny's env= is only applied
     # inside them, after the start), so that `ps e`, gc and tests can tell whose they are.
     os.environ["JUPYTER_BURST_STATE_DIR"] = str(args.state_dir)
+    # A remote node's store key came in its key bundle: its workers sign checkpoints with it.
+    bundled = pathlib.Path(args.tls_dir or ".") / store_key.FILE
+    if args.tls_dir and bundled.is_file():
+        os.environ[store_key.ENV] = str(bundled.resolve())
     try:
         reason = asyncio.run(run(args))
     except Exception as exc:
