@@ -84,8 +84,9 @@ def prepare(
     analysis = namespace.with_magic_code(analysis, code.timed, code.read_only)
     ipython_syntax.refuse_keyboard(code.code, user_ns)
     values = namespace.select(user_ns, analysis, send=options.send, exclude=options.exclude)
-    credentials.refuse(values, send=options.send)
-    credentials.remember(user_ns)  # so that output quoting one is redacted in the ledger
+    secrets = credentials.notebook_secrets(user_ns)
+    credentials.refuse(values, send=options.send, secrets=secrets)
+    credentials.remember(secrets)  # so that output quoting one is redacted in the ledger
     # A remote cluster's nodes get the notebook's folder (refused here when past its limits).
     folder = workdir.for_cell(options.provider)
     spec = CellSpec(

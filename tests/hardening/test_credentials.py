@@ -70,8 +70,71 @@ def test_variables_named_like_secrets_are_refused_unless_send_names_them():
     )
 
 
+# A notebook's cell: its functions and classes live in __main__, so pickling sends them by
+# value, with every global they use, their closures, defaults and class attributes.
+NOTEBOOK = """
+hf_token = 'hf_abcdefghijklmnopqrst'
+def fetch():
+    return hf_token
+def train():
+    return fetch()
+def with_default(header='Bearer ' + hf_token, token=hf_token):
+    return token
+def make():
+    wandb_api_key = 'w' * 40
+    def log():
+        return wandb_api_key
+    return log
+class Hub:
+    headers = {'Authorization': hf_token}
+class Downloader:
+    def get(self):
+        return hf_token
+"""
+
+
+def _notebook() -> dict:
+    namespace = {"__name__": "__main__"}
+    exec(NOTEBOOK, namespace)
+    return namespace
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "named"),
+    [
+        ("fetch", "fetch.__globals__['hf_token']", "hf_token"),
+        ("train", "train.__globals__['fetch'].__globals__['hf_token']", "hf_token"),
+        ("with_default", "with_default.__defaults__['token']", "hf_token"),
+        ("log", "log.__closure__['wandb_api_key']", "wandb_api_key"),
+        ("Hub", "Hub.headers['Authorization']", "hf_token"),
+        ("loader", "loader.__class__.get.__globals__['hf_token']", "hf_token"),
+    ],
+)
+def test_a_secret_that_a_notebook_function_or_class_reaches_is_refused_by_its_path(
+    name, path, named
+):
+    notebook = _notebook()
+    values = {**notebook, "log": notebook["make"](), "loader": notebook["Downloader"]()}
+    secrets = credentials.notebook_secrets(notebook)
+    with pytest.raises(SendError) as refused:
+        credentials.refuse({name: values[name]}, secrets=secrets)
+    said = str(refused.value)
+    assert f" at {path}, " in said and said.endswith(f"or send={named} if you mean it"), said
+    credentials.refuse({name: values[name]}, send=(named,), secrets=secrets)  # yes, send it
+
+
+def test_functions_and_classes_of_libraries_are_not_searched_and_not_refused():
+    import json
+
+    import numpy
+
+    secrets = credentials.notebook_secrets(_notebook())
+    credentials.refuse({"np": numpy, "mean": numpy.mean, "dumps": json.dumps}, secrets=secrets)
+
+
 def test_redaction_replaces_key_ids_secret_settings_and_the_notebooks_own_secrets():
-    credentials.remember({"hf_token": "hf_abcdefghijklmnop", "tokens": "not a secret at all"})
+    notebook = {"hf_token": "hf_abcdefghijklmnop", "tokens": "not a secret at all"}
+    credentials.remember(credentials.notebook_secrets(notebook))
     text = credentials.redact(
         f"id {KEY_ID}; aws_secret_access_key = {SECRET}; sent hf_abcdefghijklmnop; "
         "tokens=12345678; lr=0.1; not a secret at all"
@@ -98,4 +161,10 @@ def test_a_cell_reading_a_secret_is_stopped_before_anything_starts(kernel):
     assert run.evalue.startswith("burst: 'hf_token' is named like a credential")
     run = kernel.execute("%%burst\nprint(boto3_session.region_name)\n")
     assert run.evalue.startswith("burst: 'boto3_session' holds a boto3.session.Session")
+    # through a function of the notebook, which travels with the globals it uses
+    kernel.ok("def fetch():\n    return hf_token\n")
+    run = kernel.execute("%%burst\nx = fetch()\n")
+    assert run.status == "error" and run.traceback == [run.evalue]
+    assert "at fetch.__globals__['hf_token']" in run.evalue, run.evalue
+    assert run.evalue.endswith("or send=hf_token if you mean it"), run.evalue
     assert cluster_record(kernel.state_dir) is None  # $0: nothing was started
