@@ -53,6 +53,7 @@ class Sshd:
     port: int
     user: str
     identity: pathlib.Path
+    known_hosts: pathlib.Path  # its host key, as a user who trusts this host has it
 
 
 @pytest.fixture
@@ -93,7 +94,9 @@ def sshd(tmp_path: pathlib.Path) -> Iterator[Sshd]:
     try:
         wait_for(lambda: _banner(port) or process.poll() is not None, 10, "sshd to listen")
         assert process.poll() is None, (folder / "sshd.log").read_text()
-        yield Sshd(port, getpass.getuser(), folder / "client_key")
+        known_hosts = folder / "known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{port} {(folder / 'host_key.pub').read_text()}")
+        yield Sshd(port, getpass.getuser(), folder / "client_key", known_hosts)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -147,6 +150,7 @@ def kernel_env(
     return {
         "DASK_BURST__SSH__HOSTS": json.dumps([entry, entry]),
         "DASK_BURST__SSH__IDENTITY": str(sshd.identity),
+        "DASK_BURST__SSH__KNOWN_HOSTS": str(sshd.known_hosts),  # the user trusts this host
         "DASK_BURST__SSH__PRICE_PER_GPU_HOUR": str(PRICE),
         "DASK_BURST__SSH__REMOTE_DIR": str(hosts_dir),
         **index_env(env_cache),
@@ -240,6 +244,7 @@ def test_a_host_that_refuses_the_login_shows_sshs_own_reason(sshd, tmp_path, mon
     from jupyter_burst.clusters.ssh import channel
 
     monkeypatch.setenv("DASK_BURST__SSH__IDENTITY", str(tmp_path / "sshd" / "host_key"))
+    monkeypatch.setenv("DASK_BURST__SSH__KNOWN_HOSTS", str(sshd.known_hosts))
     config.refresh()
     try:
         host = parse_host(f"{sshd.user}@127.0.0.1 gpus=1 port={sshd.port}")
@@ -247,10 +252,64 @@ def test_a_host_that_refuses_the_login_shows_sshs_own_reason(sshd, tmp_path, mon
             channel.helper(host, tmp_path, ["alive", str(tmp_path), "1"])
     finally:
         monkeypatch.delenv("DASK_BURST__SSH__IDENTITY")
+        monkeypatch.delenv("DASK_BURST__SSH__KNOWN_HOSTS")
         config.refresh()
     text = str(info.value)
     assert text.startswith(f"burst: ssh to {sshd.user}@127.0.0.1 (port {sshd.port}) failed: ")
     assert "Permission denied" in text and "\n" not in text, text
+
+
+@pytest.mark.hardening
+def test_a_host_not_trusted_yet_is_refused_unless_new_keys_are_accepted_which_is_said(
+    sshd, tmp_path, monkeypatch, capsys
+):
+    from jupyter_burst import config
+    from jupyter_burst.clusters.ssh import channel
+
+    monkeypatch.setenv("DASK_BURST__SSH__IDENTITY", str(sshd.identity))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # a user whose known_hosts lacks it
+    config.refresh()
+    host = parse_host(f"{sshd.user}@127.0.0.1 gpus=1 port={sshd.port}")
+    state = tmp_path / "state"
+    state.mkdir()
+    try:
+        with pytest.raises(ClusterError) as info:
+            channel.helper(host, state, ["alive", str(tmp_path / "nodes"), "1"])
+        text = str(info.value)
+        assert text.startswith(f"burst: the host key of {sshd.user}@127.0.0.1 (port {sshd.port})")
+        assert "is not trusted yet, so nothing was sent to it" in text and "\n" not in text
+        assert f"ssh-keyscan -p {sshd.port} 127.0.0.1 >> ~/.ssh/known_hosts" in text, text
+        assert "burst.ssh.accept-new-host-keys: true" in text
+        assert not (tmp_path / "nodes").exists()  # the helper never ran there
+
+        monkeypatch.setenv("DASK_BURST__SSH__ACCEPT_NEW_HOST_KEYS", "true")
+        config.refresh()
+        channel.helper(host, state, ["alive", str(tmp_path / "nodes"), "1"])
+    finally:
+        for name in ("DASK_BURST__SSH__IDENTITY", "DASK_BURST__SSH__ACCEPT_NEW_HOST_KEYS"):
+            monkeypatch.delenv(name, raising=False)
+        config.refresh()
+    said = capsys.readouterr().err
+    assert f"burst: trusted the new ED25519 host key of {sshd.user}@127.0.0.1" in said, said
+    kept = (state / "ssh_known_hosts").read_text()
+    assert kept.split()[1:] == sshd.known_hosts.read_text().split()[1:3]  # that key, kept
+
+
+@pytest.mark.hardening
+def test_a_host_whose_key_changed_is_refused_and_nothing_reaches_it(
+    kernel_env, sshd, hosts_dir, state_dir, workdir, tmp_path
+):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    # What the user trusted for this host is another key than the one it now shows.
+    sshd.known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {other.with_suffix('.pub').read_text()}")
+    with burst_kernel(state_dir, workdir, kernel_env) as kernel:
+        run = kernel.execute("%%burst provider=ssh\nx = 1\n", timeout=120)
+    assert run.traceback == [run.evalue], run.error_text
+    assert f"the host key of {sshd.user}@127.0.0.1 (port {sshd.port}) has changed" in run.evalue
+    assert "so nothing was sent to it" in run.evalue, run.evalue
+    # no node, no key bundle, not even the helper's folder
+    assert list(hosts_dir.iterdir()) == [] and not node_processes(hosts_dir)
 
 
 def test_the_offer_is_the_configured_chargeback_price(monkeypatch):
