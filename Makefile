@@ -4,6 +4,7 @@
 #   make test   lint (ruff, import contracts), the frontend unit tests (vitest) and the whole pytest suite (what .ci/run runs)
 #   make lab    JupyterLab on the demo notebook
 #   make corpus every notebook of tests/corpus run plainly and under %%burst, compared cell by cell
+#   make soak   the pytest suite SOAK_RUNS (5) times in a row, one line per run
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
@@ -38,7 +39,7 @@ define pip_editable
 	$(WITH_VENV) $(VENV)/bin/jupyter-builder develop --overwrite .
 endef
 
-.PHONY: venv wheelhouse labextension chromium sshd iproute2 test lint demo corpus lab bench gpu-check aws-smoke clean distclean
+.PHONY: venv wheelhouse labextension chromium sshd iproute2 test soak lint demo corpus lab bench gpu-check aws-smoke clean distclean
 
 venv: $(VENV)/.stamp
 
@@ -105,6 +106,22 @@ test: venv wheelhouse labextension chromium sshd iproute2
 	$(WITH_VENV) jlpm test
 	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25 tests
 
+# The whole pytest suite SOAK_RUNS times from this checkout, one line per run (its result,
+# its seconds, pytest's summary); every run's log in .soak/. Non-zero unless every run
+# passed: a test that fails once in N is a bug to find, not a rerun to hope for.
+SOAK_RUNS ?= 5
+soak: venv wheelhouse labextension chromium sshd iproute2
+	@mkdir -p .soak; failed=0; \
+	for i in $$(seq 1 $(SOAK_RUNS)); do \
+		start=$$(date +%s); \
+		if $(PY) -m pytest -n $(TEST_WORKERS) -q -p no:cacheprovider tests > .soak/run-$$i.log 2>&1; \
+		then result=passed; else result=FAILED; failed=$$((failed + 1)); fi; \
+		echo "soak run $$i/$(SOAK_RUNS): $$result in $$(( $$(date +%s) - start )) s: $$(tail -n 1 .soak/run-$$i.log)"; \
+		grep -E '^(FAILED|ERROR) ' .soak/run-$$i.log || true; \
+	done; \
+	echo "soak: $$(( $(SOAK_RUNS) - failed ))/$(SOAK_RUNS) runs passed (logs in .soak/)"; \
+	test $$failed -eq 0
+
 # ruff, and the import-linter contracts of pyproject.toml: which folder may import which
 # (the folder a module sits in says which process runs it), and no import cycles.
 lint: venv
@@ -146,7 +163,7 @@ aws-smoke: venv
 
 clean:
 	rm -rf lib labextension node_modules tsconfig.tsbuildinfo .yarn/cache \
-		.yarn/install-state.gz build dist *.egg-info .pytest_cache .ruff_cache test-artifacts
+		.yarn/install-state.gz build dist *.egg-info .pytest_cache .ruff_cache test-artifacts .soak
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
-from jupyter_burst.store.ledger import Ledger, LineSplitter
+from jupyter_burst.store.ledger import LONGEST_LINE, Ledger, LineSplitter
+from tests.harness import REPO
 
 
 def _writer(path: str, worker: int, n: int) -> None:
@@ -43,22 +47,53 @@ def test_lines_are_split_and_progress_bars_keep_their_last_state():
 
 
 def test_an_interrupt_during_a_write_neither_loses_it_nor_leaves_the_ledger_locked(tmp_path):
-    import signal
+    # A kernel's Ctrl-C raises KeyboardInterrupt (ipykernel sees to it). Signal handlers are
+    # the process's: in a test process that earlier tests shared (an xdist worker, with
+    # their threads and libraries), what SIGINT does is not this test's to know. So the
+    # write runs in a process of its own, with the kernel's handler, as a kernel's would.
+    script = textwrap.dedent(
+        """
+        import signal, sys
+        from jupyter_burst.store.ledger import Ledger
 
-    # A kernel's Ctrl-C raises KeyboardInterrupt (ipykernel sees to it). pytest started in
-    # the background by a shell without job control inherits SIGINT ignored, and Python then
-    # installs no handler of its own: give the test the kernel's.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    ledger = Ledger(tmp_path / "ledger.sqlite")
-    try:
-        with pytest.raises(KeyboardInterrupt):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        ledger = Ledger(sys.argv[1])
+        try:
             with ledger._write() as db:
                 # The kernel's stop button, mid-write: delivered to this thread before
-                # raise_signal returns (os.kill may hand it to another thread of the process).
+                # raise_signal returns (os.kill may hand it to another thread).
                 signal.raise_signal(signal.SIGINT)
                 db.execute("INSERT INTO meta(key, value) VALUES ('k', 'v')")
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    assert ledger.query("SELECT value FROM meta WHERE key = 'k'") == [{"value": "v"}]
-    ledger.job_started("after", None, "k", "pass", {})  # would wait forever on a held lock
-    assert ledger.job("after")["status"] == "running"
+            print("not interrupted")
+        except KeyboardInterrupt:
+            print("interrupted after the write")
+        print(ledger.query("SELECT value FROM meta WHERE key = 'k'"))
+        ledger.job_started("after", None, "k", "pass", {})  # would wait forever on a held lock
+        print(ledger.job("after")["status"])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "ledger.sqlite")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert done.stdout.splitlines() == [
+        "interrupted after the write",
+        "[{'value': 'v'}]",
+        "running",
+    ], done.stdout + done.stderr
+
+
+@pytest.mark.hardening
+def test_a_line_that_never_ends_is_held_bounded_and_a_progress_bar_keeps_its_last_state():
+    splitter = LineSplitter()
+    # An hour of a progress bar that never prints a newline: only its last state is held.
+    for k in range(20_000):
+        assert splitter.feed(0, "stderr", f"\r{k / 200:5.1f}%|{'#' * (k % 50)}") == []
+    assert splitter.feed(0, "stderr", "\n") == [(0, "stderr", f"{19_999 / 200:5.1f}%|{'#' * 49}")]
+    # Text with neither: cut into lines of the longest length the ledger keeps, none lost.
+    out = [line for _ in range(300) for _, _, line in splitter.feed(1, "stdout", "x" * 1000)]
+    out += [line for _, _, line in splitter.rest()]
+    assert all(len(line) <= LONGEST_LINE for line in out) and "".join(out) == "x" * 300_000

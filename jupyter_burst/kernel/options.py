@@ -165,6 +165,21 @@ def _gpus(key: str, text: str) -> int | str:
     return value
 
 
+# Each retry runs the whole cell again (on a new machine when one was lost): a few are what
+# a lost node needs; more is a loop that bills while it fails.
+_MAX_RETRIES = 10
+
+
+def _retries(key: str, text: str) -> int:
+    value = _int_at_least(0)(key, text)
+    if value > _MAX_RETRIES:
+        raise OptionError(
+            f"{key}={value} is out of range: at most {_MAX_RETRIES} (each retry runs the cell "
+            "again, on a new machine when one was lost)"
+        )
+    return value
+
+
 _PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "gpus": (_gpus, "gpus"),
     "provider": (_provider, "provider"),
@@ -174,7 +189,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "send": (_identifiers, "send"),
     "exclude": (_identifiers, "exclude"),
     "return": (_returns, "returns"),
-    "retries": (_int_at_least(0), "retries"),
+    "retries": (_retries, "retries"),
     "async": (_yes_no, "background"),
     "name": (_name, "name"),
     "budget": (_budget, "budget"),
@@ -245,11 +260,15 @@ def parse(line: str) -> CellOptions:
 def _with_defaults(values: dict[str, Any], given: frozenset[str]) -> CellOptions:
     defaults: dict[str, Any] = {
         "provider": _default_provider(),
-        "cluster": config.get("cluster", "default"),
         "idle": float(config.get("idle", 20)),
         "timeout": config.get("timeout"),
-        "retries": int(config.get("retries", 2)),
     }
+    # Settings the line did not override are checked as the line's options are: a cluster
+    # name reaches paths and boot scripts, and retries bills.
+    if "cluster" not in values:
+        defaults["cluster"] = _name("burst.cluster", str(config.get("cluster", "default")))
+    if "retries" not in values:
+        defaults["retries"] = _retries("burst.retries", str(config.get("retries", 2)))
     if defaults["timeout"] is not None:
         defaults["timeout"] = parse_minutes("burst.timeout", str(defaults["timeout"]))
     defaults["idle"] = parse_minutes("burst.idle", str(defaults["idle"]))

@@ -660,6 +660,10 @@ class Ledger:
         )
 
 
+# The most characters of one line the ledger keeps together (a longer one is cut in lines).
+LONGEST_LINE = 64 * 1024
+
+
 class LineSplitter:
     """Turns a stream's text chunks into whole lines; a progress bar's ``\\r`` keeps its last state."""
 
@@ -669,7 +673,17 @@ class LineSplitter:
     def feed(self, rank: int, stream: str, text: str) -> list[tuple[int, str, str]]:
         key = (rank, stream)
         pieces = (self._partial.pop(key, "") + text).split("\n")
-        self._partial[key] = pieces.pop()
+        rest = pieces.pop()
+        # A line not ended yet is held, but never grows without bound (each chunk would copy
+        # it again): a progress bar keeps its last state only, and text past the longest
+        # line goes out as a line of its own.
+        state = rest.rfind("\r", 0, len(rest) - 1)
+        if state > 0:
+            rest = rest[state:]
+        while len(rest) > LONGEST_LINE:
+            pieces.append(rest[:LONGEST_LINE])
+            rest = rest[LONGEST_LINE:]
+        self._partial[key] = rest
         return [(rank, stream, _last_state(piece)) for piece in pieces]
 
     def rest(self) -> list[tuple[int, str, str]]:

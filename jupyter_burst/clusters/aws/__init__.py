@@ -17,6 +17,7 @@ powers each off once it has been idle for the cluster's idle time.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import pathlib
 import secrets
@@ -46,6 +47,8 @@ _URL_MARGIN_SECONDS = 120
 _ANNOUNCE_SECONDS = 1800
 _GROUP_WAIT_SECONDS = 90
 _QUOTE_SECONDS = 60  # a plan quoted for the daily budget still holds for the launch
+# The most addresses burst.aws.client-cidr may open the scheduler's port to: a /16.
+_WIDEST_CLIENT_RANGE = 1 << 16
 # What a booting head said of itself: a few short lines ("<its clock> <phase words>").
 _PROGRESS_BYTES = 4096
 _PROGRESS_LINES = 32
@@ -473,12 +476,19 @@ def _client_cidr() -> str:
             "say which address the notebook reaches AWS from: set burst.aws.client-cidr "
             "(your public IP as a /32, e.g. 203.0.113.7/32); the scheduler's port opens to it only"
         )
-    if str(cidr).endswith("/0"):
+    try:
+        network = ipaddress.ip_network(str(cidr).strip(), strict=False)
+    except ValueError:
         raise ClusterError(
-            f"burst.aws.client-cidr={cidr} would open the scheduler to the whole internet; "
-            "give your own address as a /32"
+            f"burst.aws.client-cidr={cidr} is not an address range; give your own address "
+            "as a /32, e.g. 203.0.113.7/32"
+        ) from None
+    if network.num_addresses > _WIDEST_CLIENT_RANGE:
+        raise ClusterError(
+            f"burst.aws.client-cidr={cidr} would open the scheduler to {network.num_addresses:,} "
+            "addresses; give your own address as a /32 (or your site's range, at most a /16)"
         )
-    return str(cidr)
+    return str(network)
 
 
 def _security_group(ec2, cluster_id: str, cidr: str) -> str:
