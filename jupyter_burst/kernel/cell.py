@@ -170,7 +170,7 @@ def checkpoint_settings(
         "root": root,
         "job": job_id,
         "keep": int(config.get("checkpoints.keep", 3)),
-        "cell": source,
+        "cell": credentials.redact(source),  # an excerpt of it goes in the store's manifest
     }
 
 

@@ -536,7 +536,7 @@ class Ledger:
                     job_id,
                     cluster_id,
                     kernel,
-                    source,
+                    credentials.redact(source),  # the sidebar shows it: as the output lines
                     json.dumps(options, default=str),
                     time.time(),
                     notebook,

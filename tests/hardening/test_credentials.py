@@ -145,13 +145,14 @@ def test_redaction_replaces_key_ids_secret_settings_and_the_notebooks_own_secret
     )
 
 
-def test_the_ledger_keeps_output_lines_and_errors_redacted(tmp_path):
+def test_the_ledger_keeps_cell_sources_output_lines_and_errors_redacted(tmp_path):
     ledger = open_ledger(tmp_path)
-    ledger.job_started("j1", "c1", "kernel", "print(1)", {})
+    ledger.job_started("j1", "c1", "kernel", f"api_key = '{SECRET}'\nprint({KEY_ID!r})", {})
     ledger.add_lines("j1", [(0.0, 0, "stdout", f"connecting with {KEY_ID}")])
     ledger.job_ended("j1", "failed", f"ValueError: bad secret_key={SECRET}")
     assert [row["text"] for row in ledger.lines("j1")] == ["connecting with [redacted]"]
     assert ledger.job("j1")["error"] == "ValueError: bad secret_key=[redacted]"
+    assert ledger.job("j1")["source"] == "api_key = '[redacted]'\nprint('[redacted]')"
 
 
 def test_a_cell_reading_a_secret_is_stopped_before_anything_starts(kernel):
