@@ -42,6 +42,9 @@ class ClusterRequest:
     # The plan %%burst already chose across providers and announced: launch it as is, so the
     # machine that starts is the one the user was told about.
     plan: Plan | None = None
+    # max_hourly=: the dollars an hour the cell agreed its launch may cost, above
+    # burst.max-hourly (clusters/launch_checks.py); None: the setting's cap holds.
+    max_hourly: float | None = None
     # Where the start spends its time (clusters/start_phases.py); None where nobody records it.
     # Not part of the request's identity: a quote made for it holds for its launch.
     phases: StartPhases | None = field(default=None, compare=False, repr=False)

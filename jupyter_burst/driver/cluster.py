@@ -31,7 +31,7 @@ from jupyter_burst import config
 from jupyter_burst import gpus as gpus_here
 from jupyter_burst.clusters import records, start_phases
 from jupyter_burst.clusters.choose import announcement
-from jupyter_burst.clusters.launch_checks import check_daily_budget
+from jupyter_burst.clusters.launch_checks import check_daily_budget, check_hourly_cap
 from jupyter_burst.clusters.offers import OfferRequest, Plan
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.registry import get_provider
@@ -187,6 +187,7 @@ def connect(
     plan: Plan | None = None,
     on_start: Callable[[StartPhases], None] | None = None,
     purpose: str = "cell",
+    max_hourly: float | None = None,
 ) -> ClusterHandle:
     """The cluster ``name`` on ``provider_name``, with at least ``gpus`` slots: reused when this
     kernel has it, attached when it runs (and grown when it is smaller), else started.
@@ -198,6 +199,7 @@ def connect(
     (driver/placement.py), announced here just before its launch. A start is recorded phase
     by phase in the ledger (clusters/start_phases.py, ``purpose``: ``cell`` or ``prewarm``);
     ``on_start`` gets its recorder as it begins (the cell's status line follows it).
+    ``max_hourly``: the cell's agreement to a launch above ``burst.max-hourly``.
     """
     state_dir = config.state_dir()
     key = (provider_name, name)
@@ -210,6 +212,7 @@ def connect(
         gpu_mem_gib=gpu_mem,
         regions=regions,
         plan=plan,
+        max_hourly=max_hourly,
     )
     with _handles_lock:
         handle = _cached(key, state_dir)
@@ -301,7 +304,8 @@ def _find_or_start(
                     regions=request.regions,
                 )
                 print(announcement(plan, asked), flush=True)
-            check_daily_budget(state_dir, provider, request)  # refused: nothing started
+            check_hourly_cap(provider, request)  # refused: nothing started
+            check_daily_budget(state_dir, provider, request)
             # Launching, until the provider reports a phase of its own (one that reports
             # none shows as launching until it is up).
             with phases.assuming(LAUNCHING):

@@ -156,6 +156,7 @@ def connect(
         plan=options.plan,
         on_start=on_start,
         purpose=purpose,
+        max_hourly=float(options.max_hourly) if options.max_hourly is not None else None,
     )
 
 

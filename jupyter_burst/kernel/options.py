@@ -47,6 +47,7 @@ class CellOptions:
     background: bool = False
     name: str | None = None
     budget: Decimal | None = None  # USD: the job is stopped, after a checkpoint, before passing it
+    max_hourly: Decimal | None = None  # USD/h a launch may cost, above burst.max-hourly
     spot: bool | None = None  # None: no preference, the provider's default
     gpu_mem: float | None = None  # GiB per GPU at least (gpus=auto: the memory estimate's)
     regions: tuple[str, ...] = ()
@@ -193,6 +194,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "async": (_yes_no, "background"),
     "name": (_name, "name"),
     "budget": (_budget, "budget"),
+    "max_hourly": (_budget, "max_hourly"),
     "spot": (_offer_word, "spot"),
     "gpu_mem": (_offer_word, "gpu_mem"),
     "region": (_offer_word, "regions"),

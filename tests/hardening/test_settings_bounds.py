@@ -1,14 +1,17 @@
 """Settings that reach money, paths or the network are checked as strictly as the options of
 a %%burst line (issue #18): an unbounded retries count, a cluster name from the settings, a
-client address range wider than a site's."""
+client address range wider than a site's, a launch above the hourly cap."""
 
 from __future__ import annotations
+
+import pathlib
+from decimal import Decimal
 
 import pytest
 
 from jupyter_burst import config
-from jupyter_burst.clusters import aws
-from jupyter_burst.errors import ClusterError, OptionError
+from jupyter_burst.clusters import aws, launch_checks
+from jupyter_burst.errors import BudgetExceeded, ClusterError, OptionError
 from jupyter_burst.kernel.options import parse
 
 
@@ -62,3 +65,43 @@ def test_an_own_address_or_a_sites_range_is_taken(settings):
     assert aws._client_cidr() == "203.0.113.7/32"
     settings("AWS__CLIENT_CIDR", "198.51.0.0/16")
     assert aws._client_cidr() == "198.51.0.0/16"
+
+
+class _Quoting:
+    """A provider whose launch costs ``price`` an hour (as the AWS provider quotes one)."""
+
+    name = "aws"
+
+    def __init__(self, price: float):
+        self.price = price
+
+    def price_per_hour(self, request) -> float:
+        return self.price
+
+
+def _request(max_hourly=None):
+    from jupyter_burst.clusters.provider import ClusterRequest
+
+    return ClusterRequest("big", 8, 20.0, pathlib.Path("."), max_hourly=max_hourly)
+
+
+def test_a_launch_above_the_hourly_cap_starts_only_when_its_cell_agrees(settings):
+    fleet = _Quoting(32.77)  # a p4d.24xlarge: what gpus=8 on AWS gets
+    with pytest.raises(BudgetExceeded) as refused:
+        launch_checks.check_hourly_cap(fleet, _request())
+    assert str(refused.value) == (
+        "burst: this launch would cost $32.77/h, more than $20.00/h (burst.max-hourly); "
+        "nothing was started. To go ahead, say so on the line: max_hourly=33"
+    )
+    assert parse("gpus=8 max_hourly=33").max_hourly == Decimal(33)
+    launch_checks.check_hourly_cap(fleet, _request(max_hourly=33.0))  # agreed on the line
+    with pytest.raises(BudgetExceeded, match=r"more than \$30\.00/h \(max_hourly= on its line\)"):
+        launch_checks.check_hourly_cap(fleet, _request(max_hourly=30.0))
+    on_prem = _Quoting(400.0)
+    on_prem.name = "ssh"  # a chargeback price, not a bill: no cap
+    launch_checks.check_hourly_cap(on_prem, _request())
+    settings("MAX_HOURLY", "50")
+    launch_checks.check_hourly_cap(fleet, _request())
+    settings("MAX_HOURLY", "lots")
+    with pytest.raises(OptionError, match=r"^burst: burst\.max-hourly=lots is not an amount"):
+        launch_checks.check_hourly_cap(fleet, _request())

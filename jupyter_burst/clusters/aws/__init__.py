@@ -33,7 +33,7 @@ from jupyter_burst.clusters.aws import env_store, gc, images, prices, provision,
 from jupyter_burst.clusters.aws.provision import owner
 from jupyter_burst.clusters.aws.sdk import ec2_clients
 from jupyter_burst.clusters.env import lock as env_lock
-from jupyter_burst.clusters.launch_checks import check_daily_budget
+from jupyter_burst.clusters.launch_checks import check_daily_budget, check_hourly_cap
 from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
 from jupyter_burst.clusters.plans import cheapest, fits
 from jupyter_burst.clusters.provider import ClusterRequest
@@ -250,6 +250,7 @@ class AwsProvider:
             f"and the cell needs {request.slots}: adding {plan.describe()}",
             flush=True,
         )
+        check_hourly_cap(self, request, price=plan.price_per_hour)
         check_daily_budget(state_dir, self, request, price=plan.price_per_hour)
         offer = plan.offer
         clients = ec2_clients()
