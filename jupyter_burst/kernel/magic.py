@@ -58,7 +58,7 @@ _VERBS = {
 class BurstMagics(Magics):
     @line_cell_magic
     def burst(self, line: str, cell: str | None = None):
-        """%%burst [gpus=1] [provider=local] [cluster=NAME] [idle=MIN] [timeout=MIN] [send=a,b] [exclude=a,b] [return=a,b] [retries=2] [async] [name=NAME] [budget=USD] [spot=yes|no] [gpu_mem=GiB] [region=a,b]
+        """%%burst [gpus=1] [provider=local] [cluster=NAME] [idle=MIN] [timeout=MIN] [send=a,b] [exclude=a,b] [return=a,b] [retries=2] [async] [name=NAME] [budget=USD] [max_hourly=USD] [spot=yes|no] [gpu_mem=GiB] [region=a,b]
 
         Run this cell on a Dask cluster; its output streams back and its results land here.
         %%burst async name=NAME ...  -- run it in the background; the notebook stays free
