@@ -97,3 +97,26 @@ def test_a_line_that_never_ends_is_held_bounded_and_a_progress_bar_keeps_its_las
     out = [line for _ in range(300) for _, _, line in splitter.feed(1, "stdout", "x" * 1000)]
     out += [line for _, _, line in splitter.rest()]
     assert all(len(line) <= LONGEST_LINE for line in out) and "".join(out) == "x" * 300_000
+
+
+@pytest.mark.hardening
+def test_the_output_of_jobs_older_than_the_kept_days_goes_and_their_records_stay(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    day = 86400.0
+    for job in ("old", "recent", "running"):
+        ledger.job_started(job, None, "k", "print(1)", {})
+        ledger.add_lines(job, [(0.0, 0, "stdout", f"{job} line")])
+        ledger.add_metrics(job, 0.0, 0, 1, {"loss": 0.5})
+    ledger.job_ended("old", "done")
+    ledger.job_ended("recent", "done")
+    ledger.query("UPDATE jobs SET ended = ? WHERE id = 'old'", (1_000 * day,))
+    assert ledger.forget_old_output(90, now=1_000 * day + 91 * day) == 1
+    assert [r["text"] for r in ledger.query("SELECT text FROM log_lines ORDER BY id")] == [
+        "recent line",
+        "running line",
+    ]
+    assert {r["job_id"] for r in ledger.query("SELECT job_id FROM metrics")} == {
+        "recent",
+        "running",
+    }
+    assert ledger.job("old")["status"] == "done"  # the job, its source and cost stay

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from jupyter_burst import credentials
+from jupyter_burst import config, credentials
 from jupyter_burst.store import ledger_salvage as salvage
 
 SCHEMA_VERSION = 3
@@ -654,6 +654,17 @@ class Ledger:
         rows = self.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return rows[0] if rows else None
 
+    def forget_old_output(self, keep_days: float, now: float | None = None) -> int:
+        """Remove the output lines and metrics of jobs that ended more than ``keep_days``
+        ago (the bulk of the file); the jobs themselves, their cost and clusters stay. The
+        number of lines removed."""
+        before = (time.time() if now is None else now) - keep_days * 86400
+        old = "SELECT id FROM jobs WHERE ended IS NOT NULL AND ended < ?"
+        with self._write() as db:
+            removed = db.execute(f"DELETE FROM log_lines WHERE job_id IN ({old})", (before,))
+            db.execute(f"DELETE FROM metrics WHERE job_id IN ({old})", (before,))
+            return removed.rowcount
+
     def lines(self, job_id: str) -> list[dict[str, Any]]:
         return self.query(
             "SELECT ts, rank, stream, text FROM log_lines WHERE job_id = ? ORDER BY id", (job_id,)
@@ -767,10 +778,25 @@ _shared_lock = threading.Lock()
 
 
 def shared_ledger(state_dir: pathlib.Path) -> Ledger:
-    """This process's connection to the ledger in ``state_dir`` (opened once, kept open)."""
+    """This process's connection to the ledger in ``state_dir`` (opened once, kept open).
+
+    On opening, the output of jobs older than ``burst.ledger.keep-days`` (default 90; 0
+    keeps all) is let go: a ledger that every notebook writes into must not grow forever.
+    """
     path = pathlib.Path(state_dir) / "ledger.sqlite"
     with _shared_lock:
         ledger = _shared.get(path)
         if ledger is None or not path.exists():
             ledger = _shared[path] = Ledger(path)
+            keep_days = _keep_days()
+            if keep_days:
+                with contextlib.suppress(sqlite3.Error):  # busy: the next opening does it
+                    ledger.forget_old_output(keep_days)
         return ledger
+
+
+def _keep_days() -> float:
+    try:
+        return max(0.0, float(config.get("ledger.keep-days", 90) or 0))
+    except (TypeError, ValueError):
+        return 90.0
