@@ -105,6 +105,7 @@ def test_what_a_node_runs_imports_without_the_lab_side(tmp_path: pathlib.Path) -
         "ca.pem",
         "node.key",
         "node.pem",
+        "store.key",  # with which its workers sign checkpoints (store/store_key.py)
     ]
     code = f"""
 import importlib, json, pkgutil, sys
@@ -191,6 +192,8 @@ print(json.dumps({{"missing": ns.get("missing"), "answer": ns.get("answer"),
     finally:
         stop_clusters(state_dir)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-4000:])
+    # Without cryptography the local cluster cannot have its certificates: said, once.
+    assert done.stderr.count("burst: this local cluster is not authenticated") == 1, done.stderr
     # display() on the rank came back (a plain Python shows its text/plain)...
     assert "<IPython.core.display.HTML object>" in done.stdout, done.stdout[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])

@@ -49,10 +49,6 @@ class LocalProvider:
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_path = logs / f"{request.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         cluster_id = f"{request.name}-{uuid.uuid4().hex[:8]}"
-        # Mutual TLS, as a remote cluster has: anyone on this machine can see its ports on
-        # 127.0.0.1, only this user's kernel (whose state folder holds the cluster's CA and
-        # client key, 0600 in a 0700 folder) can connect. The node removes them when it ends.
-        certs = tls.make(request.state_dir / "tls" / cluster_id, cluster_id)
         store_key.ensure()  # its checkpoints are signed with it (the node reads it here)
         command = [
             sys.executable,
@@ -62,8 +58,6 @@ class LocalProvider:
             request.name,
             "--cluster-id",
             cluster_id,
-            "--tls-dir",
-            str(certs.folder),
             "--provider",
             self.name,
             "--slots",
@@ -82,6 +76,7 @@ class LocalProvider:
             command += ["--gpu-mem", f"{gpus.model()[1]:g}"]
         if phases.start_id:
             command += ["--start-id", phases.start_id]
+        command += _tls_arguments(request, cluster_id)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 command,
@@ -149,6 +144,32 @@ class LocalProvider:
         if process is not None:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.terminate()
+
+
+def _tls_arguments(request: ClusterRequest, cluster_id: str) -> list[str]:
+    """Mutual TLS, as a remote cluster has: anyone on this machine can see the cluster's ports
+    on 127.0.0.1, only this user's kernel (whose state folder holds the cluster's CA and
+    client key, 0600 in a 0700 folder) can connect. The node removes them when it ends.
+
+    Making certificates needs cryptography (the notebook's side, jupyter-burst[lab]); a
+    plain Python with the runtime alone gets a cluster without them, and is told so once.
+    """
+    if tls.can_make():
+        certs = tls.make(request.state_dir / "tls" / cluster_id, cluster_id)
+        return ["--tls-dir", str(certs.folder)]
+    if not _told_unauthenticated:
+        _told_unauthenticated.append(True)
+        print(
+            "burst: this local cluster is not authenticated (no cryptography here to make its "
+            "certificates): another user of this machine could connect to it; "
+            "pip install 'jupyter-burst[lab]' to have them",
+            file=sys.stderr,
+            flush=True,
+        )
+    return []
+
+
+_told_unauthenticated: list[bool] = []
 
 
 def _node_process(record: dict[str, Any]) -> psutil.Process | None:

@@ -51,6 +51,15 @@ class ClusterCerts:
         return buffer.getvalue()
 
 
+def can_make() -> bool:
+    """Whether this process can make certificates (cryptography: the notebook's side)."""
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def make(folder: pathlib.Path, cluster_id: str, days: int = 30) -> ClusterCerts:
     """A new CA for ``cluster_id``, and a node and a client certificate it signed.
 

@@ -46,10 +46,11 @@ def test_a_cluster_name_from_the_settings_is_checked_like_one_on_the_line(settin
 @pytest.mark.parametrize(
     ("cidr", "said"),
     [
-        ("0.0.0.0/0", "to 4,294,967,296 addresses"),
+        ("0.0.0.0/0", "to the whole internet; give your own address as a /32"),
         ("0.0.0.0/1", "to 2,147,483,648 addresses"),
         ("10.0.0.0/8", "to 16,777,216 addresses"),
-        ("::/0", "addresses; give your own address as a /32"),
+        ("::/0", "to the whole internet"),
+        ("2001:db8::/32", "addresses; give your own address as a /32"),
         ("my laptop", "is not an address range"),
     ],
 )

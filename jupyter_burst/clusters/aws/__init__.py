@@ -484,6 +484,11 @@ def _client_cidr() -> str:
             f"burst.aws.client-cidr={cidr} is not an address range; give your own address "
             "as a /32, e.g. 203.0.113.7/32"
         ) from None
+    if network.prefixlen == 0:
+        raise ClusterError(
+            f"burst.aws.client-cidr={cidr} would open the scheduler to the whole internet; "
+            "give your own address as a /32"
+        )
     if network.num_addresses > _WIDEST_CLIENT_RANGE:
         raise ClusterError(
             f"burst.aws.client-cidr={cidr} would open the scheduler to {network.num_addresses:,} "
