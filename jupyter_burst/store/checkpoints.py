@@ -170,7 +170,7 @@ class CheckpointStore:
         key = store_key.load(create=True)
         if key is None:
             raise CheckpointError(
-                f"this machine has no store key ({store_key.path()}), so its checkpoints "
+                f"this machine has no usable store key ({store_key.path()}), so its checkpoints "
                 "could not be trusted when read; start the cluster again from the notebook"
             )
         torch = sys.modules.get("torch")

@@ -32,7 +32,7 @@ def save(root: str, job_id: str, outcome: bytes) -> None:
     key = store_key.load(create=True)
     if key is None:
         raise CheckpointError(
-            f"this machine has no store key ({store_key.path()}), so the results of job "
+            f"this machine has no usable store key ({store_key.path()}), so the results of job "
             f"{job_id} could not be trusted when read; fetch them with %burst wait {job_id} "
             "while its cluster runs"
         )

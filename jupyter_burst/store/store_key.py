@@ -52,10 +52,9 @@ def load(create: bool = False) -> bytes | None:
     if create:
         ensure()
     try:
-        text = path().read_text().strip()
-    except FileNotFoundError:
+        return bytes.fromhex(path().read_text().strip()) or None
+    except (FileNotFoundError, ValueError):  # none, or not a key: nothing verifies with it
         return None
-    return bytes.fromhex(text) if text else None
 
 
 def signer(key: bytes, job: str, name: str) -> hmac.HMAC:

@@ -72,3 +72,19 @@ def test_forged_background_results_are_refused_unread(tmp_path):
         results.load(root, "job")
     assert "are not signed with this user's store key" in str(refused.value)
     assert not marker.exists()
+
+
+def test_a_damaged_store_key_verifies_nothing_and_a_save_says_so(tmp_path, monkeypatch):
+    from jupyter_burst.store import store_key
+    from jupyter_burst.store.checkpoints import CheckpointStore
+
+    store = CheckpointStore(str(tmp_path / "store"), "job")
+    saved = store.save({"w": 1}, step=1)
+    key = tmp_path / "damaged.key"
+    key.write_text("not a key")
+    monkeypatch.setenv(store_key.ENV, str(key))
+    with pytest.warns(UserWarning, match="is not signed with this user's store key"):
+        assert store.restore() is None  # nothing verifies: nothing is unpickled
+    with pytest.raises(CheckpointError, match=r"no usable store key \(.*damaged\.key\)"):
+        store.save({"w": 2}, step=2)
+    assert store.list() == [saved]
