@@ -92,6 +92,13 @@ def test_the_comparison_rules_normalise_only_what_differs_by_nature():
     assert compare.first_text_difference(plain, burst) is None
     # Progress bars are not compared, in text or as tqdm's widget; the rest of a cell is.
     assert compare.text("\rauto: 100%|##########| 10/10 [00:00, 12.3it/s]\nkept\n") == ["kept"]
+    # %timeit's note on a loaded machine (seen in a soak run) is a timing, not the cell's.
+    loaded = (
+        "The slowest run took 6.11 times longer than the fastest. This could mean that an "
+        "intermediate result is being cached.\n"
+        "9.7 μs ± 970 ns per loop (mean ± std. dev. of 2 runs, 5 loops each)\n"
+    )
+    assert compare.text(loaded) == ["<timeit>"]
     widget = {"text/plain": "auto:   0%|          | 0/10 [00:00<?, ?it/s]"}
     widget["application/vnd.jupyter.widget-view+json"] = {"model_id": "7ca5"}
     assert compare.progress_display(widget)

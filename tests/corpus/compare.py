@@ -17,7 +17,8 @@ Text is compared as a notebook shows it, after a few normalisations, each for a 
    notebook ``tqdm.auto`` draws a widget, and a bar's times and rates differ anyway; what
    the cell prints besides its bars (``tqdm.write``, ``print``) is compared.
 6. Timings (``%time``, ``%%time``, ``%timeit``) are replaced by a placeholder: no two runs
-   agree on them.
+   agree on them. ``%timeit``'s note that its slowest run took N times longer than its
+   fastest is dropped: a loaded machine prints it, on either side.
 7. Memory addresses (``0x7f...``) are replaced by ``0x…``.
 8. A line that differs only in its numbers is the same when each pair of numbers agrees
    within the notebook's tolerance, or within one unit of the last digit printed (floating
@@ -49,6 +50,10 @@ _RANK = re.compile(r"^\[rank (\d+)\] ?")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{4,}")
 _MAGIC_LINE = re.compile(
     r"^burst: (cluster '|cheapest offer |checkpoints go to |[\d,]+ lines? not shown here|pip .* of cluster )"
+)
+_TIMEIT_NOTE = re.compile(
+    r"^The slowest run took [\d.]+ times longer than the fastest\. This could mean that an "
+    r"intermediate result is being cached\.$"
 )
 _TIMINGS = [
     # %time / %%time
@@ -83,7 +88,7 @@ def text(raw: str, ranks: int = 1, burst: bool = False) -> list[str]:
                 line = line[found.end() :]
         if burst and _MAGIC_LINE.match(line):
             continue
-        if _PROGRESS_BAR.search(line.rstrip()):
+        if _PROGRESS_BAR.search(line.rstrip()) or _TIMEIT_NOTE.match(line.rstrip()):
             continue
         for pattern, placeholder in _TIMINGS:
             line = pattern.sub(placeholder, line)
