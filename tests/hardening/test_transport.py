@@ -89,8 +89,9 @@ STRANGER = textwrap.dedent(
 )
 
 
-def _listening_ports(state_dir) -> dict[int, list[int]]:
-    ports: dict[int, list[int]] = {}
+def _listening(state_dir) -> dict[int, list[tuple[str, int]]]:
+    """Each cluster process's listening sockets, by pid: (address, port)."""
+    found: dict[int, list[tuple[str, int]]] = {}
     for process in burst_processes(state_dir):
         try:
             sockets = process.net_connections(kind="inet")
@@ -98,23 +99,15 @@ def _listening_ports(state_dir) -> dict[int, list[int]]:
             continue
         for s in sockets:
             if s.status == psutil.CONN_LISTEN:
-                ports.setdefault(process.pid, []).append(s.laddr.port)
-    return ports
+                found.setdefault(process.pid, []).append((s.laddr.ip, s.laddr.port))
+    return found
 
 
 def test_a_local_cluster_listens_on_127_0_0_1_only(kernel, state_dir):
     kernel.ok("%%burst gpus=2\nx = 1\n")  # a head node with two worker processes
-    listening: dict[int, list[str]] = {}
-    for process in burst_processes(state_dir):
-        try:
-            sockets = process.net_connections(kind="inet")
-        except psutil.NoSuchProcess:
-            continue
-        for s in sockets:
-            if s.status == psutil.CONN_LISTEN:
-                listening.setdefault(process.pid, []).append(s.laddr.ip)
+    listening = _listening(state_dir)
     assert len(listening) >= 3, listening  # the head and both workers were looked at
-    addresses = {ip for ips in listening.values() for ip in ips}
+    addresses = {ip for sockets in listening.values() for ip, _ in sockets}
     assert addresses == {"127.0.0.1"}, listening
 
 
@@ -124,7 +117,7 @@ def test_another_user_finds_a_local_clusters_ports_and_can_neither_connect_nor_s
     needs(None if os.geteuid() == 0 else "running a script as another user needs root")
     needs(None if shutil.which("setpriv") else "setpriv (util-linux) is missing")
     kernel.ok("%%burst gpus=2\nx = 1\n")  # scheduler, two nannies, two workers
-    ports = sorted({p for found in _listening_ports(state_dir).values() for p in found})
+    ports = sorted({port for found in _listening(state_dir).values() for _, port in found})
     assert len(ports) >= 5, ports
     # A folder the other user can write in: its script, its home, the marker it must not make.
     shared = tempfile.mkdtemp(prefix="burst-stranger-")
