@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import cloudpickle
+
 from jupyter_burst.errors import SendError
 
 _SDK_PACKAGES = ("boto3", "botocore", "aiobotocore", "s3transfer")
@@ -153,9 +155,8 @@ def _named_in_notebook(where: str, key: str | None) -> bool:
 def _by_value(thing: Any) -> bool:
     """True for a function or class that cloudpickle sends by value (the notebook's own, or a
     module registered by value), with the globals it uses, its closure, defaults, attributes."""
-    import cloudpickle.cloudpickle as pickler  # the kernel's side only; cloudpickle's own rule
-
-    rule = getattr(pickler, "_should_pickle_by_reference", None)
+    # cloudpickle's own rule (private: looked up, with a fallback if it is ever gone)
+    rule = getattr(cloudpickle.cloudpickle, "_should_pickle_by_reference", None)
     if rule is not None:
         try:
             return not rule(thing)
