@@ -22,6 +22,7 @@ import psutil
 from jupyter_burst import config, gpus
 from jupyter_burst.clusters import records, start_phases, tls
 from jupyter_burst.clusters.launch_checks import local_price_per_hour
+from jupyter_burst.clusters.local_environ import node_environ
 from jupyter_burst.clusters.offers import Offer, OfferRequest
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.start_phases import BOOTING, LAUNCHING
@@ -77,6 +78,9 @@ class LocalProvider:
         if phases.start_id:
             command += ["--start-id", phases.start_id]
         command += _tls_arguments(request, cluster_id)
+        env = node_environ(
+            os.environ, config.get("checkpoints.url"), config.get("local.pass-env", None)
+        )
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 command,
@@ -88,6 +92,7 @@ class LocalProvider:
                 start_new_session=True,
                 creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
                 cwd=request.state_dir,
+                env=env,  # what a cell needs, not the kernel's secrets (local_environ)
             )
         # Reap it when it exits, so a long-lived kernel keeps no zombie.
         threading.Thread(target=process.wait, name=f"burst-reap-{process.pid}", daemon=True).start()
