@@ -217,7 +217,9 @@ def _did_you_mean(word: str, choices) -> str:
 def parse(line: str) -> CellOptions:
     """Parse the text after ``%%burst``; raise :class:`OptionError` with one line on a mistake."""
     try:
-        words = shlex.split(line, comments=False, posix=True)
+        # IPython hands a cell magic its line with the trailing whitespace removed, by Python's
+        # reckoning (``\x1f`` is whitespace there, not to shlex): the same line, read the same.
+        words = shlex.split(line.rstrip(), comments=False, posix=True)
     except ValueError as exc:
         raise OptionError(f"cannot read the options ({exc}); check the quotes") from None
     values: dict[str, Any] = {}
