@@ -1,0 +1,72 @@
+"""A new Lambda machine's SSH host key, proven to be its own before anything is sent to it.
+
+Lambda's API does not say a machine's host key, and the first login to it carries its
+node's TLS key, so trusting whatever answers first would let anyone in between take the
+cluster. Instead the launch gives the machine a one-time secret in its boot script (user
+data travels to Lambda's API over HTTPS, never past the network between us and the
+machine); at boot, the machine writes each of its host public keys with an HMAC of that key
+under the secret. The kernel's first ssh login trusts the key it is shown only for a
+``cat`` of that file, and keeps the key only if the machine's MAC over that very key is
+right: someone in between shows their own key, and without the secret cannot MAC it (nor can
+they log in to the machine to read its file: an SSH login cannot be relayed). Every later
+connection checks host keys strictly against the kept key alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from jupyter_burst.errors import ClusterError
+
+# Where the boot script writes "<type> <base64> <hmac>" per host key (readable by the login).
+PROOF_FILE = "/var/lib/jupyter-burst/host-keys"
+HOST_KEYS = "/etc/ssh/ssh_host_*_key.pub"
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+def boot_lines(secret: str, proof_file: str = PROOF_FILE, host_keys: str = HOST_KEYS) -> str:
+    """Shell lines of the boot script that write the machine's proof (runs as root at boot)."""
+    return f"""install -d -m 0755 "$(dirname {proof_file})"
+python3 - <<'BURST_HOST_KEYS'
+import glob, hashlib, hmac
+secret = bytes.fromhex("{secret}")
+lines = []
+for path in sorted(glob.glob("{host_keys}")):
+    key = " ".join(open(path).read().split()[:2])
+    lines.append(key + " " + hmac.new(secret, key.encode(), hashlib.sha256).hexdigest())
+with open("{proof_file}.new", "w") as f:
+    f.write("\\n".join(lines) + "\\n")
+BURST_HOST_KEYS
+chmod 0644 {proof_file}.new && mv {proof_file}.new {proof_file}
+"""
+
+
+def mac(secret: str, key: str) -> str:
+    return hmac.new(bytes.fromhex(secret), key.encode(), hashlib.sha256).hexdigest()
+
+
+def proven_key(secret: str, shown: list[str], proof: str, where: str) -> str:
+    """The host key ssh was shown (``shown``: known_hosts lines it wrote), if the machine's
+    proof MACs exactly that key; else a one-line refusal (nothing more goes to it)."""
+    macs = {}
+    for line in proof.splitlines():
+        words = line.split()
+        if len(words) == 3:
+            macs[f"{words[0]} {words[1]}"] = words[2]
+    for line in shown:
+        words = line.split()
+        if len(words) < 3:
+            continue
+        key = f"{words[1]} {words[2]}"  # "<host> <type> <base64>"
+        if key in macs and hmac.compare_digest(macs[key], mac(secret, key)):
+            return key
+    raise ClusterError(
+        f"the Lambda machine at {where} did not prove its SSH host key (the key shown is not "
+        "the one it booted with), so nothing was sent to it; someone may be in between: it "
+        "was terminated, try again from another network"
+    )
