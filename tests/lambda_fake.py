@@ -7,7 +7,8 @@ limits (about one request a second, one launch in ten seconds; exceeding either 
 with ``Retry-After``). The limits are the fake's to set, so tests can keep them short.
 
 Paths so far: ``GET /instance-types``, ``GET /instances``, ``GET /instances/{id}``,
-``POST /instance-operations/launch`` and ``POST /instance-operations/terminate``. Launching
+``GET|POST /ssh-keys``, ``POST /instance-operations/launch`` and
+``POST /instance-operations/terminate``. Launching
 checks the type, the region's capacity and exactly one SSH key name, as the API does;
 instances only change status here (booting, then active; terminated), nothing boots.
 """
@@ -72,6 +73,9 @@ class LambdaFake:
         }
     )
     instances: dict[str, Instance] = field(default_factory=dict)
+    ssh_keys: list[dict[str, str]] = field(
+        default_factory=lambda: [{"id": "k0", "name": "burst", "public_key": "ssh-ed25519 AAAA"}]
+    )
     # (monotonic time, method, path, status) of every request, for the pacing tests.
     requests: list[tuple[float, str, str, int]] = field(default_factory=list)
     _last: float = -1e9
@@ -157,6 +161,10 @@ class LambdaFake:
                     404, "global/object-does-not-exist", "Specified instance does not exist."
                 )
             return 200, {}, {"data": self._show(found)}
+        if method == "GET" and path == "/ssh-keys":
+            return 200, {}, {"data": self.ssh_keys}
+        if method == "POST" and path == "/ssh-keys":
+            return self._add_ssh_key(request)
         if launch:
             return self._launch(request, now)
         if method == "POST" and path == "/instance-operations/terminate":
@@ -186,6 +194,16 @@ class LambdaFake:
             for name, (description, gpu, cents, vcpus, memory, gpus) in TYPES.items()
         }
 
+    def _add_ssh_key(self, request: dict[str, Any]):
+        name, public = request.get("name"), request.get("public_key")
+        if not name or any(k["name"] == name for k in self.ssh_keys):
+            return _error(400, "global/invalid-parameters", "SSH key name is missing or in use.")
+        if not public:  # Lambda would make a pair and return its private half: never asked for
+            return _error(400, "global/invalid-parameters", "This fake needs a public key.")
+        key = {"id": uuid.uuid4().hex, "name": name, "public_key": public}
+        self.ssh_keys.append(key)
+        return 200, {}, {"data": key}
+
     def _launch(self, request: dict[str, Any], now: float):
         name, region = request.get("instance_type_name"), request.get("region_name")
         keys = request.get("ssh_key_names")
@@ -195,6 +213,8 @@ class LambdaFake:
             return _error(
                 400, "global/invalid-parameters", "Exactly one SSH key must be specified."
             )
+        if keys[0] not in {k["name"] for k in self.ssh_keys}:
+            return _error(400, "global/invalid-parameters", f"SSH key {keys[0]!r} does not exist.")
         if region not in self.capacity.get(name, ()):
             return _error(
                 400, "instance-operations/launch/insufficient-capacity",

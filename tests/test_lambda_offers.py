@@ -126,3 +126,18 @@ def test_the_key_never_travels_in_clear_nor_comes_from_a_file_others_can_read(
     os.chmod(key_file, 0o600)
     assert api.api_key() == KEY
     assert KEY not in repr(api.LambdaApi(KEY, fake.url))
+
+
+def test_our_ssh_key_is_made_here_once_and_registered_once_under_a_name_of_its_own(fake, tmp_path):
+    from jupyter_burst.clusters.lambda_cloud import login
+
+    private, public = login.key_pair(tmp_path)
+    assert oct(private.stat().st_mode & 0o777) == "0o600"
+    assert oct(private.parent.stat().st_mode & 0o777) == "0o700"
+    assert login.key_pair(tmp_path) == (private, public)  # made once
+    client = api.LambdaApi(KEY)
+    name = login.registered_name(client, public)
+    assert name == login.key_name(public) and name.startswith("jupyter-burst-")
+    assert login.registered_name(client, public) == name  # found, not registered again
+    assert [k["name"] for k in fake.ssh_keys] == ["burst", name]
+    assert "PRIVATE" not in str(fake.ssh_keys)  # only the public half went to the API
