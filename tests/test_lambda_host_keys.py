@@ -9,7 +9,10 @@ import subprocess
 import pytest
 
 from jupyter_burst.clusters.lambda_cloud import host_keys
+from jupyter_burst.clusters.ssh import channel
+from jupyter_burst.clusters.ssh.hosts import Host
 from jupyter_burst.errors import ClusterError
+from tests.sshd_server import running_sshd
 
 
 def _host_key(folder, name):
@@ -43,3 +46,44 @@ def test_the_machine_proves_the_key_it_booted_with_and_an_impostors_key_is_refus
     forged = f"{impostor} {host_keys.mac(host_keys.new_secret(), impostor)}\n"
     with pytest.raises(ClusterError):
         host_keys.proven_key(secret, [f"203.0.113.7 {impostor}"], proof + forged, "x")
+
+
+def test_the_first_login_keeps_the_proven_key_alone_and_an_impostor_replaying_the_proof_is_refused(
+    tmp_path,
+):
+    with (
+        running_sshd(tmp_path / "machine") as machine,
+        running_sshd(tmp_path / "impostor") as impostor,
+    ):
+        secret = host_keys.new_secret()
+        proof = tmp_path / "proof"
+        boot = host_keys.boot_lines(secret, str(proof), str(machine.folder / "host_key.pub"))
+        subprocess.run(["bash", "-euc", boot], check=True)
+        ours = str(machine.identity)
+        host = Host(f"{machine.user}@127.0.0.1", gpus=1, port=machine.port, identity=ours)
+        known = tmp_path / "state" / "known_hosts"
+        kept = host_keys.first_login(host, secret, known, timeout=30, proof_file=str(proof))
+        machine_key = (machine.folder / "host_key.pub").read_text().split()[:2]
+        assert known.read_text().split() == [f"[127.0.0.1]:{machine.port}", *machine_key]
+        # Every later login: strictly against that one key.
+        later = subprocess.run(
+            [*channel.ssh_command(kept, tmp_path), "echo in"], capture_output=True
+        )
+        assert later.stdout == b"in\n", later.stderr
+        # Someone in between: they let any key in and hand back the machine's own proof (same
+        # file here), but show their host key, which the proof does not MAC.
+        (impostor.folder / "authorized_keys").write_text(
+            (machine.folder / "client_key.pub").read_text()
+        )
+        between = Host(f"{machine.user}@127.0.0.1", gpus=1, port=impostor.port, identity=ours)
+        elsewhere = tmp_path / "other" / "known_hosts"
+        with pytest.raises(ClusterError, match="did not prove its SSH host key"):
+            host_keys.first_login(between, secret, elsewhere, timeout=30, proof_file=str(proof))
+        assert not elsewhere.exists()
+        # And with the kept key, the impostor is no machine of ours either.
+        swapped = Host(f"{machine.user}@127.0.0.1", 1, impostor.port, identity=ours,
+                       known_hosts=str(known))  # fmt: skip
+        refused = subprocess.run(
+            [*channel.ssh_command(swapped, tmp_path), "echo in"], capture_output=True
+        )
+        assert refused.returncode == 255 and refused.stdout == b""

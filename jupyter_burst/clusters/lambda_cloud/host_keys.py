@@ -14,10 +14,17 @@ connection checks host keys strictly against the kept key alone.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
+import os
+import pathlib
 import secrets
+import subprocess
+import tempfile
+import time
 
+from jupyter_burst.clusters.ssh.hosts import Host
 from jupyter_burst.errors import ClusterError
 
 # Where the boot script writes "<type> <base64> <hmac>" per host key (readable by the login).
@@ -67,6 +74,50 @@ def proven_key(secret: str, shown: list[str], proof: str, where: str) -> str:
             return key
     raise ClusterError(
         f"the Lambda machine at {where} did not prove its SSH host key (the key shown is not "
-        "the one it booted with), so nothing was sent to it; someone may be in between: it "
-        "was terminated, try again from another network"
+        "the one it booted with), so nothing was sent to it; someone may be in between: try "
+        "again, from another network if it happens again"
+    )
+
+
+def first_login(
+    host: Host, secret: str, known_hosts: pathlib.Path, timeout: float, proof_file: str = PROOF_FILE
+) -> Host:
+    """Log in once, taking whatever key is shown for a ``cat`` of the proof; keep the key
+    (``known_hosts``, alone) if the machine proved it. ``host`` as every later login sees it.
+
+    Until the deadline, a machine still booting (no sshd yet, or no proof yet) is asked again.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    with tempfile.TemporaryDirectory(prefix="burst-first-login-") as folder:
+        shown = pathlib.Path(folder) / "shown"
+        command = [
+            "ssh", "-p", str(host.port), "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={shown}",
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "UpdateHostKeys=no",
+            "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-i", host.identity,
+            "--", host.target, f"cat {proof_file}",
+        ]  # fmt: skip
+        while time.monotonic() < deadline:
+            shown.unlink(missing_ok=True)  # what this very connection was shown, nothing older
+            try:
+                done = subprocess.run(command, capture_output=True, timeout=30)
+            except subprocess.TimeoutExpired:
+                last = "ssh timed out"
+                continue
+            if done.returncode == 0 and shown.exists():
+                lines = shown.read_text().splitlines()
+                key = proven_key(secret, lines, done.stdout.decode(errors="replace"), host.target)
+                where = host.target.rpartition("@")[2]
+                name = where if host.port == 22 else f"[{where}]:{host.port}"
+                known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                known_hosts.write_text(f"{name} {key}\n")
+                os.chmod(known_hosts, 0o600)
+                return dataclasses.replace(host, known_hosts=str(known_hosts))
+            said = done.stderr.decode(errors="replace").strip().splitlines()
+            last = said[-1] if said else f"exit {done.returncode}"
+            time.sleep(1.0)  # booting: sshd or the proof is not there yet
+    raise ClusterError(
+        f"the Lambda machine {host.target} could not be logged in to within {timeout:g} s "
+        f"({last}); raise burst.start-timeout if it boots slowly"
     )

@@ -55,8 +55,11 @@ def _accept_new() -> bool:
 
 
 def ssh_command(host: Host, state_dir: pathlib.Path) -> list[str]:
-    checking = config.get("ssh.host-key-checking") or ("accept-new" if _accept_new() else "yes")
-    files = " ".join(f'"{f}"' for f in known_hosts_files(state_dir))
+    if host.known_hosts:  # a machine we launched: its proven key alone, strictly
+        checking, files = "yes", f'"{host.known_hosts}"'
+    else:
+        checking = config.get("ssh.host-key-checking") or ("accept-new" if _accept_new() else "yes")
+        files = " ".join(f'"{f}"' for f in known_hosts_files(state_dir))
     command = [
         "ssh", "-p", str(host.port),
         "-o", "BatchMode=yes",
@@ -64,7 +67,9 @@ def ssh_command(host: Host, state_dir: pathlib.Path) -> list[str]:
         "-o", f"UserKnownHostsFile={files}",
         "-o", f"ConnectTimeout={config.get('ssh.connect-timeout', 10)}",
     ]  # fmt: skip
-    identity = config.get("ssh.identity")
+    if host.known_hosts:
+        command += ["-o", "GlobalKnownHostsFile=/dev/null", "-o", "UpdateHostKeys=no"]
+    identity = host.identity or config.get("ssh.identity")
     if identity:
         command += ["-o", "IdentitiesOnly=yes", "-i", os.path.expanduser(str(identity))]
     return [*command, "--", host.target]

@@ -25,6 +25,10 @@ class Host:
     port: int = 22
     python: str = "python3"
     address: str = ""  # where the scheduler and workers listen; "" = the host part of target
+    # A machine we launched (Lambda): the key we log in with, and a known_hosts file with its
+    # one proven host key, checked strictly. "": burst.ssh.identity and the usual files.
+    identity: str = ""
+    known_hosts: str = ""
 
     @property
     def listen(self) -> str:
