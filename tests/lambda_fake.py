@@ -54,6 +54,7 @@ class Instance:
     launched: float
     status: str = "booting"
     terminated: float | None = None
+    ip: str = "127.0.0.1"
 
 
 @dataclass
@@ -82,6 +83,8 @@ class LambdaFake:
     _last_launch: float = -1e9
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
+    # Where launched instances boot as machines (tests/lambda_machines.py); None: books only.
+    machines: Any = None
 
     @property
     def url(self) -> str:
@@ -106,6 +109,8 @@ class LambdaFake:
         return self
 
     def stop(self) -> None:
+        if self.machines is not None:
+            self.machines.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -228,6 +233,9 @@ class LambdaFake:
                 region=region, ssh_key_names=list(keys), tags=list(request.get("tags") or []),
                 user_data=str(request.get("user_data") or ""), launched=now,
             )  # fmt: skip
+            if self.machines is not None:
+                public = next(k["public_key"] for k in self.ssh_keys if k["name"] == keys[0])
+                instance.ip = self.machines.boot(instance.id, public, instance.user_data)
             self.instances[instance.id] = instance
             ids.append(instance.id)
         return 200, {}, {"data": {"instance_ids": ids}}
@@ -244,6 +252,8 @@ class LambdaFake:
             instance = self.instances[i]
             if instance.status != "terminated":
                 instance.status, instance.terminated = "terminated", now
+                if self.machines is not None:
+                    self.machines.power_off(i)
             done.append(self._show(instance))
         return 200, {}, {"data": {"terminated_instances": done}}
 
@@ -255,7 +265,7 @@ class LambdaFake:
     def _show(self, i: Instance) -> dict[str, Any]:
         description, gpu, cents, vcpus, memory, gpus = TYPES[i.type_name]
         return {
-            "id": i.id, "name": i.name, "ip": "127.0.0.1", "private_ip": "127.0.0.1",
+            "id": i.id, "name": i.name, "ip": i.ip, "private_ip": i.ip,
             "status": i.status, "ssh_key_names": i.ssh_key_names, "file_system_names": [],
             "region": {"name": i.region, "description": REGIONS[i.region]},
             "instance_type": {"name": i.type_name, "description": description,

@@ -4,6 +4,7 @@ host keys made by ssh-keygen; the key ssh was shown is kept only when the machin
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -29,8 +30,9 @@ def test_the_machine_proves_the_key_it_booted_with_and_an_impostors_key_is_refus
     impostor = _host_key(tmp_path, "ed25519")
     secret = host_keys.new_secret()
     proof_file = tmp_path / "var" / "host-keys"
-    boot = host_keys.boot_lines(secret, str(proof_file), str(etc / "ssh_host_*_key.pub"))
-    subprocess.run(["bash", "-euc", boot], check=True)
+    where = {host_keys.PROOF_ENV: str(proof_file), host_keys.KEYS_ENV: str(etc / "*.pub"),
+             "PATH": os.environ["PATH"]}  # fmt: skip
+    subprocess.run(["bash", "-euc", host_keys.boot_lines(secret)], check=True, env=where)
     proof = proof_file.read_text()
     assert oct(proof_file.stat().st_mode & 0o777) == "0o644"  # the login user reads it
     assert secret not in proof  # MACs only: the secret stays on the machine's boot record
@@ -51,18 +53,20 @@ def test_the_machine_proves_the_key_it_booted_with_and_an_impostors_key_is_refus
 def test_the_first_login_keeps_the_proven_key_alone_and_an_impostor_replaying_the_proof_is_refused(
     tmp_path,
 ):
+    proof = tmp_path / "proof"  # the impostor serves the same file: the machine's, replayed
+    login = {host_keys.PROOF_ENV: str(proof)}
     with (
-        running_sshd(tmp_path / "machine") as machine,
-        running_sshd(tmp_path / "impostor") as impostor,
+        running_sshd(tmp_path / "machine", login) as machine,
+        running_sshd(tmp_path / "impostor", login) as impostor,
     ):
         secret = host_keys.new_secret()
-        proof = tmp_path / "proof"
-        boot = host_keys.boot_lines(secret, str(proof), str(machine.folder / "host_key.pub"))
-        subprocess.run(["bash", "-euc", boot], check=True)
+        keys = str(machine.folder / "host_key.pub")
+        where = {**login, host_keys.KEYS_ENV: keys, "PATH": os.environ["PATH"]}
+        subprocess.run(["bash", "-euc", host_keys.boot_lines(secret)], check=True, env=where)
         ours = str(machine.identity)
         host = Host(f"{machine.user}@127.0.0.1", gpus=1, port=machine.port, identity=ours)
         known = tmp_path / "state" / "known_hosts"
-        kept = host_keys.first_login(host, secret, known, timeout=30, proof_file=str(proof))
+        kept = host_keys.first_login(host, secret, known, timeout=30)
         machine_key = (machine.folder / "host_key.pub").read_text().split()[:2]
         assert known.read_text().split() == [f"[127.0.0.1]:{machine.port}", *machine_key]
         # Every later login: strictly against that one key.
@@ -78,7 +82,7 @@ def test_the_first_login_keeps_the_proven_key_alone_and_an_impostor_replaying_th
         between = Host(f"{machine.user}@127.0.0.1", gpus=1, port=impostor.port, identity=ours)
         elsewhere = tmp_path / "other" / "known_hosts"
         with pytest.raises(ClusterError, match="did not prove its SSH host key"):
-            host_keys.first_login(between, secret, elsewhere, timeout=30, proof_file=str(proof))
+            host_keys.first_login(between, secret, elsewhere, timeout=30)
         assert not elsewhere.exists()
         # And with the kept key, the impostor is no machine of ours either.
         swapped = Host(f"{machine.user}@127.0.0.1", 1, impostor.port, identity=ours,
@@ -87,3 +91,48 @@ def test_the_first_login_keeps_the_proven_key_alone_and_an_impostor_replaying_th
             [*channel.ssh_command(swapped, tmp_path), "echo in"], capture_output=True
         )
         assert refused.returncode == 255 and refused.stdout == b""
+
+
+def test_a_launched_machine_is_logged_in_to_by_its_proven_key_and_ends_when_terminated(
+    tmp_path, monkeypatch
+):
+    from jupyter_burst.clusters.lambda_cloud import api, login
+    from tests.lambda_fake import KEY, LambdaFake
+    from tests.lambda_machines import LambdaMachines
+
+    fake = LambdaFake(request_spacing=0.0, launch_spacing=0.0)
+    fake.machines = LambdaMachines(tmp_path / "machines")
+    fake.start()
+    monkeypatch.setattr(api, "REQUEST_SPACING", 0.0)
+    monkeypatch.setattr(api, "LAUNCH_SPACING", 0.0)
+    try:
+        client = api.LambdaApi(KEY, fake.url)
+        private, public = login.key_pair(tmp_path / "state")
+        secret = host_keys.new_secret()
+        launched = client.post(
+            api.LAUNCH_PATH,
+            {
+                "region_name": "us-east-1", "instance_type_name": "gpu_1x_a10",
+                "ssh_key_names": [login.registered_name(client, public)],
+                "user_data": "#!/bin/bash\nset -eu\n" + host_keys.boot_lines(secret),
+            },
+        )  # fmt: skip
+        (instance_id,) = launched["instance_ids"]
+        ip = client.get(f"/instances/{instance_id}")["ip"]
+        assert ip.startswith("127.0.0.") and ip != "127.0.0.1"
+        user = fake.machines.machines[instance_id].sshd.user
+        host = Host(f"{user}@{ip}", 1, fake.machines.port, identity=str(private))
+        known = tmp_path / "state" / "known_hosts"
+        kept = host_keys.first_login(host, secret, known, timeout=30)
+        said = subprocess.run(
+            [*channel.ssh_command(kept, tmp_path), "echo in"], capture_output=True
+        )
+        assert said.stdout == b"in\n", said.stderr
+        assert secret not in (tmp_path / "state").joinpath("known_hosts").read_text()
+        client.post("/instance-operations/terminate", {"instance_ids": [instance_id]})
+        gone = subprocess.run(
+            [*channel.ssh_command(kept, tmp_path), "echo in"], capture_output=True
+        )
+        assert gone.returncode == 255  # its machine is off: nothing answers at its address
+    finally:
+        fake.stop()

@@ -27,29 +27,36 @@ import time
 from jupyter_burst.clusters.ssh.hosts import Host
 from jupyter_burst.errors import ClusterError
 
-# Where the boot script writes "<type> <base64> <hmac>" per host key (readable by the login).
+# Where the boot script writes "<type> <base64> <hmac>" per host key (readable by the login),
+# and which host keys it MACs. Two variables move them for the tests' machine emulator
+# (tests/lambda_fake.py), which runs this very script as a machine of its own.
 PROOF_FILE = "/var/lib/jupyter-burst/host-keys"
 HOST_KEYS = "/etc/ssh/ssh_host_*_key.pub"
+PROOF_ENV = "JUPYTER_BURST_HOST_KEY_PROOF"
+KEYS_ENV = "JUPYTER_BURST_HOST_KEYS"
+# What the first login runs: the proof, as the login finds it.
+PROOF_COMMAND = f'cat "${{{PROOF_ENV}:-{PROOF_FILE}}}"'
 
 
 def new_secret() -> str:
     return secrets.token_hex(32)
 
 
-def boot_lines(secret: str, proof_file: str = PROOF_FILE, host_keys: str = HOST_KEYS) -> str:
+def boot_lines(secret: str) -> str:
     """Shell lines of the boot script that write the machine's proof (runs as root at boot)."""
-    return f"""install -d -m 0755 "$(dirname {proof_file})"
-python3 - <<'BURST_HOST_KEYS'
-import glob, hashlib, hmac
+    return f"""proof="${{{PROOF_ENV}:-{PROOF_FILE}}}"
+install -d -m 0755 "$(dirname "$proof")"
+BURST_PROOF="$proof" BURST_KEYS="${{{KEYS_ENV}:-{HOST_KEYS}}}" python3 - <<'BURST_HOST_KEYS'
+import glob, hashlib, hmac, os
 secret = bytes.fromhex("{secret}")
 lines = []
-for path in sorted(glob.glob("{host_keys}")):
+for path in sorted(glob.glob(os.environ["BURST_KEYS"])):
     key = " ".join(open(path).read().split()[:2])
     lines.append(key + " " + hmac.new(secret, key.encode(), hashlib.sha256).hexdigest())
-with open("{proof_file}.new", "w") as f:
+with open(os.environ["BURST_PROOF"] + ".new", "w") as f:
     f.write("\\n".join(lines) + "\\n")
 BURST_HOST_KEYS
-chmod 0644 {proof_file}.new && mv {proof_file}.new {proof_file}
+chmod 0644 "$proof.new" && mv "$proof.new" "$proof"
 """
 
 
@@ -79,9 +86,7 @@ def proven_key(secret: str, shown: list[str], proof: str, where: str) -> str:
     )
 
 
-def first_login(
-    host: Host, secret: str, known_hosts: pathlib.Path, timeout: float, proof_file: str = PROOF_FILE
-) -> Host:
+def first_login(host: Host, secret: str, known_hosts: pathlib.Path, timeout: float) -> Host:
     """Log in once, taking whatever key is shown for a ``cat`` of the proof; keep the key
     (``known_hosts``, alone) if the machine proved it. ``host`` as every later login sees it.
 
@@ -96,7 +101,7 @@ def first_login(
             "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={shown}",
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "UpdateHostKeys=no",
             "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-i", host.identity,
-            "--", host.target, f"cat {proof_file}",
+            "--", host.target, PROOF_COMMAND,
         ]  # fmt: skip
         while time.monotonic() < deadline:
             shown.unlink(missing_ok=True)  # what this very connection was shown, nothing older
