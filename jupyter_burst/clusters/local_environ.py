@@ -4,9 +4,9 @@ and the cell's libraries needs, not the kernel's whole environment.
 A cloud node never sees the notebook's variables, and a cell that works on the local
 cluster should not start failing on a cloud one because it read ``HF_TOKEN`` there. Nor
 should the notebook's API keys sit in the environment of a cluster that other kernels of
-this user reuse. So: an allowlist of settings (paths, locale, proxies, CUDA and thread
-settings, Python's, Dask's and ours), never a secret-looking name or a URL with a password
-in it, and two ways to say more: the checkpoint store's own credentials when
+this user reuse. So: an allowlist of settings (paths, locale, proxies, compilers, CUDA,
+accelerator and thread settings, Python's, Dask's and ours), never a secret-looking name or
+a URL with a user in it (a password or token), and two ways to say more: the checkpoint store's own credentials when
 ``burst.checkpoints.url`` is a remote store the node writes to, and the names in
 ``burst.local.pass-env``, passed as they are.
 """
@@ -24,7 +24,7 @@ _NAMES = frozenset(
         # where things are, who runs them, how text is read
         "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
         "TMPDIR", "TEMP", "TMP", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV",
-        "LD_LIBRARY_PATH", "MPLBACKEND", "MPLCONFIGDIR",
+        "LD_LIBRARY_PATH", "MPLBACKEND", "MPLCONFIGDIR", "CC", "CXX",
         # certificates and proxies a download in a cell goes through
         "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
         "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
@@ -40,7 +40,8 @@ _NAMES = frozenset(
 )  # fmt: skip
 _PREFIXES = (
     "LC_", "XDG_", "PYTHON", "DASK_", "JUPYTER_BURST_", "CUDA_", "NVIDIA_", "NCCL_",
-    "OMP_", "MKL_", "OPENBLAS_", "KMP_", "TORCH_", "PYTORCH_", "UV_", "PIP_", "COVERAGE_",
+    "HIP_", "ROCM_", "ROCR_", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "TORCH_", "PYTORCH_",
+    "TORCHINDUCTOR_", "TRITON_", "JAX_", "XLA_", "TF_", "UV_", "PIP_", "COVERAGE_",
 )  # fmt: skip
 # Where AWS credentials are, not what they are: the same files this user's node can read.
 _AWS_SETTINGS = frozenset(
@@ -60,7 +61,8 @@ _STORE_CREDENTIALS = {
     "abfs": ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME",
              "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"),
 }  # fmt: skip
-_URL_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
+# A URL with a user in it (https://user:password@..., https://token@...): a credential.
+_URL_USER = re.compile(r"://[^/@\s]+@")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -106,4 +108,4 @@ def _setting(name: str) -> bool:
 
 
 def _holds_secret(name: str, value: str) -> bool:
-    return credentials.secret_name(name) or bool(_URL_PASSWORD.search(value))
+    return credentials.secret_name(name) or bool(_URL_USER.search(value))

@@ -47,10 +47,13 @@ def test_the_node_environment_keeps_settings_and_a_remote_stores_credentials_onl
         "AWS_ACCESS_KEY_ID": "AKIA" + "A" * 16,
         "DASK_BURST__SOME_TOKEN": "t" * 20,
         "HTTPS_PROXY": "http://proxy.example.org:3128",
+        "UV_INDEX_URL": "https://gho_abcdefghijklmnop@pypi.example.org/simple",  # a token as user
+        "TRITON_CACHE_DIR": "/tmp/triton",
     }
     plain = node_environ(kernel, None)
     assert sorted(plain) == [
         "AWS_PROFILE", "CUDA_VISIBLE_DEVICES", "HTTPS_PROXY", "LC_ALL", "OMP_NUM_THREADS", "PATH",
+        "TRITON_CACHE_DIR",
     ]  # fmt: skip
     to_s3 = node_environ(kernel, "s3://bucket/checkpoints", ["WANDB_API_KEY"])
     assert set(to_s3) - set(plain) == {
