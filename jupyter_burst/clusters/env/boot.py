@@ -99,7 +99,16 @@ BURST_LOCK
     else
         uv venv --quiet --relocatable --python {q(lock.python)} "$ENV"
     fi
-    uv pip sync --python "$ENV/bin/python" {index} "$ROOT/requirements.txt"
+    # A uv that crashed (ended by a signal: seen once, a segfault after every package was
+    # installed) is run once more, as the sync is idempotent; an error of its own is not.
+    uv_status=0
+    uv pip sync --python "$ENV/bin/python" {index} "$ROOT/requirements.txt" || uv_status=$?
+    if [ "$uv_status" -gt 128 ]; then
+        echo "burst-env: uv ended by signal $((uv_status - 128)); running it once more"
+        uv pip sync --python "$ENV/bin/python" {index} "$ROOT/requirements.txt"
+    elif [ "$uv_status" -ne 0 ]; then
+        exit "$uv_status"
+    fi
     echo "$ROOT" > "$ENV/.burst-root"
     echo "$ENV_HASH" > "$ENV/.burst-hash"
     echo "burst-env: $ENV_HASH built with uv in $((SECONDS - ENV_START)) s"
