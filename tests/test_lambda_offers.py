@@ -78,6 +78,8 @@ def test_a_wrong_key_is_one_line_naming_the_apis_code_and_the_fix(fake, monkeypa
     said = str(refused.value)
     assert "\n" not in said and "global/invalid-api-key" in said and api.KEY_ENV in said
     assert "secret_wrong" not in said
+    # Whatever the API sends, its words are one line.
+    assert "\n" not in str(api.LambdaApiError(400, "global/x", "two\nlines.", "a\nfix."))
 
 
 def test_requests_are_spaced_as_the_api_allows_and_a_429_is_waited_out(fake):
@@ -121,7 +123,7 @@ def test_the_key_never_travels_in_clear_nor_comes_from_a_file_others_can_read(
     monkeypatch.setenv("DASK_BURST__LAMBDA__API_KEY_FILE", str(key_file))
     dask.config.refresh()
     os.chmod(key_file, 0o644)
-    with pytest.raises(ClusterError, match=f"can be read by other users: chmod 600 {key_file}"):
+    with pytest.raises(ClusterError, match=f"is open to other users: chmod 600 {key_file}"):
         api.api_key()
     os.chmod(key_file, 0o600)
     assert api.api_key() == KEY

@@ -56,6 +56,8 @@ class LambdaApiError(ClusterError):
     """What the API answered instead: its code, message and suggestion."""
 
     def __init__(self, status: int, code: str, message: str, suggestion: str = "") -> None:
+        # The API's words, on one line whatever it sent.
+        message, suggestion = " ".join(message.split()), " ".join(suggestion.split())
         self.status, self.code, self.message, self.suggestion = status, code, message, suggestion
         # A wrong key: how to give the right one is ours to say; else the API's suggestion.
         fix = f"check the key: {_KEY_HINT}" if code in AUTH_CODES else suggestion.rstrip(".")
@@ -105,7 +107,7 @@ def api_key() -> str | None:
         raise ClusterError(f"cannot read the Lambda API key file {path}: {exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ClusterError(
-            f"the Lambda API key file {path} can be read by other users: chmod 600 {path}"
+            f"the Lambda API key file {path} is open to other users: chmod 600 {path}"
         )
     for line in text.splitlines():
         name, sep, value = line.partition("=")
