@@ -80,3 +80,25 @@ def test_termination_ends_the_machines_even_when_some_are_gone_and_ours_finds_th
     machines.terminate(client, ids)  # one of them ended already: no error
     assert {fake.instances[i].status for i in ids} == {"terminated"}
     assert fake.instances[stranger[0]].status != "terminated" and machines.ours(client) == []
+
+
+def test_a_head_with_the_users_opt_in_key_terminates_its_own_cluster(client, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    client, fake = client
+    ids = machines.launch(client, [_offer("gpu_1x_a10", "us-east-1", 1)], 2, BODY).ids
+    order = tmp_path / "lambda-terminate.json"
+    order.write_text(json.dumps({"url": fake.url, "key": KEY, "instances": list(ids)}))
+    run = [sys.executable, "-m", "jupyter_burst.node.lambda_terminate", str(order)]
+    os.chmod(order, 0o644)  # a key others could read: refused, nothing sent
+    refused = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "must be this user's alone" in refused.stderr
+    assert "terminated" not in {fake.instances[i].status for i in ids}
+    os.chmod(order, 0o600)
+    done = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert {fake.instances[i].status for i in ids} == {"terminated"}
+    assert KEY not in done.stderr  # the log names the machines, never the key
