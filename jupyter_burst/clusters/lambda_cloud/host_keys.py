@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 
+from jupyter_burst.clusters.ssh import channel
 from jupyter_burst.clusters.ssh.hosts import Host
 from jupyter_burst.errors import ClusterError
 
@@ -96,13 +97,8 @@ def first_login(host: Host, secret: str, known_hosts: pathlib.Path, timeout: flo
     last = "no answer"
     with tempfile.TemporaryDirectory(prefix="burst-first-login-") as folder:
         shown = pathlib.Path(folder) / "shown"
-        command = [
-            "ssh", "-p", str(host.port), "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={shown}",
-            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "UpdateHostKeys=no",
-            "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-i", host.identity,
-            "--", host.target, PROOF_COMMAND,
-        ]  # fmt: skip
+        probe = dataclasses.replace(host, known_hosts=str(shown))
+        command = [*channel.ssh_command(probe, known_hosts.parent, first_login=True), PROOF_COMMAND]
         while time.monotonic() < deadline:
             shown.unlink(missing_ok=True)  # what this very connection was shown, nothing older
             try:
@@ -113,10 +109,8 @@ def first_login(host: Host, secret: str, known_hosts: pathlib.Path, timeout: flo
             if done.returncode == 0 and shown.exists():
                 lines = shown.read_text().splitlines()
                 key = proven_key(secret, lines, done.stdout.decode(errors="replace"), host.target)
-                where = host.target.rpartition("@")[2]
-                name = where if host.port == 22 else f"[{where}]:{host.port}"
                 known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                known_hosts.write_text(f"{name} {key}\n")
+                known_hosts.write_text(f"{channel.known_hosts_name(host)} {key}\n")
                 os.chmod(known_hosts, 0o600)
                 return dataclasses.replace(host, known_hosts=str(known_hosts))
             said = done.stderr.decode(errors="replace").strip().splitlines()

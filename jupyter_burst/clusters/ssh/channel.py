@@ -54,9 +54,17 @@ def _accept_new() -> bool:
     )
 
 
-def ssh_command(host: Host, state_dir: pathlib.Path) -> list[str]:
+def known_hosts_name(host: Host) -> str:
+    """How a known_hosts file names the host: its address, with the port unless it is 22."""
+    where = host.target.rpartition("@")[2]
+    return where if host.port == 22 else f"[{where}]:{host.port}"
+
+
+def ssh_command(host: Host, state_dir: pathlib.Path, *, first_login: bool = False) -> list[str]:
+    """``first_login``: for a machine we launched, take the key it shows into its own file
+    (to be proven before anything is sent: clusters/lambda_cloud/host_keys.py)."""
     if host.known_hosts:  # a machine we launched: its proven key alone, strictly
-        checking, files = "yes", f'"{host.known_hosts}"'
+        checking, files = ("accept-new" if first_login else "yes"), f'"{host.known_hosts}"'
     else:
         checking = config.get("ssh.host-key-checking") or ("accept-new" if _accept_new() else "yes")
         files = " ".join(f'"{f}"' for f in known_hosts_files(state_dir))
@@ -151,7 +159,7 @@ def _refuse_host_key(host: Host, state_dir: pathlib.Path, stderr: list[str]) -> 
     """One line for a host ssh refused for its key: nothing was sent to it."""
     said = "\n".join(stderr)
     where = host.target.rpartition("@")[2]
-    name = where if host.port == 22 else f"[{where}]:{host.port}"  # as known_hosts has it
+    name = known_hosts_name(host)
     if _CHANGED in said:
         raise Unreachable(
             f"the host key of {host.target} (port {host.port}) has changed since it was trusted, "
