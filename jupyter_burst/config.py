@@ -60,6 +60,15 @@ def get(key: str, default: Any = None) -> Any:
     return dask.config.get(f"burst.{key}", default=default)
 
 
+def names(key: str, default: Any = None) -> tuple[str, ...]:
+    """A ``burst.<key>`` list of names: a list, or a comma-separated string as an environment
+    variable gives one ("local,aws", or "[local, aws]" as YAML would write it)."""
+    value = get(key, default)
+    if isinstance(value, str):
+        value = value.strip().strip("[]").split(",")
+    return tuple(str(name).strip() for name in value or () if str(name).strip())
+
+
 def fresh(key: str, default: Any = None) -> Any:
     """A ``burst.<key>`` setting as the config files and variables say now, read without
     changing this process's config: :func:`refresh` clears it before it fills it again,

@@ -322,6 +322,17 @@ def test_providers_may_come_from_an_environment_string(providers):
     assert one_line(info.value) == "burst: burst.providers: unknown provider 'old'; known: aws"
 
 
+def test_lists_of_names_read_the_same_from_yaml_and_from_an_environment_string():
+    from jupyter_burst.clusters.lambda_cloud.prices import configured_regions
+
+    for written in (["us-east-1", "eu-west-1"], "us-east-1, eu-west-1", "[us-east-1, eu-west-1]"):
+        with dask.config.set({"burst.aws.regions": written, "burst.lambda.regions": written}):
+            assert aws_prices.default_regions() == ("us-east-1", "eu-west-1"), written
+            assert configured_regions() == ("us-east-1", "eu-west-1"), written
+    with dask.config.set({"burst.aws.regions": None}):  # none set: the catalog's regions
+        assert set(aws_prices.default_regions()) == {o.region for o in load_catalog("aws")[1]}
+
+
 def test_offers_command_prints_the_table_with_where_prices_come_from(providers):
     _, catalog = load_catalog("aws")
     aws = _Priced("aws", catalog)

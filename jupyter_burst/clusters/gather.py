@@ -15,10 +15,7 @@ from jupyter_burst.errors import OptionError
 
 def enabled_providers() -> list[str]:
     """The names in ``burst.providers`` (a list; a comma-separated string from the environment)."""
-    names = config.get("providers", ["local"])
-    if isinstance(names, str):  # "local,aws", or "[local, aws]" as YAML would have it
-        names = names.strip().strip("[]").split(",")
-    return [str(name).strip() for name in names or [] if str(name).strip()]
+    return list(config.names("providers", ["local"]))
 
 
 def gather(request: OfferRequest) -> list[Offer]:

@@ -44,12 +44,7 @@ def catalog_families() -> tuple[str, ...]:
 
 def default_regions() -> tuple[str, ...]:
     """``burst.aws.regions``, else the regions the shipped catalog prices."""
-    configured = config.get("aws.regions")
-    if isinstance(configured, str):
-        configured = configured.split(",")
-    if configured:
-        return tuple(str(r).strip() for r in configured if str(r).strip())
-    return tuple(_catalog()["on_demand"])
+    return config.names("aws.regions") or tuple(_catalog()["on_demand"])
 
 
 def _catalog() -> dict[str, Any]:

@@ -70,7 +70,4 @@ def for_request(offers: Iterable[Offer], request: OfferRequest) -> list[Offer]:
 
 def configured_regions() -> tuple[str, ...]:
     """``burst.lambda.regions`` (a list, or a comma-separated string); empty: every region."""
-    regions = config.get("lambda.regions", None) or ()
-    if isinstance(regions, str):
-        regions = regions.split(",")
-    return tuple(str(r).strip() for r in regions if str(r).strip())
+    return config.names("lambda.regions")
