@@ -149,7 +149,7 @@ class LambdaFake:
         self._last = now
         if launch:
             self._last_launch = now
-        self._advance(now)
+        self._advance()
         try:
             request = json.loads(body) if body else {}
         except ValueError:
@@ -257,7 +257,7 @@ class LambdaFake:
             done.append(self._show(instance))
         return 200, {}, {"data": {"terminated_instances": done}}
 
-    def _advance(self, now: float) -> None:
+    def _advance(self) -> None:
         for instance in self.instances.values():
             if instance.status == "booting":
                 instance.status = "active"  # the next look finds it up

@@ -77,10 +77,11 @@ class LocalProvider:
             command += ["--gpu-mem", f"{gpus.model()[1]:g}"]
         if phases.start_id:
             command += ["--start-id", phases.start_id]
-        command += _tls_arguments(request, cluster_id)
+        # Before the certificates are made: a wrong burst.local.pass-env leaves nothing behind.
         env = node_environ(
             os.environ, config.get("checkpoints.url"), config.get("local.pass-env", None)
         )
+        command += _tls_arguments(request, cluster_id)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 command,
