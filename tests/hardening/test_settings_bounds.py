@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 
 from jupyter_burst import config
-from jupyter_burst.clusters import aws, launch_checks
+from jupyter_burst.clusters import launch_checks
+from jupyter_burst.clusters.client_cidr import client_cidr
 from jupyter_burst.errors import BudgetExceeded, ClusterError, OptionError
 from jupyter_burst.kernel.options import parse
 
@@ -57,15 +58,15 @@ def test_a_cluster_name_from_the_settings_is_checked_like_one_on_the_line(settin
 def test_a_client_range_wider_than_a_site_or_not_a_range_is_refused(settings, cidr, said):
     settings("AWS__CLIENT_CIDR", cidr)
     with pytest.raises(ClusterError) as refused:
-        aws._client_cidr()
+        client_cidr("aws")
     assert said in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_an_own_address_or_a_sites_range_is_taken(settings):
     settings("AWS__CLIENT_CIDR", "203.0.113.7/32")
-    assert aws._client_cidr() == "203.0.113.7/32"
+    assert client_cidr("aws") == "203.0.113.7/32"
     settings("AWS__CLIENT_CIDR", "198.51.0.0/16")
-    assert aws._client_cidr() == "198.51.0.0/16"
+    assert client_cidr("aws") == "198.51.0.0/16"
 
 
 class _Quoting:

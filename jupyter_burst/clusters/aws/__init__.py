@@ -17,7 +17,6 @@ powers each off once it has been idle for the cluster's idle time.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import pathlib
 import secrets
@@ -32,6 +31,7 @@ from jupyter_burst.clusters import records, start_phases, tls
 from jupyter_burst.clusters.aws import env_store, gc, images, prices, provision, sdk, userdata
 from jupyter_burst.clusters.aws.provision import owner
 from jupyter_burst.clusters.aws.sdk import ec2_clients
+from jupyter_burst.clusters.client_cidr import client_cidr
 from jupyter_burst.clusters.env import lock as env_lock
 from jupyter_burst.clusters.launch_checks import check_daily_budget, check_hourly_cap
 from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
@@ -47,8 +47,6 @@ _URL_MARGIN_SECONDS = 120
 _ANNOUNCE_SECONDS = 1800
 _GROUP_WAIT_SECONDS = 90
 _QUOTE_SECONDS = 60  # a plan quoted for the daily budget still holds for the launch
-# The most addresses burst.aws.client-cidr may open the scheduler's port to: a /16.
-_WIDEST_CLIENT_RANGE = 1 << 16
 # What a booting head said of itself: a few short lines ("<its clock> <phase words>").
 _PROGRESS_BYTES = 4096
 _PROGRESS_LINES = 32
@@ -107,7 +105,7 @@ class AwsProvider:
         s3 = sdk.client("s3", region)
         ec2 = sdk.client("ec2", region)
         # Every setting is checked before anything is made, uploaded or launched.
-        cidr, image = _client_cidr(), _image(offer, request.state_dir, cluster_id)
+        cidr, image = client_cidr("aws"), _image(offer, request.state_dir, cluster_id)
         bucket = _bucket(s3, region)
         # The pre-flight: what the nodes cannot have is refused here, before any machine.
         lock = _node_environment(request.state_dir, offer)
@@ -467,34 +465,6 @@ def _bucket(s3, region: str) -> str:
             arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
         s3.create_bucket(**arguments)
     return bucket
-
-
-def _client_cidr() -> str:
-    """``burst.aws.client-cidr``: the one source the scheduler's port opens to."""
-    cidr = config.get("aws.client-cidr")
-    if not cidr:
-        raise ClusterError(
-            "say which address the notebook reaches AWS from: set burst.aws.client-cidr "
-            "(your public IP as a /32, e.g. 203.0.113.7/32); the scheduler's port opens to it only"
-        )
-    try:
-        network = ipaddress.ip_network(str(cidr).strip(), strict=False)
-    except ValueError:
-        raise ClusterError(
-            f"burst.aws.client-cidr={cidr} is not an address range; give your own address "
-            "as a /32, e.g. 203.0.113.7/32"
-        ) from None
-    if network.prefixlen == 0:
-        raise ClusterError(
-            f"burst.aws.client-cidr={cidr} would open the scheduler to the whole internet; "
-            "give your own address as a /32"
-        )
-    if network.num_addresses > _WIDEST_CLIENT_RANGE:
-        raise ClusterError(
-            f"burst.aws.client-cidr={cidr} would open the scheduler to {network.num_addresses:,} "
-            "addresses; give your own address as a /32 (or your site's range, at most a /16)"
-        )
-    return str(network)
 
 
 def _security_group(ec2, cluster_id: str, cidr: str) -> str:

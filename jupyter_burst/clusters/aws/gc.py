@@ -25,6 +25,7 @@ from jupyter_burst.clusters.aws import provision
 from jupyter_burst.clusters.aws.prices import default_regions
 from jupyter_burst.clusters.aws.provision import TAG_CLUSTER, TAG_OWNER, Instance
 from jupyter_burst.clusters.aws.sdk import ec2_clients, error_code, with_backoff
+from jupyter_burst.clusters.listing_words import age, count
 from jupyter_burst.clusters.shipped_catalog import load_catalog
 from jupyter_burst.errors import ClusterError, OptionError
 from jupyter_burst.store.ledger import shared_ledger
@@ -226,16 +227,16 @@ def format_listing(listing: Listing) -> str:
     lines = []
     if listing.instances:
         lines.append(
-            f"burst: {_count(len(listing.instances), 'instance')} of {listing.owner} "
+            f"burst: {count(len(listing.instances), 'instance')} of {listing.owner} "
             f"without a live cluster in {where}:"
         )
         rows = [("INSTANCE", "TYPE", "REGION", "CLUSTER", "AGE", "$/H")]
         for i in sorted(listing.instances, key=lambda i: (i.region, i.cluster_id, i.id)):
             price, listed = listing.prices.get(i.id, (None, False))
             shown = "?" if price is None else f"{'~' if listed else ''}{price:.3f}"
-            age = _age(listing.now - i.launched) if i.launched else "?"
+            aged = age(listing.now - i.launched) if i.launched else "?"
             market = f"{i.instance_type}{' spot' if i.spot else ''}"
-            rows.append((i.id, market, i.region, i.cluster_id, age, shown))
+            rows.append((i.id, market, i.region, i.cluster_id, aged, shown))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         lines += [
             "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
@@ -246,7 +247,7 @@ def format_listing(listing: Listing) -> str:
     if listing.groups:
         ids = ", ".join(g.id for g in listing.groups)
         lines.append(
-            f"burst: {_count(len(listing.groups), 'security group')} of clusters with no "
+            f"burst: {count(len(listing.groups), 'security group')} of clusters with no "
             f"instance left: {ids}"
         )
     if listing.spared:
@@ -257,9 +258,9 @@ def format_listing(listing: Listing) -> str:
 def format_swept(swept: Swept) -> str:
     parts = []
     if swept.terminated:
-        parts.append(f"terminated {_count(len(swept.terminated), 'instance')}")
+        parts.append(f"terminated {count(len(swept.terminated), 'instance')}")
     if swept.deleted:
-        parts.append(f"deleted {_count(len(swept.deleted), 'security group')}")
+        parts.append(f"deleted {count(len(swept.deleted), 'security group')}")
     text = f"burst: {' and '.join(parts) or 'nothing was left to clean up'}"
     if swept.left:
         text += (
@@ -351,18 +352,6 @@ def _ledger_stopped(state_dir: pathlib.Path, cluster_ids: set[str]) -> None:
 
 def _spared(listing: Listing) -> str:
     return (
-        f"{_count(listing.spared, 'instance')} launched in the last {grace_seconds():g} s "
+        f"{count(listing.spared, 'instance')} launched in the last {grace_seconds():g} s "
         "spared: its cluster may be forming right now"
     )
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _age(seconds: float) -> str:
-    minutes = max(0, int(seconds // 60))
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"

@@ -1,0 +1,17 @@
+"""Words of the ``%burst gc`` listings, the same for every cloud: counts and ages."""
+
+from __future__ import annotations
+
+
+def count(n: int, noun: str) -> str:
+    """``1 instance``, ``3 instances``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def age(seconds: float) -> str:
+    """``42m``, ``5h07m``, ``3d04h``."""
+    minutes = max(0, int(seconds // 60))
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"
