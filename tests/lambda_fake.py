@@ -6,11 +6,13 @@ the ``{"data": ...}`` envelope of an answer, the ``{"error": {"code", "message",
 limits (about one request a second, one launch in ten seconds; exceeding either is a 429
 with ``Retry-After``). The limits are the fake's to set, so tests can keep them short.
 
-Paths so far: ``GET /instance-types``, ``GET /instances``, ``GET /instances/{id}``,
-``GET|POST /ssh-keys``, ``POST /instance-operations/launch`` and
-``POST /instance-operations/terminate``. Launching
-checks the type, the region's capacity and exactly one SSH key name, as the API does;
-instances only change status here (booting, then active; terminated), nothing boots.
+Paths: ``GET /instance-types``, ``GET /instances``, ``GET /instances/{id}``,
+``GET|POST /ssh-keys``, ``POST /instance-operations/launch``,
+``POST /instance-operations/terminate``, ``GET|POST /firewall-rulesets`` and
+``PATCH|DELETE /firewall-rulesets/{id}``. Launching checks the type, the region's capacity,
+exactly one SSH key name and the rulesets (of the launch's region), as the API does; a
+ruleset a live instance holds cannot be deleted. Instances change status here (booting,
+then active; terminated); with ``machines`` (tests/lambda_machines.py) each also boots.
 """
 
 from __future__ import annotations
@@ -51,10 +53,11 @@ class Instance:
     ssh_key_names: list[str]
     tags: list[dict[str, str]]
     user_data: str
-    launched: float
+    launched: float  # the wall clock's time of the launch, and of the termination (as billed)
     status: str = "booting"
     terminated: float | None = None
     ip: str = "127.0.0.1"
+    firewall_rulesets: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +80,7 @@ class LambdaFake:
     ssh_keys: list[dict[str, str]] = field(
         default_factory=lambda: [{"id": "k0", "name": "burst", "public_key": "ssh-ed25519 AAAA"}]
     )
+    firewall_rulesets: dict[str, dict[str, Any]] = field(default_factory=dict)
     # (monotonic time, method, path, status) of every request, for the pacing tests.
     requests: list[tuple[float, str, str, int]] = field(default_factory=list)
     _last: float = -1e9
@@ -100,6 +104,12 @@ class LambdaFake:
 
             def do_POST(self) -> None:
                 fake._answer(self, "POST")
+
+            def do_PATCH(self) -> None:
+                fake._answer(self, "PATCH")
+
+            def do_DELETE(self) -> None:
+                fake._answer(self, "DELETE")
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -171,9 +181,15 @@ class LambdaFake:
         if method == "POST" and path == "/ssh-keys":
             return self._add_ssh_key(request)
         if launch:
-            return self._launch(request, now)
+            return self._launch(request)
         if method == "POST" and path == "/instance-operations/terminate":
-            return self._terminate(request, now)
+            return self._terminate(request)
+        if path == "/firewall-rulesets" and method in ("GET", "POST"):
+            if method == "GET":
+                return 200, {}, {"data": [self._ruleset(r) for r in self.firewall_rulesets]}
+            return self._add_ruleset(request)
+        if path.startswith("/firewall-rulesets/"):
+            return self._change_ruleset(method, path.removeprefix("/firewall-rulesets/"), request)
         return _error(404, "global/object-does-not-exist", f"No such path: {method} {path}")
 
     def _types(self) -> dict[str, Any]:
@@ -209,7 +225,7 @@ class LambdaFake:
         self.ssh_keys.append(key)
         return 200, {}, {"data": key}
 
-    def _launch(self, request: dict[str, Any], now: float):
+    def _launch(self, request: dict[str, Any]):
         name, region = request.get("instance_type_name"), request.get("region_name")
         keys = request.get("ssh_key_names")
         if name not in TYPES or region not in REGIONS:
@@ -220,6 +236,13 @@ class LambdaFake:
             )
         if keys[0] not in {k["name"] for k in self.ssh_keys}:
             return _error(400, "global/invalid-parameters", f"SSH key {keys[0]!r} does not exist.")
+        rulesets = [str(r.get("id")) for r in request.get("firewall_rulesets") or []]
+        for ruleset in rulesets:
+            if self.firewall_rulesets.get(ruleset, {}).get("region") != region:
+                return _error(
+                    400, "global/invalid-parameters",
+                    f"Firewall ruleset {ruleset!r} does not exist in {region}.",
+                )  # fmt: skip
         if region not in self.capacity.get(name, ()):
             return _error(
                 400, "instance-operations/launch/insufficient-capacity",
@@ -231,7 +254,8 @@ class LambdaFake:
             instance = Instance(
                 id=uuid.uuid4().hex, name=str(request.get("name") or ""), type_name=name,
                 region=region, ssh_key_names=list(keys), tags=list(request.get("tags") or []),
-                user_data=str(request.get("user_data") or ""), launched=now,
+                user_data=str(request.get("user_data") or ""), launched=time.time(),
+                firewall_rulesets=rulesets,
             )  # fmt: skip
             if self.machines is not None:
                 public = next(k["public_key"] for k in self.ssh_keys if k["name"] == keys[0])
@@ -240,7 +264,52 @@ class LambdaFake:
             ids.append(instance.id)
         return 200, {}, {"data": {"instance_ids": ids}}
 
-    def _terminate(self, request: dict[str, Any], now: float):
+    def _add_ruleset(self, request: dict[str, Any]):
+        name, region, rules = request.get("name"), request.get("region"), request.get("rules")
+        if not name or len(name) > 64 or region not in REGIONS or not isinstance(rules, list):
+            return _error(400, "global/invalid-parameters", "Invalid firewall ruleset.")
+        if not all(_valid_rule(rule) for rule in rules):
+            return _error(400, "global/invalid-parameters", "Invalid firewall rule.")
+        ruleset = {"id": uuid.uuid4().hex, "name": name, "region": region, "rules": rules,
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+        self.firewall_rulesets[ruleset["id"]] = ruleset
+        return 200, {}, {"data": self._ruleset(ruleset["id"])}
+
+    def _change_ruleset(self, method: str, ruleset: str, request: dict[str, Any]):
+        if ruleset not in self.firewall_rulesets:
+            return _error(
+                404, "global/object-does-not-exist", "Firewall ruleset does not exist.",
+                "Check your firewall ruleset ID and try again.",
+            )  # fmt: skip
+        if method == "GET":
+            return 200, {}, {"data": self._ruleset(ruleset)}
+        if method == "PATCH":
+            rules = request.get("rules")
+            if rules is not None:
+                if not isinstance(rules, list) or not all(_valid_rule(r) for r in rules):
+                    return _error(400, "global/invalid-parameters", "Invalid firewall rule.")
+                self.firewall_rulesets[ruleset]["rules"] = rules
+            return 200, {}, {"data": self._ruleset(ruleset)}
+        if method == "DELETE":
+            if self._ruleset(ruleset)["instance_ids"]:
+                return _error(
+                    400, "firewall-rulesets/firewall-ruleset-in-use",
+                    "Firewall ruleset is in use by one or more instances.",
+                    "Terminate all instances that are using the ruleset before deleting it.",
+                )  # fmt: skip
+            del self.firewall_rulesets[ruleset]
+            return 200, {}, {"data": {}}
+        return _error(404, "global/object-does-not-exist", f"No such path: {method}")
+
+    def _ruleset(self, ruleset: str) -> dict[str, Any]:
+        found = self.firewall_rulesets[ruleset]
+        users = [i.id for i in self.instances.values()
+                 if ruleset in i.firewall_rulesets and i.status != "terminated"]  # fmt: skip
+        return {**found, "region": {"name": found["region"],
+                                    "description": REGIONS[found["region"]]},
+                "instance_ids": users}  # fmt: skip
+
+    def _terminate(self, request: dict[str, Any]):
         ids = request.get("instance_ids") or []
         missing = [i for i in ids if i not in self.instances]
         if missing:
@@ -251,7 +320,7 @@ class LambdaFake:
         for i in ids:
             instance = self.instances[i]
             if instance.status != "terminated":
-                instance.status, instance.terminated = "terminated", now
+                instance.status, instance.terminated = "terminated", time.time()
                 if self.machines is not None:
                     self.machines.power_off(i)
             done.append(self._show(instance))
@@ -274,6 +343,19 @@ class LambdaFake:
                                         "gpus": gpus}},
             "hostname": f"{i.id[:8]}.cloud.lambda.ai", "is_reserved": False, "tags": i.tags,
         }  # fmt: skip
+
+
+def _valid_rule(rule: Any) -> bool:
+    """A FirewallRule as the specification has it: protocol, source network, description,
+    and a port range for every protocol but icmp."""
+    if not isinstance(rule, dict) or rule.get("protocol") not in ("tcp", "udp", "icmp", "all"):
+        return False
+    if not isinstance(rule.get("source_network"), str) or "description" not in rule:
+        return False
+    ports = rule.get("port_range")
+    if rule["protocol"] == "icmp":
+        return ports is None
+    return isinstance(ports, list) and len(ports) == 2 and 1 <= ports[0] <= ports[1] <= 65535
 
 
 def _authorized(header: str) -> bool:

@@ -6,7 +6,8 @@ machine) that lets in the SSH key the launch named, with fresh host keys; and th
 ``user_data`` run by bash in a session of its own (its "machine"), with a bare PATH (a
 plain interpreter as ``python3``) and the two variables that move the host-key proof's
 files into the machine's folder (clusters/lambda_cloud/host_keys.py). A terminated
-instance's machine is powered off: its processes end, its sshd with them.
+instance's machine is powered off: its processes end (the boot script's, and every process
+started through its sshd: they carry its proof variable), its sshd with them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import signal
 import subprocess
 import threading
 from dataclasses import dataclass
+
+import psutil
 
 from jupyter_burst.clusters.lambda_cloud import host_keys
 from tests.aws_fakes import free_port
@@ -77,6 +80,25 @@ class LambdaMachines:
         machine.boot.wait(timeout=10)
         assert machine.sshd.process is not None
         stop_process(machine.sshd.process, timeout=10)
+        doomed = self.processes(instance_id)
+        for process in doomed:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(doomed, timeout=10)
+
+    def processes(self, instance_id: str) -> list[psutil.Process]:
+        """What runs on the machine: processes started through its sshd (its logins' mark)."""
+        proof = str(self.machines[instance_id].folder / "var" / "host-keys")
+        found = []
+        for process in psutil.process_iter(["status"]):
+            try:
+                if process.info["status"] == psutil.STATUS_ZOMBIE:
+                    continue
+                if process.environ().get(host_keys.PROOF_ENV) == proof:
+                    found.append(process)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return found
 
     def stop(self) -> None:
         for instance_id in list(self.machines):

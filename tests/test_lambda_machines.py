@@ -28,14 +28,18 @@ def _offer(instance_type: str, region: str, gpus: int = 8) -> Offer:
 
 
 BODY = {"name": "burst-gpu-1234-head", "ssh_key_names": ["burst"], "user_data": "#!/bin/bash\n",
-        "tags": machines.tags("gpu-1234", "me@laptop", "head", 1.9e9)}  # fmt: skip
+        "tags": machines.tags("gpu-1234", "me@laptop", "head", 1.8e9, 1.9e9)}  # fmt: skip
+
+
+def _body(offer: Offer) -> dict:
+    return BODY
 
 
 def test_a_launch_moves_to_the_next_offer_where_there_is_no_capacity_and_says_so(client):
     client, fake = client
     said = []
     choices = [_offer("gpu_8x_h100_sxm5", "us-east-1"), _offer("gpu_8x_a100", "us-east-1")]
-    launched = machines.launch(client, choices, 2, BODY, on_note=said.append)
+    launched = machines.launch(client, choices, 2, _body, on_note=said.append)
     assert launched.offer.instance_type == "gpu_8x_a100" and len(launched.ids) == 2
     assert said == [
         "burst: Lambda has no capacity for gpu_8x_h100_sxm5 in us-east-1 now; trying the next offer"
@@ -48,18 +52,18 @@ def test_a_launch_moves_to_the_next_offer_where_there_is_no_capacity_and_says_so
     with pytest.raises(
         ClusterError, match="^burst: Lambda has no capacity for any offer that fits"
     ):
-        machines.launch(client, choices[:1], 1, BODY, on_note=said.append)
+        machines.launch(client, choices[:1], 1, _body, on_note=said.append)
     # Anything but capacity is the launch's error, not a reason to try elsewhere.
     with pytest.raises(api.LambdaApiError, match="Exactly one SSH key"):
-        machines.launch(client, choices[1:], 1, {**BODY, "ssh_key_names": []})
+        machines.launch(client, choices[1:], 1, lambda o: {**BODY, "ssh_key_names": []})
 
 
 def test_machines_are_awaited_until_active_and_one_that_never_will_be_is_one_line(client):
     client, fake = client
-    ids = machines.launch(client, [_offer("gpu_1x_a10", "us-west-1", 1)], 2, BODY).ids
+    ids = machines.launch(client, [_offer("gpu_1x_a10", "us-west-1", 1)], 2, _body).ids
     up = machines.wait_active(client, ids, timeout=10)
     assert [m["status"] for m in up] == ["active", "active"] and all(m["ip"] for m in up)
-    more = machines.launch(client, [_offer("gpu_1x_a10", "us-west-1", 1)], 1, BODY).ids
+    more = machines.launch(client, [_offer("gpu_1x_a10", "us-west-1", 1)], 1, _body).ids
     fake.instances[more[0]].status = "unhealthy"
     with pytest.raises(ClusterError, match=f"machine {more[0]} became unhealthy while booting"):
         machines.wait_active(client, more, timeout=10)
@@ -67,12 +71,12 @@ def test_machines_are_awaited_until_active_and_one_that_never_will_be_is_one_lin
 
 def test_termination_ends_the_machines_even_when_some_are_gone_and_ours_finds_the_rest(client):
     client, fake = client
-    ids = machines.launch(client, [_offer("gpu_1x_a10", "us-east-1", 1)], 2, BODY).ids
+    ids = machines.launch(client, [_offer("gpu_1x_a10", "us-east-1", 1)], 2, _body).ids
     stranger = machines.launch(
         client,
         [_offer("gpu_1x_a10", "us-east-1", 1)],
         1,
-        {**BODY, "name": "my-own-box", "tags": []},
+        lambda o: {**BODY, "name": "my-own-box", "tags": []},
     ).ids
     assert sorted(m["id"] for m in machines.ours(client)) == sorted(ids)  # not the user's own box
     machines.terminate(client, [ids[0], "no-such-machine"])
@@ -89,7 +93,7 @@ def test_a_head_with_the_users_opt_in_key_terminates_its_own_cluster(client, tmp
     import sys
 
     client, fake = client
-    ids = machines.launch(client, [_offer("gpu_1x_a10", "us-east-1", 1)], 2, BODY).ids
+    ids = machines.launch(client, [_offer("gpu_1x_a10", "us-east-1", 1)], 2, _body).ids
     order = tmp_path / "lambda-terminate.json"
     order.write_text(json.dumps({"url": fake.url, "key": KEY, "instances": list(ids)}))
     run = [sys.executable, "-m", "jupyter_burst.node.lambda_terminate", str(order)]

@@ -15,6 +15,7 @@ _BUILTIN = {
     "local": "jupyter_burst.clusters.local:LocalProvider",
     "aws": "jupyter_burst.clusters.aws:AwsProvider",
     "ssh": "jupyter_burst.clusters.ssh:SshProvider",
+    "lambda": "jupyter_burst.clusters.lambda_cloud:LambdaProvider",
 }
 _cache: dict[str, Provider] = {}
 

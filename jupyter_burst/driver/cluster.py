@@ -543,6 +543,11 @@ def status() -> list[dict[str, Any]]:
     for record in found:
         provider = get_provider(record.get("provider", "local"))
         entry = dict(record, alive=provider.is_alive(record))
+        if not entry["alive"] and hasattr(provider, "settle"):
+            # Its machines ended unseen, or its head did and they bill on (Lambda without a
+            # node key): the provider ends what is left and the ledger learns when. Every
+            # look (%burst status, the sidebar's) is a chance to, kernel gone or not.
+            provider.settle(dict(record, state_dir=str(state_dir)))
         if images.get(record.get("id")):
             entry["images"] = images[record["id"]]
         if entry["alive"]:

@@ -12,8 +12,7 @@ from typing import Any
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from jupyter_burst import config
-from jupyter_burst.clusters import start_phases
-from jupyter_burst.clusters.aws import gc
+from jupyter_burst.clusters import gc_all, start_phases
 from jupyter_burst.clusters.choose import gpu_mem_floor
 from jupyter_burst.driver import background_jobs, cache_plan, cluster
 from jupyter_burst.errors import OptionError
@@ -68,7 +67,7 @@ class BurstMagics(Magics):
         %burst checkpoints [JOB] | restore JOB [step=K] as NAME  -- checkpoints
         %burst cost  -- clusters running now, the last jobs' cost, spend today and this month
         %burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]  -- cheapest first
-        %burst gc [--yes] [--region a,b]  -- AWS instances of yours without a live cluster; --yes terminates them
+        %burst gc [--yes] [--region a,b]  -- AWS instances (and Lambda machines) of yours without a live cluster; --yes terminates them
         %burst cache [clear] [NAME]  -- this notebook's values kept on the cluster's workers; clear frees them
         %burst env  -- the environment cloud nodes get from this kernel, its hash, and which clusters have it
         %burst prewarm [on|off]  -- JupyterLab starts a %%burst cell's cluster while you write it (its cost is said)
@@ -249,7 +248,7 @@ class BurstMagics(Magics):
 
     def _gc(self, args: list[str]) -> None:
         """%burst gc [--yes] [--region a,b]: list (and with --yes end) what no live cluster owns."""
-        print(gc.command(args, how_to_confirm="%burst gc --yes"))
+        print(gc_all.command(args, how_to_confirm="%burst gc --yes"))
 
     def _status(self, args: list[str]) -> None:
         if args:

@@ -1,7 +1,7 @@
 """``jupyter burst ...`` from a shell (jupyter runs the ``jupyter-burst`` script it finds on PATH).
 
-``jupyter burst gc [--yes] [--region a,b]``: the AWS instances of this user that no live
-cluster owns, terminated after a yes (the question defaults to no: ending machines is not
+``jupyter burst gc [--yes] [--region a,b]``: the AWS instances (and, with a Lambda API key,
+the Lambda machines) of this user that no live cluster owns, terminated after a yes (the question defaults to no: ending machines is not
 undone).
 
 ``jupyter burst prewarm [--json] LINE``: start the cluster a ``%%burst LINE`` cell would use,
@@ -17,6 +17,10 @@ from collections.abc import Sequence
 from jupyter_burst import config
 from jupyter_burst.clusters.aws import gc, provision, sdk
 from jupyter_burst.clusters.aws.gc import unreachable
+from jupyter_burst.clusters.lambda_cloud import api as lambda_api
+from jupyter_burst.clusters.lambda_cloud import gc as lambda_gc
+from jupyter_burst.clusters.lambda_cloud import machines as lambda_machines
+from jupyter_burst.clusters.listing_words import count
 from jupyter_burst.errors import BurstError
 
 
@@ -24,7 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jupyter burst", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     gc = verbs.add_parser(
-        "gc", help="list (and terminate) AWS instances of yours that no live cluster owns"
+        "gc",
+        help="list (and terminate) AWS instances and Lambda machines of yours that no live cluster owns",
     )
     gc.add_argument("--yes", "-y", action="store_true", help="terminate without asking")
     gc.add_argument(
@@ -60,23 +65,52 @@ def _gc(yes: bool, region: str | None) -> int:
     words = ["--region", region] if region else []
     _, narrow = gc.parse_words(words)
     clients, state_dir = sdk.ec2_clients(), config.state_dir()
-    listing = gc.collect(clients, gc.regions(narrow), provision.owner(), state_dir)
+    if lambda_api.api_key() is not None:
+        try:
+            _aws_gc(yes, clients, narrow, state_dir)
+        except BurstError as exc:  # a Lambda user may have no AWS account at all
+            print(f"{exc} (AWS not cleaned up)", flush=True)
+        return _lambda_gc(yes, state_dir)
+    return _aws_gc(yes, clients, narrow, state_dir)
+
+
+def _aws_gc(yes: bool, clients, narrow: tuple[str, ...], state_dir) -> int:
+    try:
+        listing = gc.collect(clients, gc.regions(narrow), provision.owner(), state_dir)
+    except Exception as exc:
+        raise unreachable(exc) or exc from None
     print(gc.format_listing(listing), flush=True)
     if listing.empty:
         return 0
-    if not yes and not _confirmed(listing):
+    if not yes and not _confirmed(
+        len(listing.instances), "instance", len(listing.groups), "security group"
+    ):
         print("burst: nothing was terminated")
         return 0
     print(gc.format_swept(gc.sweep(clients, listing, state_dir)))
     return 0
 
 
-def _confirmed(listing) -> bool:
-    n = len(listing.instances)
+def _lambda_gc(yes: bool, state_dir) -> int:
+    client = lambda_api.LambdaApi(lambda_api.require_key())
+    listing = lambda_gc.collect(client, lambda_machines.owner(), state_dir)
+    print(lambda_gc.format_listing(listing), flush=True)
+    if listing.empty:
+        return 0
+    if not yes and not _confirmed(
+        len(listing.machines), "Lambda machine", len(listing.rulesets), "firewall ruleset"
+    ):
+        print("burst: nothing was terminated on Lambda")
+        return 0
+    print(lambda_gc.sweep(client, listing, state_dir))
+    return 0
+
+
+def _confirmed(machines: int, noun: str, others: int, other_noun: str) -> bool:
     question = (
-        f"Terminate these {n} instance{'' if n == 1 else 's'}? [y/N] "
-        if n
-        else f"Delete these {len(listing.groups)} security groups? [y/N] "
+        f"Terminate these {count(machines, noun)}? [y/N] "
+        if machines
+        else f"Delete these {count(others, other_noun)}? [y/N] "
     )
     try:
         answer = input(question)  # a closed stdin (EOF) is a no

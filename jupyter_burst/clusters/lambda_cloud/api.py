@@ -97,23 +97,25 @@ def api_key() -> str | None:
     if key:
         return key
     path = pathlib.Path(str(config.get("lambda.api-key-file", None) or DEFAULT_KEY_FILE))
-    path = path.expanduser()
+    return read_key_file(path.expanduser(), "the Lambda API key file")
+
+
+def read_key_file(path: pathlib.Path, what: str) -> str | None:
+    """The ``api_key = <key>`` of a file that is this user's alone; None if it is missing."""
     try:
         mode = path.stat().st_mode
         text = path.read_text()
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ClusterError(f"cannot read the Lambda API key file {path}: {exc}") from None
+        raise ClusterError(f"cannot read {what} {path}: {exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ClusterError(
-            f"the Lambda API key file {path} is open to other users: chmod 600 {path}"
-        )
+        raise ClusterError(f"{what} {path} is open to other users: chmod 600 {path}")
     for line in text.splitlines():
         name, sep, value = line.partition("=")
         if sep and name.strip() == "api_key" and value.strip():
             return value.strip()
-    raise ClusterError(f"the Lambda API key file {path} has no 'api_key = <key>' line")
+    raise ClusterError(f"{what} {path} has no 'api_key = <key>' line")
 
 
 def require_key() -> str:
@@ -169,6 +171,12 @@ class LambdaApi:
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self._call("POST", path, body)
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self._call("PATCH", path, body)
+
+    def delete(self, path: str) -> Any:
+        return self._call("DELETE", path, None)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         data = None if body is None else json.dumps(body).encode()

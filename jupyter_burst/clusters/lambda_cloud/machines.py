@@ -9,19 +9,25 @@ terminate: a guest shutdown does not end it, so every path that gives up termina
 
 from __future__ import annotations
 
+import getpass
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from jupyter_burst import config
 from jupyter_burst.clusters.lambda_cloud.api import LAUNCH_PATH, LambdaApi, LambdaApiError
 from jupyter_burst.clusters.offers import Offer
 from jupyter_burst.errors import ClusterError
 
 NAME_PREFIX = "burst-"
 TERMINATE_PATH = "/instance-operations/terminate"
+MISSING = "global/object-does-not-exist"
 # Statuses of a machine that will never become active.
-_GONE = frozenset({"unhealthy", "terminating", "terminated", "preempted"})
+GONE = frozenset({"unhealthy", "terminating", "terminated", "preempted"})
+# Statuses of a machine that no longer bills (or will not, once terminating is done).
+ENDED = frozenset({"terminating", "terminated", "preempted"})
 _POLL_SECONDS = 5.0
 
 
@@ -31,35 +37,47 @@ class Launched:
 
     offer: Offer
     ids: tuple[str, ...]
+    at: float  # when the launch that made them was sent (Lambda bills from then, or later)
 
 
-def tags(cluster_id: str, owner: str, role: str, expires: float) -> list[dict[str, str]]:
-    """What every machine of the cluster carries (Lambda's tags: key/value pairs)."""
+def tags(
+    cluster_id: str, owner: str, role: str, launched: float, expires: float
+) -> list[dict[str, str]]:
+    """What every machine of the cluster carries (Lambda's tags: key/value pairs). Lambda's
+    API says no launch time: the tag keeps it for ``%burst gc``'s grace."""
     return [
         {"key": "burst-cluster", "value": cluster_id},
         {"key": "burst-owner", "value": owner},
         {"key": "burst-role", "value": role},
+        {"key": "burst-launched", "value": str(int(launched))},
         {"key": "burst-expires", "value": str(int(expires))},
     ]
+
+
+def owner() -> str:
+    """Whose machines ours are (the owner tag): ``burst.lambda.owner``, else user@host."""
+    return str(config.get("lambda.owner") or f"{getpass.getuser()}@{socket.gethostname()}")
 
 
 def launch(
     client: LambdaApi,
     choices: Iterable[Offer],
     count: int,
-    body: dict[str, Any],
+    body: Callable[[Offer], dict[str, Any]],
     on_note: Callable[[str], None] = print,
 ) -> Launched:
-    """``count`` machines of the first offer Lambda has capacity for; ``body``: the rest of the
-    launch request (name, SSH key, user data, tags). A refusal other than capacity is raised."""
+    """``count`` machines of the first offer Lambda has capacity for; ``body(offer)``: the rest
+    of the launch request (name, SSH key, user data, tags, the region's firewall ruleset).
+    A refusal other than capacity is raised."""
     tried = []
     for offer in choices:
         request = {
-            **body,
+            **body(offer),
             "region_name": offer.region,
             "instance_type_name": offer.instance_type,
             "quantity": count,
         }
+        at = time.time()
         try:
             ids = (client.post(LAUNCH_PATH, request) or {}).get("instance_ids") or []
         except LambdaApiError as exc:
@@ -74,7 +92,7 @@ def launch(
                 f"Lambda started {len(ids)} of {count} {offer.instance_type} machines in "
                 f"{offer.region}; they were terminated; try again"
             )
-        return Launched(offer, tuple(ids))
+        return Launched(offer, tuple(ids), at)
     raise ClusterError(
         f"Lambda has no capacity for any offer that fits ({', '.join(tried) or 'none'}); "
         "try again later, another region (region=), or another provider"
@@ -90,7 +108,7 @@ def wait_active(client: LambdaApi, ids: Iterable[str], timeout: float) -> list[d
         found = [client.get(f"/instances/{i}") or {} for i in waiting]
         for machine in found:
             status = machine.get("status")
-            if status in _GONE:
+            if status in GONE:
                 raise ClusterError(
                     f"the Lambda machine {machine.get('id')} became {status} while booting; "
                     "try again"
@@ -114,13 +132,13 @@ def terminate(client: LambdaApi, ids: Iterable[str]) -> None:
     try:
         client.post(TERMINATE_PATH, {"instance_ids": ids})
     except LambdaApiError as exc:
-        if exc.code != "global/object-does-not-exist":
+        if exc.code != MISSING:
             raise
         for one in ids:  # some were gone already: end the others one by one
             try:
                 client.post(TERMINATE_PATH, {"instance_ids": [one]})
             except LambdaApiError as again:
-                if again.code != "global/object-does-not-exist":
+                if again.code != MISSING:
                     raise
 
 

@@ -38,8 +38,9 @@ def start_nodes(
     """The head's scheduler address and the started nodes (the head first), once each runs.
 
     ``pythons``: the environment's python on each host (:func:`environment.ensure`).
-    ``power_off``: what the watchdog runs when the cluster is idle ("": it ends the node's
-    processes, never the machine). A node that did not start leaves none running.
+    ``power_off``: what the head's watchdog runs when the cluster ends ("": it ends the
+    node's processes, never the machine); a worker node's ends its processes only.
+    A node that did not start leaves none running.
     """
     phases = start_phases.of(request)
     base = str(config.get("ssh.remote-dir") or ".cache/jupyter-burst")
@@ -56,7 +57,7 @@ def start_nodes(
             "--role", role, "--slots", str(host.gpus), "--idle", f"{request.idle_minutes:g}",
             "--max-lifetime", f"{lifetime_minutes:g}", "--host", host.listen,
             "--node-name", f"{request.name}-{i}-{host.listen}",
-            "--power-off", power_off,
+            "--power-off", power_off if role == "head" else "",
         ]  # fmt: skip
         if role == "head":
             node_args += ["--port", str(scheduler_port)]

@@ -20,6 +20,11 @@ commands, each answering one JSON line on stdout:
     the environment's) in a session of its own (so it outlives the ssh connection), and for
     the head wait until its scheduler has written its record: ``{"pid", "gpus", "root",
     "scheduler"?}``.
+``order ROOT PYTHON AFTER``
+    a Lambda head's terminate order (clusters/lambda_cloud/node_key.py) from stdin into
+    ROOT/terminate.json (0600), and ``PYTHON -m jupyter_burst.node.lambda_terminate`` started
+    on it in a session of its own with ``--after AFTER`` seconds (the cluster's lifetime,
+    whatever its watchdog does): ``{"order": path, "pid"}``.
 ``alive ROOT SID``
     ``{"alive": bool}``: whether any process of the node still runs (a zombie does not: a
     host whose init reaps late must not keep a cluster alive).
@@ -315,7 +320,8 @@ def start(root, name, role, timeout, python, node_args):
     if role != "head":
         _answer(answer)
     # The head's record, keyed by provider and name (clusters/records.py); NAME.json before.
-    records = [state / "clusters" / f"{name}@ssh.json", state / "clusters" / f"{name}.json"]
+    provider = node_args[node_args.index("--provider") + 1] if "--provider" in node_args else "ssh"
+    records = [state / "clusters" / f"{name}@{provider}.json", state / "clusters" / f"{name}.json"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if node.poll() is not None:
@@ -352,6 +358,31 @@ def stop(root, sid, grace):
     _answer({"stopped": stopped})
 
 
+def order(root, python, after):
+    os.umask(0o077)  # it holds an API key: this user's only
+    root = pathlib.Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    path = root / "terminate.json"
+    temporary = root / "terminate.json.new"
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(sys.stdin.buffer.read())
+    os.replace(temporary, path)
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN}
+    env["PYTHONNOUSERSITE"] = "1"
+    with open(root / "terminate.log", "ab") as log:
+        backstop = subprocess.Popen(
+            [python, "-m", "jupyter_burst.node.lambda_terminate", str(path), "--after", after],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # it outlives this connection, and the node
+            cwd=root,
+            env=env,
+        )
+    _answer({"order": str(path), "pid": backstop.pid})
+
+
 def main(argv):
     command, args = argv[0], argv[1:]
     if command == "env":
@@ -362,6 +393,8 @@ def main(argv):
         split = args.index("--")
         root, name, role, timeout, python = args[:split]
         start(root, name, role, float(timeout), python, args[split + 1 :])
+    elif command == "order":
+        order(args[0], args[1], args[2])
     elif command == "alive":
         _answer({"alive": bool(_members(args[0], int(args[1])))})
     elif command == "stop":
