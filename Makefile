@@ -39,7 +39,7 @@ define pip_editable
 	$(WITH_VENV) $(VENV)/bin/jupyter-builder develop --overwrite .
 endef
 
-.PHONY: venv wheelhouse labextension chromium sshd iproute2 test soak lint demo corpus lab bench gpu-check aws-smoke clean distclean
+.PHONY: venv wheelhouse labextension chromium sshd iproute2 test soak lint demo corpus lab bench gpu-check aws-smoke lambda-smoke clean distclean
 
 venv: $(VENV)/.stamp
 
@@ -160,6 +160,10 @@ gpu-check: venv
 # One real cell on one real AWS GPU with your account (a few cents); see README.
 aws-smoke: venv
 	$(PY) -m jupyter_burst.tools.smoke
+
+# One real cell on one real Lambda Cloud GPU with your account (cents); see README.
+lambda-smoke: venv
+	$(PY) -m jupyter_burst.tools.lambda_smoke
 
 clean:
 	rm -rf lib labextension node_modules tsconfig.tsbuildinfo .yarn/cache \

@@ -89,6 +89,9 @@ class LambdaFake:
     _server: ThreadingHTTPServer | None = None
     # Where launched instances boot as machines (tests/lambda_machines.py); None: books only.
     machines: Any = None
+    # A test's faults: fault(method, path) -> None, or (when, status, code): the answer is
+    # that error, "before" doing what was asked or "after" doing it (a reply lost on the way).
+    fault: Any = None
 
     @property
     def url(self) -> str:
@@ -164,6 +167,15 @@ class LambdaFake:
             request = json.loads(body) if body else {}
         except ValueError:
             return _error(400, "global/invalid-parameters", "The request body is not JSON.")
+        chosen = self.fault(method, path) if self.fault is not None else None
+        if chosen is None:
+            return self._route(method, path, request, launch)
+        when, status, code = chosen
+        if when == "after":
+            self._route(method, path, request, launch)
+        return _error(status, code, f"Injected {code}.")
+
+    def _route(self, method: str, path: str, request: dict[str, Any], launch: bool):
         if method == "GET" and path == "/instance-types":
             return 200, {}, {"data": self._types()}
         if method == "GET" and path == "/instances":

@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import os
 import pathlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -17,7 +20,7 @@ import psutil
 import pytest
 
 from jupyter_burst.store.ledger import Ledger
-from tests.harness import burst_kernel, wait_for
+from tests.harness import REPO, burst_kernel, wait_for
 from tests.lambda_fake import KEY, LambdaFake
 from tests.lambda_machines import LambdaMachines
 from tests.notebook_env import KERNEL_PYTHON, index_env
@@ -189,3 +192,41 @@ def _runs_a_node(fake: LambdaFake, instance: str) -> bool:
 
 def _usd(amount_seconds: float) -> Decimal:
     return (Decimal(amount_seconds) / 3600).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def test_make_lambda_smoke_runs_a_cell_downs_it_and_finds_nothing_left(
+    lambda_cloud, kernel_env, tmp_path
+):
+    env = dict(kernel_env, DASK_BURST__LAMBDA__NODE_API_KEY_FILE=str(_node_key_file(tmp_path)))
+    # The user's notebook environment runs it (and so its kernel), as `make lambda-smoke` would.
+    python = env.pop(KERNEL_PYTHON)
+    smoke = subprocess.run(
+        [python, "-m", "jupyter_burst.tools.lambda_smoke", "--cell-timeout", "300",
+         "--state-dir", str(tmp_path / "smoke-state")],
+        capture_output=True, text=True, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        cwd=tmp_path, timeout=420,
+    )  # fmt: skip
+    out = smoke.stdout
+    assert smoke.returncode == 0, out + smoke.stderr
+    assert "smoke: PASS" in out and "smoke: GPU: no CUDA" in out, out
+    assert "  ok   no machine or ruleset of this cluster is left on Lambda" in out
+    assert len(lambda_cloud.instances) == 1 and not _running(lambda_cloud)
+    assert not lambda_cloud.firewall_rulesets
+
+
+def test_make_lambda_smoke_without_its_settings_says_each_and_launches_nothing(
+    lambda_cloud, tmp_path
+):
+    env = {**os.environ, "DASK_BURST__LAMBDA__API_URL": lambda_cloud.url, "PYTHONPATH": str(REPO),
+           "DASK_BURST__LAMBDA__API_KEY_FILE": str(tmp_path / "none")}  # fmt: skip
+    env.pop("LAMBDA_API_KEY", None)
+    smoke = subprocess.run(
+        [sys.executable, "-m", "jupyter_burst.tools.lambda_smoke"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert smoke.returncode == 2, smoke.stdout + smoke.stderr
+    said = smoke.stderr.splitlines()
+    assert said[0].startswith("burst: Lambda Cloud needs an API key")
+    assert said[1].startswith("burst: a Lambda machine bills until it is terminated")
+    assert said[2].startswith("burst: the smoke test needs burst.lambda.client-cidr")
+    assert not lambda_cloud.requests  # nothing was asked of Lambda

@@ -19,6 +19,7 @@ confirmed (by this kernel, or seen by the next look: :meth:`LambdaProvider.settl
 from __future__ import annotations
 
 import pathlib
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,7 @@ from jupyter_burst.clusters.ssh import environment
 from jupyter_burst.clusters.ssh.hosts import Host
 from jupyter_burst.clusters.ssh.nodes import head_alive, start_nodes
 from jupyter_burst.clusters.start_phases import BOOTING, LAUNCHING
+from jupyter_burst.errors import ClusterError
 from jupyter_burst.store.ledger import shared_ledger
 
 # Capacity moves by the minute; a quote and the launch right after it share one answer.
@@ -166,12 +168,7 @@ class LambdaProvider:
                 certs=certs, lifetime_minutes=lifetime, power_off=power_off,
             )  # fmt: skip
         except BaseException:
-            # A cluster that did not come up must not leave a machine billing.
-            if launched is not None:
-                machines.terminate(client, launched.ids)
-            for ruleset in rulesets.values():
-                if ruleset:
-                    firewall.delete(client, ruleset, wait=_RULESET_WAIT_SECONDS)
+            _abandon(client, cluster_id, launched, rulesets)
             raise
         for region, ruleset in rulesets.items():  # regions tried and left: their rulesets go
             if ruleset and region != offer.region:
@@ -255,6 +252,37 @@ class LambdaProvider:
         ruleset = record.get("firewall_ruleset")
         if ruleset and not firewall.delete(client, ruleset, wait=_RULESET_WAIT_SECONDS):
             print(f"burst: firewall ruleset {ruleset} is still in use; %burst gc deletes it later")
+
+
+def _abandon(
+    client: api.LambdaApi,
+    cluster_id: str,
+    launched: machines.Launched | None,
+    rulesets: dict[str, str | None],
+) -> None:
+    """A cluster that did not come up must not leave a machine billing: its machines (also
+    ones whose launch answer was lost: found by their cluster tag) terminated, its rulesets
+    deleted. Best effort: what cannot be ended now is said, and the start's own error
+    stays the one raised."""
+    try:
+        ids = set(launched.ids if launched is not None else ())
+        ids |= {
+            str(m["id"])
+            for m in machines.ours(client)
+            if machines.tag(m, "burst-cluster") == cluster_id
+        }
+        machines.terminate(client, sorted(ids))
+        for ruleset in rulesets.values():
+            if ruleset:
+                firewall.delete(client, ruleset, wait=_RULESET_WAIT_SECONDS)
+    except ClusterError as exc:
+        print(
+            f"burst: the failed start's machines could not all be ended "
+            f"({str(exc).removeprefix('burst: ')}); "
+            "%burst gc --yes ends what is left",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def boot_script(secret: str) -> str:

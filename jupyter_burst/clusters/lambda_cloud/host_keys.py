@@ -37,6 +37,7 @@ PROOF_ENV = "JUPYTER_BURST_HOST_KEY_PROOF"
 KEYS_ENV = "JUPYTER_BURST_HOST_KEYS"
 # What the first login runs: the proof, as the login finds it.
 PROOF_COMMAND = f'cat "${{{PROOF_ENV}:-{PROOF_FILE}}}"'
+_RETRY_SECONDS = 1.0  # between two logins to a machine still booting
 
 
 def new_secret() -> str:
@@ -115,7 +116,7 @@ def first_login(host: Host, secret: str, known_hosts: pathlib.Path, timeout: flo
                 return dataclasses.replace(host, known_hosts=str(known_hosts))
             said = done.stderr.decode(errors="replace").strip().splitlines()
             last = said[-1] if said else f"exit {done.returncode}"
-            time.sleep(1.0)  # booting: sshd or the proof is not there yet
+            time.sleep(_RETRY_SECONDS)  # booting: sshd or the proof is not there yet
     raise ClusterError(
         f"the Lambda machine {host.target} could not be logged in to within {timeout:g} s "
         f"({last}); raise burst.start-timeout if it boots slowly"
