@@ -230,3 +230,32 @@ def test_make_lambda_smoke_without_its_settings_says_each_and_launches_nothing(
     assert said[1].startswith("burst: a Lambda machine bills until it is terminated")
     assert said[2].startswith("burst: the smoke test needs burst.lambda.client-cidr")
     assert not lambda_cloud.requests  # nothing was asked of Lambda
+
+
+def test_a_plain_cell_takes_lambda_where_it_is_cheapest_across_clouds_and_says_so(
+    lambda_cloud, kernel_env, state_dir, workdir
+):
+    env = dict(
+        kernel_env,
+        DASK_BURST__PROVIDERS="[aws, lambda]",
+        DASK_BURST__LAMBDA__ALLOW_WITHOUT_NODE_KEY="true",
+        # No AWS account here: its offers are the shipped catalog's list prices.
+        AWS_ACCESS_KEY_ID="",
+        AWS_SECRET_ACCESS_KEY="",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+    )
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        offers = kernel.ok("%burst offers gpus=8", timeout=120).stdout
+        rows = [line.split() for line in offers.splitlines()]
+        rows = [row for row in rows if row and row[0] in ("aws", "lambda")]
+        assert {row[0] for row in rows} == {"aws", "lambda"}, offers
+        assert "gpu_8x_a100" in offers and "gpu_8x_h100_sxm5" not in offers  # no capacity
+        prices = [float(row[-1]) for row in rows]  # $/h, the last column
+        assert prices == sorted(prices), offers
+        # 24 GiB GPUs: Lambda's A10 at $0.75/h beats AWS's A10G at about $1/h.
+        run = kernel.ok("%%burst gpus=1 gpu_mem=24\nx = 6 * 7\n", timeout=300)
+        assert "cheapest offer for 1 GPU with >= 24 GiB each" in run.stdout, run.stdout
+        assert ": lambda gpu_1x_a10 " in run.stdout, run.stdout
+        assert kernel.ok("print(x)").stdout.strip() == "42"
+        assert [i.type_name for i in lambda_cloud.instances.values()] == ["gpu_1x_a10"]
