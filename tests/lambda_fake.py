@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 KEY = "secret_burst-tests_" + "0" * 32
+_SHUTDOWN_SECONDS = 0.2  # from a terminate's answer to its machine's power-off
 
 # What GET /instance-types says of each type (prices in cents an hour), and where it has capacity.
 TYPES = {
@@ -334,7 +335,9 @@ class LambdaFake:
             if instance.status != "terminated":
                 instance.status, instance.terminated = "terminated", time.time()
                 if self.machines is not None:
-                    self.machines.power_off(i)
+                    # As Lambda does: the answer first, the machine shuts down after it (a
+                    # head terminating its own cluster hears the answer).
+                    threading.Timer(_SHUTDOWN_SECONDS, self.machines.power_off, [i]).start()
             done.append(self._show(instance))
         return 200, {}, {"data": {"terminated_instances": done}}
 

@@ -34,6 +34,7 @@ class Machine:
     folder: pathlib.Path
     sshd: Sshd
     boot: subprocess.Popen
+    off: bool = False
 
 
 class LambdaMachines:
@@ -73,8 +74,9 @@ class LambdaMachines:
     def power_off(self, instance_id: str) -> None:
         with self._lock:
             machine = self.machines.get(instance_id)
-        if machine is None:
-            return
+            if machine is None or machine.off:
+                return
+            machine.off = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(machine.boot.pid, signal.SIGKILL)
         machine.boot.wait(timeout=10)

@@ -119,7 +119,11 @@ def test_a_cell_runs_on_two_lambda_machines_and_down_ends_them_billed_to_the_cen
         kernel.ok("%burst down", timeout=120)
         assert not _running(lambda_cloud)
         assert not lambda_cloud.firewall_rulesets  # its ruleset went with its machines
-        assert all(not lambda_cloud.machines.processes(i) for i in machines)
+        wait_for(
+            lambda: all(not lambda_cloud.machines.processes(i) for i in machines),
+            30,
+            "the terminated machines to power off",
+        )
         rows = {r["id"]: r for r in ledger.query("SELECT * FROM nodes WHERE provider = 'lambda'")}
         assert set(rows) == {i.id for i in instances}
         for instance in instances:
@@ -139,13 +143,44 @@ def test_an_idle_cluster_whose_head_holds_the_node_key_ends_every_machine_withou
         assert len(_running(lambda_cloud)) == 2
         kernel.kill()  # no kernel, no `%burst down`: only the head's watchdog is left
         wait_for(lambda: not _running(lambda_cloud), idle + 90, "the head to terminate its cluster")
-    assert all(not lambda_cloud.machines.processes(i) for i in lambda_cloud.machines.machines)
+    wait_for(
+        lambda: all(not lambda_cloud.machines.processes(i) for i in lambda_cloud.machines.machines),
+        30,
+        "the terminated machines to power off",
+    )
     # The next kernel that looks settles it: the ledger closed, the ruleset deleted.
     with burst_kernel(state_dir, workdir, env) as kernel:
         kernel.ok("%burst status", timeout=120)
         rows = Ledger(state_dir / "ledger.sqlite").query("SELECT stopped FROM nodes")
         assert len(rows) == 2 and all(r["stopped"] is not None for r in rows)
         assert not lambda_cloud.firewall_rulesets
+
+
+def test_the_heads_backstop_ends_the_cluster_at_its_lifetime_when_its_watchdog_is_gone(
+    lambda_cloud, kernel_env, state_dir, workdir, tmp_path
+):
+    lifetime = 1.0  # minutes
+    env = dict(
+        kernel_env,
+        DASK_BURST__LAMBDA__NODE_API_KEY_FILE=str(_node_key_file(tmp_path)),
+        DASK_BURST__LAMBDA__MAX_LIFETIME=str(lifetime),
+    )
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        kernel.ok("%%burst provider=lambda gpus=2 idle=60\nx = 1\n", timeout=300)
+        kernel.kill()
+        # Every node's process killed: no watchdog is left to end anything.
+        for instance in lambda_cloud.machines.machines:
+            for process in lambda_cloud.machines.processes(instance):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if "jupyter_burst.node " in " ".join(process.cmdline()) + " ":
+                        process.kill()
+        wait_for(
+            lambda: not _running(lambda_cloud),
+            lifetime * 60 + 90,
+            "the head's backstop to terminate the cluster at its lifetime",
+        )
+    (log,) = pathlib.Path(env["DASK_BURST__SSH__REMOTE_DIR"]).glob("*/terminate.log")
+    assert "terminated this cluster's machines" in log.read_text()
 
 
 def test_without_a_node_key_idle_machines_bill_until_the_next_kernel_looks_and_ends_them(
