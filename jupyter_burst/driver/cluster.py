@@ -547,7 +547,10 @@ def status() -> list[dict[str, Any]]:
             # Its machines ended unseen, or its head did and they bill on (Lambda without a
             # node key): the provider ends what is left and the ledger learns when. Every
             # look (%burst status, the sidebar's) is a chance to, kernel gone or not.
-            provider.settle(dict(record, state_dir=str(state_dir)))
+            try:
+                provider.settle(dict(record, state_dir=str(state_dir)))
+            except ClusterError as exc:  # the cloud did not answer: still listed, said why
+                entry["error"] = str(exc)
         if images.get(record.get("id")):
             entry["images"] = images[record["id"]]
         if entry["alive"]:

@@ -63,6 +63,9 @@ class LambdaProvider:
         self.prices_note = ""
         self._live: tuple[float, list[Offer]] | None = None
         self._quoted: tuple[ClusterRequest, float, Plan] | None = None
+        # Clusters found ended and settled: never asked about again (a terminated machine's
+        # ssh waits out its connect timeout, and Lambda's API is paced).
+        self._settled: set[str] = set()
 
     # offers -------------------------------------------------------------------------
 
@@ -172,7 +175,10 @@ class LambdaProvider:
             raise
         for region, ruleset in rulesets.items():  # regions tried and left: their rulesets go
             if ruleset and region != offer.region:
-                firewall.delete(client, ruleset)
+                try:
+                    firewall.delete(client, ruleset)
+                except ClusterError as exc:  # it costs nothing; the cluster is up
+                    print(f"{exc}; %burst gc deletes ruleset {ruleset} later", file=sys.stderr)
         by_address = {m["ip"]: m["id"] for m in found}
         for node in nodes:
             node["instance"] = by_address[node["target"].rpartition("@")[2]]
@@ -193,7 +199,6 @@ class LambdaProvider:
             "price_per_hour": offer.price_per_hour * len(nodes),
             "idle": request.idle_minutes,
             "started": launched.at,
-            "ends_itself": node_api_key is not None,
             "state_dir": str(request.state_dir),  # whose ledger records the nodes' end
             "env": lock.hash,  # the environment its nodes run (%burst env)
         }
@@ -206,7 +211,7 @@ class LambdaProvider:
     def is_alive(self, record: dict[str, Any]) -> bool:
         """Whether the head node's processes still run (one ssh round trip)."""
         nodes = record.get("nodes") or []
-        if record.get("provider") != self.name or not nodes:
+        if record.get("provider") != self.name or not nodes or record["id"] in self._settled:
             return False
         state_dir = pathlib.Path(record.get("state_dir") or config.state_dir())
         return bool(head_alive(nodes[0], state_dir))
@@ -218,6 +223,8 @@ class LambdaProvider:
         key = api.api_key()
         state_dir = record.get("state_dir")
         if key is None or not state_dir or record.get("provider") != self.name:
+            return
+        if record["id"] in self._settled:
             return
         head = head_alive(record["nodes"][0], pathlib.Path(state_dir))
         if head:
@@ -237,6 +244,7 @@ class LambdaProvider:
         ledger.cluster_stopped(record["id"], "ended by itself")
         if record.get("firewall_ruleset"):
             firewall.delete(client, record["firewall_ruleset"])
+        self._settled.add(record["id"])
 
     def terminate(self, record: dict[str, Any]) -> None:
         """Terminate every machine of the cluster (the bill ends), then its ruleset."""
