@@ -13,6 +13,7 @@ from jupyter_burst.clusters.lambda_cloud import host_keys
 from jupyter_burst.clusters.ssh import channel
 from jupyter_burst.clusters.ssh.hosts import Host
 from jupyter_burst.errors import ClusterError
+from tests.harness import wait_for
 from tests.sshd_server import running_sshd
 
 
@@ -97,6 +98,7 @@ def test_a_launched_machine_is_logged_in_to_by_its_proven_key_and_ends_when_term
     tmp_path, monkeypatch
 ):
     from jupyter_burst.clusters.lambda_cloud import api, login
+    from jupyter_burst.clusters.ssh import keys
     from tests.lambda_fake import KEY, LambdaFake
     from tests.lambda_machines import LambdaMachines
 
@@ -107,7 +109,7 @@ def test_a_launched_machine_is_logged_in_to_by_its_proven_key_and_ends_when_term
     monkeypatch.setattr(api, "LAUNCH_SPACING", 0.0)
     try:
         client = api.LambdaApi(KEY, fake.url)
-        private, public = login.key_pair(tmp_path / "state")
+        private, public = keys.key_pair(tmp_path / "state" / "lambda")
         secret = host_keys.new_secret()
         launched = client.post(
             api.LAUNCH_PATH,
@@ -130,9 +132,13 @@ def test_a_launched_machine_is_logged_in_to_by_its_proven_key_and_ends_when_term
         assert said.stdout == b"in\n", said.stderr
         assert secret not in (tmp_path / "state").joinpath("known_hosts").read_text()
         client.post("/instance-operations/terminate", {"instance_ids": [instance_id]})
-        gone = subprocess.run(
-            [*channel.ssh_command(kept, tmp_path), "echo in"], capture_output=True
-        )
-        assert gone.returncode == 255  # its machine is off: nothing answers at its address
+
+        def gone() -> bool:  # its machine is off: nothing answers at its address
+            run = subprocess.run(
+                [*channel.ssh_command(kept, tmp_path), "echo in"], capture_output=True
+            )
+            return run.returncode == 255
+
+        wait_for(gone, 30, "the terminated machine to power off")
     finally:
         fake.stop()

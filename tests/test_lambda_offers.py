@@ -132,11 +132,12 @@ def test_the_key_never_travels_in_clear_nor_comes_from_a_file_others_can_read(
 
 def test_our_ssh_key_is_made_here_once_and_registered_once_under_a_name_of_its_own(fake, tmp_path):
     from jupyter_burst.clusters.lambda_cloud import login
+    from jupyter_burst.clusters.ssh import keys
 
-    private, public = login.key_pair(tmp_path)
+    private, public = keys.key_pair(tmp_path / "lambda")
     assert oct(private.stat().st_mode & 0o777) == "0o600"
     assert oct(private.parent.stat().st_mode & 0o777) == "0o700"
-    assert login.key_pair(tmp_path) == (private, public)  # made once
+    assert keys.key_pair(tmp_path / "lambda") == (private, public)  # made once
     client = api.LambdaApi(KEY)
     name = login.registered_name(client, public)
     assert name == login.key_name(public) and name.startswith("jupyter-burst-")

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jupyter_burst import config
-from jupyter_burst.clusters import records, start_phases, tls
+from jupyter_burst.clusters import records, start_phases
 from jupyter_burst.clusters.client_cidr import client_cidr
 from jupyter_burst.clusters.env import lock as env_lock
 from jupyter_burst.clusters.lambda_cloud import (
@@ -42,9 +42,10 @@ from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
 from jupyter_burst.clusters.plans import cheapest
 from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.shipped_catalog import load_catalog
-from jupyter_burst.clusters.ssh import environment
+from jupyter_burst.clusters.ssh import keys
 from jupyter_burst.clusters.ssh.hosts import Host
-from jupyter_burst.clusters.ssh.nodes import head_alive, start_nodes
+from jupyter_burst.clusters.ssh.machines import head_python, start_cluster
+from jupyter_burst.clusters.ssh.nodes import head_alive
 from jupyter_burst.clusters.start_phases import BOOTING, LAUNCHING
 from jupyter_burst.errors import ClusterError
 from jupyter_burst.store.ledger import shared_ledger
@@ -118,7 +119,7 @@ class LambdaProvider:
         print(f"burst: launching {plan.describe()}", flush=True)
         cluster_id = f"{request.name}-{uuid.uuid4().hex[:8]}"
         lifetime = float(config.get("lambda.max-lifetime", 720))
-        private, public = login.key_pair(request.state_dir)
+        private, public = keys.key_pair(request.state_dir / "lambda")
         key_name = login.registered_name(client, public)
         secret = host_keys.new_secret()
         rulesets: dict[str, str | None] = {}
@@ -156,19 +157,20 @@ class LambdaProvider:
             if ruleset:
                 firewall.admit(client, ruleset, cidr, [m["ip"] for m in found])
             hosts = _logged_in(found, offer, private, secret, request.state_dir, timeout)
-            pythons = environment.ensure(hosts, lock, request.state_dir, phases)
-            certs = tls.make(request.state_dir / "tls" / cluster_id, cluster_id)
-            power_off = ""
-            if node_api_key is not None:
-                power_off = node_key.place(
+            ids = list(launched.ids)
+
+            def power_off(pythons: dict[tuple[str, int], str]) -> str:
+                if node_api_key is None:
+                    return ""  # the nodes end their processes; the reapers the machines
+                return node_key.place(
                     hosts[0], request.state_dir, f"{_remote_dir()}/{cluster_id}",
-                    pythons[environment.host_key(hosts[0])],
-                    {"url": client.url, "key": node_api_key, "instances": list(launched.ids)},
-                    lifetime,
+                    head_python(pythons, hosts[0]),
+                    {"url": client.url, "key": node_api_key, "instances": ids}, lifetime,
                 )  # fmt: skip
-            scheduler, nodes = start_nodes(
-                hosts, request, pythons, provider=self.name, cluster_id=cluster_id,
-                certs=certs, lifetime_minutes=lifetime, power_off=power_off,
+
+            scheduler, nodes, certs = start_cluster(
+                hosts, request, lock, provider=self.name, cluster_id=cluster_id,
+                lifetime_minutes=lifetime, power_off=power_off,
             )  # fmt: skip
         except BaseException:
             _abandon(client, cluster_id, launched, rulesets)

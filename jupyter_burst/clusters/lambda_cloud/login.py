@@ -10,37 +10,10 @@ half never leaves this machine.
 from __future__ import annotations
 
 import hashlib
-import pathlib
-import subprocess
 
 from jupyter_burst.clusters.lambda_cloud.api import LambdaApi
-from jupyter_burst.errors import ClusterError
 
 NAME_PREFIX = "jupyter-burst-"
-
-
-def key_pair(state_dir: pathlib.Path) -> tuple[pathlib.Path, str]:
-    """(private key file, public key line), made on first use."""
-    folder = state_dir / "lambda"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    private = folder / "id_ed25519"
-    if not private.exists():
-        try:
-            subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "jupyter-burst",
-                 "-f", str(private)],
-                check=True, capture_output=True,
-            )  # fmt: skip
-        except FileNotFoundError:
-            raise ClusterError(
-                "provider=lambda needs the ssh client to reach its machines; install it "
-                "(apt-get install openssh-client)"
-            ) from None
-        except subprocess.CalledProcessError as exc:
-            last = (exc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-            raise ClusterError(f"could not make the SSH key {private}: {last}") from None
-    public = private.with_suffix(".pub").read_text().split()
-    return private, " ".join(public[:2])
 
 
 def key_name(public: str) -> str:

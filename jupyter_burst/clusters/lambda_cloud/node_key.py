@@ -47,7 +47,7 @@ def node_key() -> str | None:
                 "'api_key = <key>' there (mode 600), a key made for the nodes"
             )
         return key
-    if str(config.get(WITHOUT, False)).strip().lower() in ("true", "1", "yes"):
+    if config.flag(WITHOUT):
         return None
     raise ClusterError(
         "a Lambda machine bills until it is terminated through Lambda's API, even when idle: "
