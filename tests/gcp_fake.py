@@ -258,6 +258,8 @@ class ComputeFake:
             "name": name,
             "operationType": kind,
             "status": "DONE",
+            "insertTime": _stamp(time.time()),
+            "endTime": _stamp(time.time()),
             "targetLink": f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/{target}",
             "progress": 100,
         }

@@ -16,6 +16,7 @@ _BUILTIN = {
     "aws": "jupyter_burst.clusters.aws:AwsProvider",
     "ssh": "jupyter_burst.clusters.ssh:SshProvider",
     "lambda": "jupyter_burst.clusters.lambda_cloud:LambdaProvider",
+    "gcp": "jupyter_burst.clusters.gcp:GcpProvider",
 }
 _cache: dict[str, Provider] = {}
 

@@ -166,8 +166,9 @@ def from_api_error(exc: Any) -> GcpError:
     return GcpError(getattr(code, "name", str(code)), str(exc.message or exc))
 
 
-def wait(compute: Compute, operation: Any, what: str, zone: str | None = None) -> None:
-    """Until ``operation`` is done; its error, if it has one, as a :class:`GcpError`."""
+def wait(compute: Compute, operation: Any, what: str, zone: str | None = None) -> Any:
+    """The operation once done (its ``end_time``: when, by Compute Engine's clock); its
+    error, if it has one, as a :class:`GcpError`."""
     timeout = _OPERATION_SECONDS
     while operation.status != operation.Status.DONE and timeout > 0:
         if zone:
@@ -182,3 +183,4 @@ def wait(compute: Compute, operation: Any, what: str, zone: str | None = None) -
     errors = list(operation.error.errors) if operation.error else []
     if errors:
         raise GcpError(errors[0].code or "UNKNOWN", errors[0].message or what)
+    return operation
