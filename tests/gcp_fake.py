@@ -97,6 +97,11 @@ class ComputeFake:
         with self._lock:
             return [i for i in self.instances.values() if i["status"] != "TERMINATED"]
 
+    def stopped(self) -> list[dict[str, Any]]:
+        """Instances off but not deleted: their disks still bill."""
+        with self._lock:
+            return [i for i in self.instances.values() if i["status"] == "TERMINATED"]
+
     # answering ------------------------------------------------------------------------
 
     def _answer(self, http: BaseHTTPRequestHandler, method: str) -> None:
@@ -120,6 +125,10 @@ class ComputeFake:
 
     def _handle(self, method: str, path: str, query: dict[str, str], body: bytes):
         request = json.loads(body) if body else {}
+        if path.startswith("/_emulator/shutdown/"):  # a guest shutdown: the instance stops
+            zone, name = path.removeprefix("/_emulator/shutdown/").split("/")
+            self._stop(zone, name)
+            return 200, {}
         if match := _INSTANCE.match(path):
             project, zone, name, verb = match.groups()
             if project != PROJECT or zone not in ZONES:
@@ -200,7 +209,10 @@ class ComputeFake:
         if self.machines is not None:
             metadata = {i["key"]: i["value"] for i in request.get("metadata", {}).get("items", [])}
             public = " ".join(metadata.get("ssh-keys", "").partition(":")[2].split()[:2])
-            address = self.machines.boot(name, public, metadata.get("startup-script", ""))
+            address = self.machines.boot(
+                name, public, metadata.get("startup-script", ""),
+                shutdown=f"{self.url}/_emulator/shutdown/{zone}/{name}",
+            )  # fmt: skip
         for interface in instance.setdefault("networkInterfaces", [{}]):
             interface["networkIP"] = address
             for access in interface.setdefault("accessConfigs", [{}]):
@@ -211,12 +223,23 @@ class ComputeFake:
 
     def _delete(self, zone: str, name: str) -> dict[str, Any]:
         instance = self.instances.pop((zone, name))
-        now = time.time()
+        if instance["status"] == "RUNNING":  # a stopped one's end was its stop
+            self.times[name].append(time.time())
         instance["status"] = "TERMINATED"
-        self.times[name].append(now)
         if self.machines is not None:
             threading.Timer(0.2, self.machines.power_off, [name]).start()
         return self._operation("delete", f"zones/{zone}/instances/{name}", zone)
+
+    def _stop(self, zone: str, name: str) -> None:
+        """Stopped (TERMINATED): the machine is off, its disk kept, as after a guest shutdown."""
+        instance = self.instances.get((zone, name))
+        if instance is None or instance["status"] != "RUNNING":
+            return
+        instance["status"] = "TERMINATED"
+        instance["lastStopTimestamp"] = _stamp(time.time())
+        self.times[name].append(time.time())
+        if self.machines is not None:
+            threading.Timer(0.2, self.machines.power_off, [name]).start()
 
     def _expire(self) -> None:
         """Spot instances past their maxRunDuration, with DELETE as their action, are gone."""

@@ -25,7 +25,14 @@ import psutil
 from jupyter_burst.clusters.lambda_cloud import host_keys
 from tests.aws_fakes import free_port
 from tests.harness import stop_process
+from tests.notebook_env import base_python
 from tests.sshd_server import Sshd, start_sshd
+
+# The machine's `shutdown`: its cloud is told, as a guest shutdown tells the hypervisor.
+_SHUTDOWN = """#!{python}
+import urllib.request
+urllib.request.urlopen(urllib.request.Request("{url}", method="POST"), timeout=30).read()
+"""
 
 
 @dataclass
@@ -44,8 +51,9 @@ class LambdaMachines:
         self.machines: dict[str, Machine] = {}
         self._lock = threading.Lock()
 
-    def boot(self, instance_id: str, public_key: str, user_data: str) -> str:
-        """Start the instance's machine; its address."""
+    def boot(self, instance_id: str, public_key: str, user_data: str, shutdown: str = "") -> str:
+        """Start the instance's machine; its address. ``shutdown``: a URL that a ``shutdown``
+        on the machine's PATH posts to (its cloud then stops the instance), else none."""
         with self._lock:
             address = f"127.0.0.{2 + len(self.machines)}"
             folder = self.folder / instance_id
@@ -55,6 +63,10 @@ class LambdaMachines:
                 folder / "sshd", address=address, port=self.port, authorized=public_key,
                 login_env={host_keys.PROOF_ENV: str(proof)},
             )  # fmt: skip
+            if shutdown:
+                command = sshd.folder / "bin" / "shutdown"
+                command.write_text(_SHUTDOWN.format(python=base_python(), url=shutdown))
+                command.chmod(0o755)
             script = folder / "user-data"
             script.write_text(user_data)
             env = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import json
 import pathlib
+import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -131,11 +132,89 @@ def test_a_cell_runs_on_two_gcp_instances_and_down_deletes_them_billed_to_the_ce
         rows = {r["id"]: r for r in ledger.query("SELECT * FROM nodes WHERE provider = 'gcp'")}
         assert set(rows) == {i["name"] for i in instances}
         for name, row in rows.items():
-            # From its start to its deletion, as Compute Engine reports them, to the cent.
+            # From its start to its deletion, by Compute Engine's own times (to the
+            # millisecond they are given in): the same bill, to the cent, however long it ran.
             start, end = compute.times[name]
-            ours = _usd((row["stopped"] - row["started"]) * PRICE)
-            assert ours == _usd((end - start) * PRICE), (ours, start, end, row)
+            assert abs(row["started"] - start) < 0.002 and abs(row["stopped"] - end) < 0.002
+            assert _usd((row["stopped"] - row["started"]) * PRICE) == _usd((end - start) * PRICE)
 
 
 def _usd(amount_seconds: float) -> Decimal:
     return (Decimal(amount_seconds) / 3600).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def test_an_idle_cluster_stops_every_instance_without_the_kernel_and_the_next_look_deletes_them(
+    compute, kernel_env, state_dir, workdir
+):
+    env = dict(kernel_env, DASK_BURST__GCP__POWER_OFF="shutdown -h now")
+    idle = 10
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        kernel.ok(f"%%burst provider=gcp gpus=2 idle={idle}s\nx = 1\n", timeout=300)
+        names = [i["name"] for i in compute.running()]
+        assert len(names) == 2
+        kernel.kill()  # no kernel, no `%burst down`: only the nodes' watchdogs are left
+        # Each node's guest shutdown stops its instance: the machine's bill ends there.
+        wait_for(lambda: not compute.running(), idle + 90, "the idle instances to stop")
+        assert len(compute.stopped()) == 2  # their disks are still there, still billing
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        kernel.ok("%burst status", timeout=120)  # a look, not a %burst down
+        assert compute.stopped() == [] and compute.firewalls == {}  # deleted, disks too
+        rows = {
+            r["id"]: r for r in Ledger(state_dir / "ledger.sqlite").query("SELECT * FROM nodes")
+        }
+        for name in names:  # billed to each machine's stop, by Compute Engine's times
+            start, stop = compute.times[name][:2]
+            assert abs(rows[name]["started"] - start) < 0.002
+            assert abs(rows[name]["stopped"] - stop) < 0.002
+
+
+def test_gc_deletes_a_lost_clusters_instances_and_rule_and_spares_a_forming_one(
+    compute, kernel_env, state_dir, workdir
+):
+    """A cluster whose kernel died mid-start has no record: gc finds its instances by label."""
+    from tests.gcp_fake import ZONES
+
+    def insert(name: str, cluster: str, created: float, status: str = "RUNNING") -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S-00:00", time.gmtime(created))
+        compute.instances[(ZONES[0], name)] = {
+            "name": name, "status": status, "creationTimestamp": stamp,
+            "lastStartTimestamp": stamp, "lastStopTimestamp": stamp,
+            "zone": f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/zones/{ZONES[0]}",
+            "machineType": "zones/x/machineTypes/g2-standard-4",
+            "labels": {"burst-cluster": cluster, "burst-owner": "alice-laptop",
+                       "burst-expires": str(int(time.time() + 3600))},
+        }  # fmt: skip
+        compute.times[name] = [created]
+
+    now = time.time()
+    insert("burst-lost-1111-0", "lost-1111", now - 7200)
+    insert("burst-off-2222-0", "off-2222", now - 60, status="TERMINATED")  # its disk bills
+    insert("burst-new-3333-0", "new-3333", now - 60)  # may be forming
+    compute.instances[(ZONES[0], "burst-theirs-0")] = dict(
+        compute.instances[(ZONES[0], "burst-lost-1111-0")], name="burst-theirs-0",
+        labels={"burst-cluster": "theirs", "burst-owner": "bob-desk"},
+    )  # fmt: skip
+    compute.firewalls["burst-lost-1111"] = {"name": "burst-lost-1111", "creationTimestamp":
+                                            "2026-01-01T00:00:00.000-00:00"}  # fmt: skip
+    compute.firewalls["burst-new-3333"] = {"name": "burst-new-3333", "creationTimestamp":
+                                           "2026-01-01T00:00:00.000-00:00"}  # fmt: skip
+    env = dict(
+        kernel_env,
+        DASK_BURST__GCP__OWNER="alice-laptop",
+        # No AWS account here: that part of gc is one line, and nothing leaves this machine.
+        AWS_ACCESS_KEY_ID="",
+        AWS_SECRET_ACCESS_KEY="",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+    )
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        listed = kernel.ok("%burst gc", timeout=120).stdout
+        assert "burst: 2 GCP instances of alice-laptop without a live cluster:" in listed, listed
+        assert "stopped (its disk bills)" in listed and "1 instance created in the last" in listed
+        assert "burst-lost-1111" in listed and "burst-new-3333-0" not in listed
+        assert "(AWS not cleaned up)" in listed
+        done = kernel.ok("%burst gc --yes", timeout=120).stdout
+        assert "burst: deleted 2 GCP instances and deleted 1 firewall rule" in done, done
+    left = sorted(name for _, name in compute.instances)
+    assert left == ["burst-new-3333-0", "burst-theirs-0"]
+    assert list(compute.firewalls) == ["burst-new-3333"]

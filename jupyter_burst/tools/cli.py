@@ -1,7 +1,8 @@
 """``jupyter burst ...`` from a shell (jupyter runs the ``jupyter-burst`` script it finds on PATH).
 
 ``jupyter burst gc [--yes] [--region a,b]``: the AWS instances (and, with a Lambda API key,
-the Lambda machines) of this user that no live cluster owns, terminated after a yes (the question defaults to no: ending machines is not
+the Lambda machines; with GCP configured, the GCP instances) of this user that no live
+cluster owns, ended after a yes (the question defaults to no: ending machines is not
 undone).
 
 ``jupyter burst prewarm [--json] LINE``: start the cluster a ``%%burst LINE`` cell would use,
@@ -15,8 +16,11 @@ import sys
 from collections.abc import Sequence
 
 from jupyter_burst import config
+from jupyter_burst.clusters import gc_all
 from jupyter_burst.clusters.aws import gc, provision, sdk
 from jupyter_burst.clusters.aws.gc import unreachable
+from jupyter_burst.clusters.gcp import gc as gcp_gc
+from jupyter_burst.clusters.gcp import sdk as gcp_sdk
 from jupyter_burst.clusters.lambda_cloud import api as lambda_api
 from jupyter_burst.clusters.lambda_cloud import gc as lambda_gc
 from jupyter_burst.clusters.lambda_cloud import machines as lambda_machines
@@ -65,13 +69,19 @@ def _gc(yes: bool, region: str | None) -> int:
     words = ["--region", region] if region else []
     _, narrow = gc.parse_words(words)
     clients, state_dir = sdk.ec2_clients(), config.state_dir()
+    others = []
     if lambda_api.api_key() is not None:
+        others.append(("Lambda", lambda: _lambda_gc(yes, state_dir)))
+    if gc_all.gcp_configured():
+        others.append(("GCP", lambda: _gcp_gc(yes, state_dir)))
+    if not others:
+        return _aws_gc(yes, clients, narrow, state_dir)
+    for cloud, part in [("AWS", lambda: _aws_gc(yes, clients, narrow, state_dir)), *others]:
         try:
-            _aws_gc(yes, clients, narrow, state_dir)
-        except BurstError as exc:  # a Lambda user may have no AWS account at all
-            print(f"{exc} (AWS not cleaned up)", flush=True)
-        return _lambda_gc(yes, state_dir)
-    return _aws_gc(yes, clients, narrow, state_dir)
+            part()
+        except BurstError as exc:  # a user of one cloud may have no account on another
+            print(f"{exc} ({cloud} not cleaned up)", flush=True)
+    return 0
 
 
 def _aws_gc(yes: bool, clients, narrow: tuple[str, ...], state_dir) -> int:
@@ -103,6 +113,21 @@ def _lambda_gc(yes: bool, state_dir) -> int:
         print("burst: nothing was terminated on Lambda")
         return 0
     print(lambda_gc.sweep(client, listing, state_dir))
+    return 0
+
+
+def _gcp_gc(yes: bool, state_dir) -> int:
+    compute = gcp_sdk.compute()
+    listing = gcp_gc.collect(compute, state_dir)
+    print(gcp_gc.format_listing(listing), flush=True)
+    if listing.empty:
+        return 0
+    if not yes and not _confirmed(
+        len(listing.instances), "GCP instance", len(listing.firewalls), "firewall rule"
+    ):
+        print("burst: nothing was deleted on GCP")
+        return 0
+    print(gcp_gc.sweep(compute, listing, state_dir))
     return 0
 
 

@@ -126,6 +126,7 @@ class GcpProvider:
             scheduler, nodes, certs = start_cluster(
                 hosts, request, lock, provider=self.name, cluster_id=cluster_id,
                 lifetime_minutes=lifetime, power_off=lambda pythons: power_off,
+                worker_power_off=power_off,  # a worker left running would bill its GPU on
             )  # fmt: skip
         except BaseException:
             _abandon(compute, cluster_id, launched, firewall)
@@ -182,18 +183,19 @@ class GcpProvider:
         if head:
             return
         compute = sdk.compute()
-        zone = record["zone"]
         left = {
-            one.name: one.status
+            one.name: one
             for one in machines.ours(compute)
             if one.name in set(record.get("instances") or ())
         }
-        if head is None and any(status == "RUNNING" for status in left.values()):
+        if head is None and any(one.status == "RUNNING" for one in left.values()):
             return
-        ended = machines.delete(compute, zone, left)
+        ended = machines.delete(compute, record["zone"], left)
         ledger = shared_ledger(pathlib.Path(state_dir))
         for name in record.get("instances") or []:
-            ledger.node_stopped(name, ended.get(name, time.time()), "deleted")
+            # A stopped instance's machine billed until it stopped (its disk until now).
+            stopped = machines.stopped_at(left[name]) if name in left else 0.0
+            ledger.node_stopped(name, stopped or ended.get(name, time.time()), "deleted")
         ledger.cluster_stopped(record["id"], "ended by itself")
         _delete_firewall(compute, record.get("firewall") or "")
         self._settled.add(record["id"])

@@ -277,6 +277,18 @@ def started_at(one: Any) -> float:
     return _when(one.last_start_timestamp or one.creation_timestamp) or time.time()
 
 
+def created_at(resource: Any) -> float:
+    """When an instance or a firewall rule was made, by Compute Engine's clock."""
+    return _when(resource.creation_timestamp)
+
+
+def stopped_at(one: Any) -> float:
+    """When a stopped (TERMINATED) instance stopped; 0 for one that runs."""
+    if one.status != "TERMINATED":
+        return 0.0
+    return _when(one.last_stop_timestamp)
+
+
 def _when(stamp: str) -> float:
     try:
         return datetime.fromisoformat(str(stamp)).timestamp()

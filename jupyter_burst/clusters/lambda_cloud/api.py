@@ -162,6 +162,9 @@ class LambdaApi:
         self._key = key
         self.url = url or api_url()
         self._clock, self._sleep = clock, sleep
+        # When the last request left (the wall clock, after the pace's wait): Lambda bills a
+        # launch from when it arrives, and says no time of its own.
+        self.sent_at = 0.0
 
     def __repr__(self) -> str:  # never the key
         return f"LambdaApi({self.url!r})"
@@ -192,6 +195,7 @@ class LambdaApi:
                     **({"Content-Type": "application/json"} if data is not None else {}),
                 },
             )
+            self.sent_at = time.time()
             try:
                 with urllib.request.urlopen(request, timeout=_TIMEOUT) as reply:
                     return json.loads(reply.read() or b"{}").get("data")

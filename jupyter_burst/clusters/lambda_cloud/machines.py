@@ -77,7 +77,6 @@ def launch(
             "instance_type_name": offer.instance_type,
             "quantity": count,
         }
-        at = time.time()
         try:
             ids = (client.post(LAUNCH_PATH, request) or {}).get("instance_ids") or []
         except LambdaApiError as exc:
@@ -92,7 +91,7 @@ def launch(
                 f"Lambda started {len(ids)} of {count} {offer.instance_type} machines in "
                 f"{offer.region}; they were terminated; try again"
             )
-        return Launched(offer, tuple(ids), at)
+        return Launched(offer, tuple(ids), client.sent_at)
     raise ClusterError(
         f"Lambda has no capacity for any offer that fits ({', '.join(tried) or 'none'}); "
         "try again later, another region (region=), or another provider"

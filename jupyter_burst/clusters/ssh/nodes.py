@@ -33,13 +33,14 @@ def start_nodes(
     certs: ClusterCerts,
     lifetime_minutes: float,
     power_off: str = "",
+    worker_power_off: str = "",
     scheduler_port: int = 0,
 ) -> tuple[str, list[dict[str, Any]]]:
     """The head's scheduler address and the started nodes (the head first), once each runs.
 
     ``pythons``: the environment's python on each host (:func:`environment.ensure`).
     ``power_off``: what the head's watchdog runs when the cluster ends ("": it ends the
-    node's processes, never the machine); a worker node's ends its processes only.
+    node's processes, never the machine); ``worker_power_off`` the same for a worker node.
     A node that did not start leaves none running.
     """
     phases = start_phases.of(request)
@@ -57,7 +58,7 @@ def start_nodes(
             "--role", role, "--slots", str(host.gpus), "--idle", f"{request.idle_minutes:g}",
             "--max-lifetime", f"{lifetime_minutes:g}", "--host", host.listen,
             "--node-name", f"{request.name}-{i}-{host.listen}",
-            "--power-off", power_off if role == "head" else "",
+            "--power-off", power_off if role == "head" else worker_power_off,
         ]  # fmt: skip
         if role == "head":
             node_args += ["--port", str(scheduler_port)]
