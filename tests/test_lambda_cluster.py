@@ -271,12 +271,12 @@ def test_make_lambda_smoke_without_its_settings_says_each_and_launches_nothing(
     assert not lambda_cloud.requests  # nothing was asked of Lambda
 
 
-def test_a_plain_cell_takes_lambda_where_it_is_cheapest_across_clouds_and_says_so(
+def test_offers_list_three_clouds_and_a_plain_cell_takes_lambda_where_it_is_cheapest(
     lambda_cloud, kernel_env, state_dir, workdir
 ):
     env = dict(
         kernel_env,
-        DASK_BURST__PROVIDERS="[aws, lambda]",
+        DASK_BURST__PROVIDERS="[aws, gcp, lambda]",
         DASK_BURST__LAMBDA__ALLOW_WITHOUT_NODE_KEY="true",
         # No AWS account here: its offers are the shipped catalog's list prices.
         AWS_ACCESS_KEY_ID="",
@@ -287,12 +287,13 @@ def test_a_plain_cell_takes_lambda_where_it_is_cheapest_across_clouds_and_says_s
     with burst_kernel(state_dir, workdir, env) as kernel:
         offers = kernel.ok("%burst offers gpus=8", timeout=120).stdout
         rows = [line.split() for line in offers.splitlines()]
-        rows = [row for row in rows if row and row[0] in ("aws", "lambda")]
-        assert {row[0] for row in rows} == {"aws", "lambda"}, offers
+        rows = [row for row in rows if row and row[0] in ("aws", "gcp", "lambda")]
+        assert {row[0] for row in rows} == {"aws", "gcp", "lambda"}, offers
         assert "gpu_8x_a100" in offers and "gpu_8x_h100_sxm5" not in offers  # no capacity
         prices = [float(row[-1]) for row in rows]  # $/h, the last column
         assert prices == sorted(prices), offers
-        # 24 GiB GPUs: Lambda's A10 at $0.75/h beats AWS's A10G at about $1/h.
+        # 24 GiB GPUs: Lambda's A10 at $0.75/h beats AWS's A10G at about $1/h (GCP's L4 has
+        # 22.3 GiB).
         run = kernel.ok("%%burst gpus=1 gpu_mem=24\nx = 6 * 7\n", timeout=300)
         assert "cheapest offer for 1 GPU with >= 24 GiB each" in run.stdout, run.stdout
         assert ": lambda gpu_1x_a10 " in run.stdout, run.stdout

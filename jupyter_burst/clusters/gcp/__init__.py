@@ -10,11 +10,12 @@ the API (guest attributes) and only those trusted; then, over ssh as for on-prem
 notebook's environment built and the nodes started with their TLS keys on ssh's standard
 input. Any failure on the way deletes what was launched.
 
-A guest shutdown only stops a GCP instance, and a stopped one's disk still bills: so the
-idle watchdog's shutdown stops the GPU's bill at once, and the instance itself is deleted by
+A guest shutdown only stops a GCP instance, and a stopped one's disk still bills: so each
+idle node's shutdown stops its machine's bill at once, and the instance itself is deleted by
 whichever comes first: this notebook (any kernel's or the server's look at a cluster whose
-head ended), ``%burst gc``, or Google at the cluster's ``max_run_duration``. The ledger bills
-each instance from its start to its deletion, by Compute Engine's own times.
+head ended), ``%burst gc``, or Google at the cluster's ``max_run_duration`` (for one still
+running). The ledger bills each instance from its start to its stop or deletion, by Compute
+Engine's own times.
 """
 
 from __future__ import annotations
