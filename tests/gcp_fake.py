@@ -57,6 +57,9 @@ class ComputeFake:
     times: dict[str, list[float]] = field(default_factory=dict)
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     machines: Any = None
+    # A test's faults: fault(method, path) -> None, or (when, status, reason): the answer is
+    # that error, "before" doing what was asked or "after" doing it (a reply lost on the way).
+    fault: Any = None
     _ids: Any = field(default_factory=lambda: itertools.count(4_100_000_000_000_000_000))
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _server: ThreadingHTTPServer | None = None
@@ -111,8 +114,14 @@ class ComputeFake:
         body = http.rfile.read(length) if length else b""
         with self._lock:
             self._expire()
+            chosen = self.fault(method, parts.path) if self.fault is not None else None
             try:
-                status, payload = self._handle(method, parts.path, query, body)
+                if chosen is not None and chosen[0] == "before":
+                    status, payload = _error(chosen[1], chosen[2], f"Injected {chosen[2]}.")
+                else:
+                    status, payload = self._handle(method, parts.path, query, body)
+                if chosen is not None and chosen[0] == "after":
+                    status, payload = _error(chosen[1], chosen[2], f"Injected {chosen[2]}.")
             except ValueError as exc:
                 status, payload = _error(400, "invalid", str(exc))
             self.requests.append((method, parts.path, status))
@@ -299,7 +308,7 @@ class ComputeFake:
 
 def _error(status: int, reason: str, message: str):
     names = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-             409: "ALREADY_EXISTS"}  # fmt: skip
+             409: "ALREADY_EXISTS", 500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
     return status, {"error": {"code": status, "message": message,
                               "errors": [{"message": message, "domain": "global", "reason": reason}],
                               "status": names.get(status, "UNKNOWN")}}  # fmt: skip

@@ -186,11 +186,17 @@ def wait_running(
     deadline = time.monotonic() + timeout
     names = list(names)
     while True:
-        found = [
-            sdk.call("a get", compute.instances.get, project=compute.project, zone=zone,
-                     instance=n)
-            for n in names
-        ]  # fmt: skip
+        try:
+            found = [
+                sdk.call("a get", compute.instances.get, project=compute.project, zone=zone,
+                         instance=n)
+                for n in names
+            ]  # fmt: skip
+        except sdk.GcpError as exc:
+            if not exc.transient or time.monotonic() >= deadline:
+                raise
+            time.sleep(_POLL_SECONDS)
+            continue
         for one in found:
             if one.status in ("STOPPING", "TERMINATED", "SUSPENDED"):
                 raise ClusterError(
@@ -226,7 +232,8 @@ def host_keys(compute: sdk.Compute, zone: str, name: str, timeout: float) -> lis
             )  # fmt: skip
             items = list(found.query_value.items) if found.query_value else []
         except sdk.GcpError as exc:
-            if exc.code != "notFound":  # not published yet
+            # Not published yet, or a failure on Google's side: ask again until the deadline.
+            if exc.code != "notFound" and not exc.transient:
                 raise
             items = []
         keys = [f"{item.key} {item.value}" for item in items if item.key and item.value]

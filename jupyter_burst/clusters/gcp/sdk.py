@@ -19,6 +19,7 @@ not as an HTTP status: :func:`wait` raises it as one :class:`GcpError`.
 from __future__ import annotations
 
 import ipaddress
+import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,10 @@ CAPACITY_CODES = frozenset(
         "resourcePoolExhausted",
     }
 )
+# Compute Engine failed on its side or asks us to slow down: a poll asks again.
+TRANSIENT_CODES = frozenset(
+    {"backendError", "internalError", "rateLimitExceeded", "INTERNAL", "UNAVAILABLE"}
+)
 _OPERATION_SECONDS = 300.0
 
 
@@ -53,6 +58,10 @@ class GcpError(ClusterError):
     @property
     def capacity(self) -> bool:
         return self.code in CAPACITY_CODES
+
+    @property
+    def transient(self) -> bool:
+        return self.code in TRANSIENT_CODES
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,10 @@ def from_api_error(exc: Any) -> GcpError:
     status (``PERMISSION_DENIED``)."""
     reasons = [getattr(e, "get", lambda k, d=None: d)("reason") for e in exc.errors or []]
     code = next((r for r in reasons if r), None) or exc.grpc_status_code or exc.code
-    return GcpError(getattr(code, "name", str(code)), str(exc.message or exc))
+    # The REST transport's message starts with the request ("GET https://...: "): the
+    # answer is what the user needs.
+    message = re.sub(r"^[A-Z]+ \S+: ", "", str(exc.message or exc))
+    return GcpError(getattr(code, "name", str(code)), message)
 
 
 def wait(compute: Compute, operation: Any, what: str, zone: str | None = None) -> Any:
