@@ -39,7 +39,7 @@ define pip_editable
 	$(WITH_VENV) $(VENV)/bin/jupyter-builder develop --overwrite .
 endef
 
-.PHONY: venv wheelhouse labextension chromium sshd iproute2 test soak lint demo corpus lab bench gpu-check aws-smoke lambda-smoke clean distclean
+.PHONY: venv wheelhouse labextension chromium sshd iproute2 test soak lint demo corpus lab bench gpu-check aws-smoke lambda-smoke gcp-smoke clean distclean
 
 venv: $(VENV)/.stamp
 
@@ -161,9 +161,12 @@ gpu-check: venv
 aws-smoke: venv
 	$(PY) -m jupyter_burst.tools.smoke
 
-# One real cell on one real Lambda Cloud GPU with your account (cents); see README.
+# One real cell on one real Lambda Cloud (or GCP) GPU with your account (cents); see README.
 lambda-smoke: venv
-	$(PY) -m jupyter_burst.tools.lambda_smoke
+	$(PY) -m jupyter_burst.tools.cloud_smoke lambda
+
+gcp-smoke: venv
+	$(PY) -m jupyter_burst.tools.cloud_smoke gcp
 
 clean:
 	rm -rf lib labextension node_modules tsconfig.tsbuildinfo .yarn/cache \

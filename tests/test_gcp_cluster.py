@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import pathlib
+import subprocess
 import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
@@ -17,7 +19,7 @@ import pytest
 from jupyter_burst.clusters.shipped_catalog import load_catalog
 from jupyter_burst.store.ledger import Ledger
 from tests.gcp_fake import PROJECT, ComputeFake
-from tests.harness import burst_kernel, wait_for
+from tests.harness import REPO, burst_kernel, wait_for
 from tests.lambda_machines import LambdaMachines
 from tests.notebook_env import KERNEL_PYTHON, index_env, make_notebook_env
 
@@ -218,3 +220,21 @@ def test_gc_deletes_a_lost_clusters_instances_and_rule_and_spares_a_forming_one(
     left = sorted(name for _, name in compute.instances)
     assert left == ["burst-new-3333-0", "burst-theirs-0"]
     assert list(compute.firewalls) == ["burst-new-3333"]
+
+
+def test_make_gcp_smoke_runs_a_cell_downs_it_and_finds_nothing_left(compute, kernel_env, tmp_path):
+    env = dict(kernel_env)
+    # The user's notebook environment runs it (and so its kernel), as `make gcp-smoke` would.
+    python = env.pop(KERNEL_PYTHON)
+    smoke = subprocess.run(
+        [python, "-m", "jupyter_burst.tools.cloud_smoke", "gcp", "--cell-timeout", "300",
+         "--state-dir", str(tmp_path / "smoke-state")],
+        capture_output=True, text=True, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        cwd=tmp_path, timeout=420,
+    )  # fmt: skip
+    out = smoke.stdout
+    assert smoke.returncode == 0, out + smoke.stderr
+    assert "smoke: PASS" in out and "smoke: GPU: no CUDA" in out, out
+    assert "  ok   no machine or firewall rule of this cluster is left on gcp" in out
+    assert compute.instances == {} and compute.firewalls == {}
+    assert len(compute.times) == 1  # one instance was made, and it is gone

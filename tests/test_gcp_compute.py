@@ -5,12 +5,17 @@ a launch can move on from, and the settings checked before any call."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import dask.config
 import pytest
 
 from jupyter_burst.clusters.gcp import sdk
 from jupyter_burst.errors import ClusterError
 from tests.gcp_fake import PROJECT, ComputeFake
+from tests.harness import REPO
 
 ZONE = "us-central1-a"
 
@@ -129,3 +134,16 @@ def test_an_endpoint_that_would_send_credentials_in_clear_and_a_missing_project_
         sdk.compute()
     monkeypatch.undo()
     dask.config.refresh()
+
+
+def test_make_gcp_smoke_without_credentials_or_settings_says_each_and_asks_nothing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASK_BURST__GCP", "GOOGLE_"))}
+    env.update(PYTHONPATH=str(REPO), NO_GCE_CHECK="True", HOME=str(tmp_path))  # no ADC here
+    smoke = subprocess.run(
+        [sys.executable, "-m", "jupyter_burst.tools.cloud_smoke", "gcp"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert smoke.returncode == 2, smoke.stdout + smoke.stderr
+    said = smoke.stderr.splitlines()
+    assert said[0].startswith("burst: no Google Cloud credentials found; run `gcloud auth"), said
+    assert said[1].startswith("burst: the smoke test needs burst.gcp.client-cidr"), said

@@ -240,7 +240,7 @@ def test_make_lambda_smoke_runs_a_cell_downs_it_and_finds_nothing_left(
     # The user's notebook environment runs it (and so its kernel), as `make lambda-smoke` would.
     python = env.pop(KERNEL_PYTHON)
     smoke = subprocess.run(
-        [python, "-m", "jupyter_burst.tools.lambda_smoke", "--cell-timeout", "300",
+        [python, "-m", "jupyter_burst.tools.cloud_smoke", "lambda", "--cell-timeout", "300",
          "--state-dir", str(tmp_path / "smoke-state")],
         capture_output=True, text=True, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
         cwd=tmp_path, timeout=420,
@@ -248,7 +248,7 @@ def test_make_lambda_smoke_runs_a_cell_downs_it_and_finds_nothing_left(
     out = smoke.stdout
     assert smoke.returncode == 0, out + smoke.stderr
     assert "smoke: PASS" in out and "smoke: GPU: no CUDA" in out, out
-    assert "  ok   no machine or ruleset of this cluster is left on Lambda" in out
+    assert "  ok   no machine or firewall rule of this cluster is left on lambda" in out
     assert len(lambda_cloud.instances) == 1 and not _running(lambda_cloud)
     assert not lambda_cloud.firewall_rulesets
 
@@ -260,7 +260,7 @@ def test_make_lambda_smoke_without_its_settings_says_each_and_launches_nothing(
            "DASK_BURST__LAMBDA__API_KEY_FILE": str(tmp_path / "none")}  # fmt: skip
     env.pop("LAMBDA_API_KEY", None)
     smoke = subprocess.run(
-        [sys.executable, "-m", "jupyter_burst.tools.lambda_smoke"],
+        [sys.executable, "-m", "jupyter_burst.tools.cloud_smoke", "lambda"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
     )  # fmt: skip
     assert smoke.returncode == 2, smoke.stdout + smoke.stderr
