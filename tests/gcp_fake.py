@@ -37,6 +37,25 @@ _ZONE_OP = re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/operations/(
 _GLOBAL_OP = re.compile(r"^/compute/v1/projects/([^/]+)/global/operations/([^/]+?)(/wait)?$")
 _FIREWALL = re.compile(r"^/compute/v1/projects/([^/]+)/global/firewalls(?:/([^/]+))?$")
 _AGGREGATED = re.compile(r"^/compute/v1/projects/([^/]+)/aggregated/instances$")
+SKUS_PATH = "/v1/services/6F81-5844-456A/skus"
+PREEMPTED_PATH = "/computeMetadata/v1/instance/preempted"
+# The Cloud Billing Catalog's Compute Engine rates the fake lists ($ per unit-hour): region ->
+# part -> (on-demand, Spot). N1 with T4 and G2 with L4, in two regions.
+RATES = {
+    "us-central1": {
+        "N1 Predefined Instance Core": (0.031611, 0.006655),
+        "N1 Predefined Instance Ram": (0.004237, 0.000892),
+        "Nvidia Tesla T4 GPU": (0.35, 0.14),
+        "G2 Instance Core": (0.024988, 0.009995),
+        "G2 Instance Ram": (0.002927, 0.001171),
+        "Nvidia L4 GPU": (0.560, 0.224),
+    },
+    "europe-west4": {
+        "N1 Predefined Instance Core": (0.034773, 0.007321),
+        "N1 Predefined Instance Ram": (0.004661, 0.000981),
+        "Nvidia Tesla T4 GPU": (0.37, 0.148),
+    },
+}
 
 
 def _stamp(at: float) -> str:
@@ -57,6 +76,8 @@ class ComputeFake:
     times: dict[str, list[float]] = field(default_factory=dict)
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     machines: Any = None
+    # What the metadata server's instance/preempted says (one answer for every instance).
+    preempted: bool = False
     # A test's faults: fault(method, path) -> None, or (when, status, reason): the answer is
     # that error, "before" doing what was asked or "after" doing it (a reply lost on the way).
     fault: Any = None
@@ -109,6 +130,17 @@ class ComputeFake:
 
     def _answer(self, http: BaseHTTPRequestHandler, method: str) -> None:
         parts = urllib.parse.urlsplit(http.path)
+        if parts.path == PREEMPTED_PATH:  # the metadata server, as a Spot instance asks it
+            google = http.headers.get("Metadata-Flavor") == "Google"
+            data = (b"TRUE" if self.preempted else b"FALSE") if google else b"Forbidden"
+            with self._lock:
+                self.requests.append((method, parts.path, 200 if google else 403))
+            http.send_response(200 if google else 403)
+            http.send_header("Content-Type", "application/text")
+            http.send_header("Content-Length", str(len(data)))
+            http.end_headers()
+            http.wfile.write(data)
+            return
         query = dict(urllib.parse.parse_qsl(parts.query))
         length = int(http.headers.get("Content-Length") or 0)
         body = http.rfile.read(length) if length else b""
@@ -134,6 +166,12 @@ class ComputeFake:
 
     def _handle(self, method: str, path: str, query: dict[str, str], body: bytes):
         request = json.loads(body) if body else {}
+        if path == SKUS_PATH and method == "GET":  # the Cloud Billing Catalog, two pages
+            skus = _skus()
+            half = len(skus) // 2
+            if query.get("pageToken") == "page-2":
+                return 200, {"skus": skus[half:], "nextPageToken": ""}
+            return 200, {"skus": skus[:half], "nextPageToken": "page-2"}
         if path.startswith("/_emulator/shutdown/"):  # a guest shutdown: the instance stops
             zone, name = path.removeprefix("/_emulator/shutdown/").split("/")
             self._stop(zone, name)
@@ -304,6 +342,33 @@ class ComputeFake:
             operation["httpErrorStatusCode"] = 503 if "POOL" in error[0] else 403
         self.operations[name] = operation
         return operation
+
+
+def _skus() -> list[dict[str, Any]]:
+    """The Catalog's SKUs for :data:`RATES`, in its shape (and a commitment SKU to skip)."""
+    names = {"us-central1": "Americas", "europe-west4": "Netherlands"}
+    skus = []
+    for region, parts in RATES.items():
+        for part, (on_demand, spot) in parts.items():
+            for usage, price, prefix in (("OnDemand", on_demand, ""),
+                                         ("Preemptible", spot, "Spot Preemptible ")):  # fmt: skip
+                units, nanos = int(price), round(price % 1 * 1e9)
+                skus.append({
+                    "name": f"services/6F81-5844-456A/skus/{len(skus):04X}",
+                    "description": f"{prefix}{part} running in {names[region]}",
+                    "category": {"serviceDisplayName": "Compute Engine",
+                                 "resourceFamily": "Compute", "resourceGroup": "GPU",
+                                 "usageType": usage},
+                    "serviceRegions": [region],
+                    "pricingInfo": [{"pricingExpression": {
+                        "usageUnit": "GiBy.h" if part.endswith("Ram") else "h",
+                        "tieredRates": [{"startUsageAmount": 0,
+                                         "unitPrice": {"currencyCode": "USD", "units": str(units),
+                                                       "nanos": nanos}}]}}],
+                })  # fmt: skip
+    skus.append({"description": "Commitment v1: Cpu in Americas for 1 Year",
+                 "category": {"usageType": "Commit1Yr"}, "serviceRegions": ["us-central1"]})  # fmt: skip
+    return skus
 
 
 def _error(status: int, reason: str, message: str):

@@ -18,7 +18,7 @@ import pytest
 
 from jupyter_burst.clusters.shipped_catalog import load_catalog
 from jupyter_burst.store.ledger import Ledger
-from tests.gcp_fake import PROJECT, ComputeFake
+from tests.gcp_fake import PROJECT, RATES, ComputeFake
 from tests.harness import REPO, burst_kernel, wait_for
 from tests.lambda_machines import LambdaMachines
 from tests.notebook_env import KERNEL_PYTHON, index_env, make_notebook_env
@@ -58,6 +58,7 @@ def kernel_env(
     hosts.mkdir()
     return {
         "DASK_BURST__GCP__API_ENDPOINT": compute.url,
+        "DASK_BURST__GCP__BILLING_ENDPOINT": compute.url,
         "DASK_BURST__GCP__PROJECT": PROJECT,
         "DASK_BURST__GCP__ZONES": "us-central1-a,us-central1-b",
         "DASK_BURST__GCP__CLIENT_CIDR": "127.0.0.1/32",
@@ -238,3 +239,52 @@ def test_make_gcp_smoke_runs_a_cell_downs_it_and_finds_nothing_left(compute, ker
     assert "  ok   no machine or firewall rule of this cluster is left on gcp" in out
     assert compute.instances == {} and compute.firewalls == {}
     assert len(compute.times) == 1  # one instance was made, and it is gone
+
+
+_SPOT_TRAINING = (
+    "%%burst provider=gcp gpus=1 spot=yes\n"
+    "import time\n"
+    "state = {'step': 0}\n"
+    "saved = []\n"
+    "def save_now():\n"
+    "    burst.checkpoint(dict(state), step=state['step'])\n"
+    "    saved.append(state['step'])\n"
+    "burst.on_preempt(save_now)\n"
+    "print('running', flush=True)\n"
+    "deadline = time.monotonic() + 90\n"
+    "while not burst.preempting and time.monotonic() < deadline:\n"
+    "    state['step'] += 1\n"
+    "    time.sleep(0.01)\n"
+    "saw_preempting = burst.preempting\n"
+)
+
+
+def test_a_spot_instance_is_launched_as_spot_and_its_preemption_reaches_the_running_cell(
+    compute, kernel_env, state_dir, workdir
+):
+    env = dict(kernel_env, DASK_BURST__GCP__METADATA_URL=compute.url)
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        msg_id = kernel.kc.execute(_SPOT_TRAINING)
+
+        def watch(msg: dict) -> None:
+            if msg["msg_type"] == "stream" and "running" in msg["content"]["text"]:
+                compute.preempted = True  # only once the cell runs: the notice comes mid-cell
+
+        run = kernel.collect(msg_id, timeout=300, on_message=watch)
+        assert run.status == "ok", run.error_text
+        assert "burst: this node will be reclaimed at" in run.stderr, run.stderr
+        assert "spot in us-central1" in run.stdout, run.stdout
+        saw, saved = json.loads(
+            kernel.ok("import json; print(json.dumps([saw_preempting, saved]))").stdout
+        )
+        assert saw is True and len(saved) == 1 and saved[0] >= 1
+        (instance,) = compute.running()
+        assert instance["scheduling"]["provisioningModel"] == "SPOT"
+        assert instance["scheduling"]["instanceTerminationAction"] == "DELETE"
+        rate = {part: pair[1] for part, pair in RATES["us-central1"].items()}
+        spot = round(
+            4 * rate["N1 Predefined Instance Core"] + 15 * rate["N1 Predefined Instance Ram"]
+            + rate["Nvidia Tesla T4 GPU"], 5,
+        )  # fmt: skip
+        (row,) = Ledger(state_dir / "ledger.sqlite").query("SELECT * FROM nodes")
+        assert row["price_per_hour"] == spot  # the Billing Catalog's Spot price, not a list one

@@ -24,6 +24,7 @@ ZONE = "us-central1-a"
 def fake(monkeypatch):
     server = ComputeFake().start()
     monkeypatch.setenv("DASK_BURST__GCP__API_ENDPOINT", server.url)
+    monkeypatch.setenv("DASK_BURST__GCP__BILLING_ENDPOINT", server.url)
     monkeypatch.setenv("DASK_BURST__GCP__PROJECT", PROJECT)
     dask.config.refresh()
     yield server

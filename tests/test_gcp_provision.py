@@ -30,6 +30,7 @@ def fake(monkeypatch):
     server = ComputeFake().start()
     settings = {
         "API_ENDPOINT": server.url,
+        "BILLING_ENDPOINT": server.url,
         "PROJECT": PROJECT,
         "ZONES": "us-central1-a,us-central1-b",
         "CLIENT_CIDR": "203.0.113.7/32",

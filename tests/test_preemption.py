@@ -295,3 +295,22 @@ def test_a_spot_notice_reaches_the_running_cell_which_checkpoints_at_once(
     )
     assert LINE in later.stderr
     assert watched_kernel.ok("print(early, fired)").stdout.strip() == "True [True]"
+
+
+def test_on_gcp_the_watcher_asks_instance_preempted_as_google_wants_and_true_is_the_notice():
+    from tests.gcp_fake import PREEMPTED_PATH, ComputeFake
+
+    metadata = ComputeFake().start()
+    try:
+        heard: list[Notice] = []
+        watcher = Watcher(metadata.url, interval=1, kind="gcp")
+        watcher.follow(heard.append)
+        assert watcher.check() is None and heard == []  # FALSE: not preempted
+        metadata.preempted = True
+        notice = watcher.check()
+        assert notice is not None and notice.action == "terminate" and heard == [notice]
+        assert notice.message.startswith("burst: this node will be reclaimed at 20")
+        asked = [r for r in metadata.requests if r[1] == PREEMPTED_PATH]
+        assert [r[2] for r in asked] == [200, 200]  # with Metadata-Flavor: Google, or a 403
+    finally:
+        metadata.stop()

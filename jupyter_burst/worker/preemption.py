@@ -6,6 +6,10 @@ On AWS a spot instance gets a two-minute notice from the instance metadata servi
 a session token first (``PUT /latest/api/token``); an IMDS that refuses tokens (403, 404,
 405) is asked the IMDSv1 way, without one.
 
+On GCP (``burst.preemption.kind: gcp``) a Spot instance's metadata server answers
+``/computeMetadata/v1/instance/preempted`` (with the header ``Metadata-Flavor: Google``)
+``FALSE`` until the instance is preempted, then ``TRUE``: about 30 seconds before it stops.
+
 The policy (what an answer means, when a token is needed) is :class:`ImdsSession` and
 :func:`parse_notice`, pure and tested without a network; :class:`Watcher` does the polling,
 in one daemon thread per worker process, with the stdlib only. The watcher is on only when
@@ -34,6 +38,8 @@ TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TOKEN_TTL_SECONDS = 21600
 REQUEST_TIMEOUT = 1.0
+GCP_PREEMPTED_PATH = "/computeMetadata/v1/instance/preempted"
+GCP_HEADERS = {"Metadata-Flavor": "Google"}
 # IMDS refuses token requests with these when IMDSv2 is off (or not there at all): ask v1-style.
 _NO_TOKENS = frozenset({403, 404, 405})
 _MAX_BODY = 64 * 1024
@@ -54,6 +60,14 @@ class Notice:
     def message(self) -> str:
         """The line the cell shows (and the ledger keeps)."""
         return f"burst: this node will be reclaimed at {self.time} (spot interruption notice)"
+
+
+def parse_gcp_notice(status: int, body: bytes, now: float) -> Notice | None:
+    """GCP's answer: ``TRUE`` (and only that, from a 200) is a notice, dated ``now``."""
+    if status != 200 or body.strip() != b"TRUE":
+        return None
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    return Notice(action="terminate", time=stamp)
 
 
 def parse_notice(status: int, body: bytes) -> Notice | None:
@@ -131,8 +145,11 @@ class Watcher:
     watcher's thread; one that starts following after it, at once in its own thread.
     """
 
-    def __init__(self, url: str, interval: float = 5.0, fetch: Fetch = http_fetch):
+    def __init__(
+        self, url: str, interval: float = 5.0, fetch: Fetch = http_fetch, kind: str = "aws"
+    ):
         self.url = url.rstrip("/")
+        self.kind = kind  # whose metadata service: "aws" (IMDS) or "gcp"
         self.interval = max(0.05, float(interval))
         self.session = ImdsSession()
         self.notice: Notice | None = None
@@ -149,6 +166,12 @@ class Watcher:
         """One round: ask IMDS; the notice (kept, and told to the listeners once), else None."""
         if self.notice is not None:
             return self.notice
+        if self.kind == "gcp":
+            status, body = self._fetch("GET", self.url + GCP_PREEMPTED_PATH, dict(GCP_HEADERS))
+            notice = parse_gcp_notice(status, body, time.time())
+            if notice is not None:
+                self._announce(notice)
+            return notice
         now = time.monotonic()
         if self.session.needs_token(now):
             status, body = self._fetch(
@@ -234,7 +257,9 @@ def start_from_config() -> Watcher | None:
             url = config.get("preemption.url")
             if not url:
                 return None
-            _watcher = Watcher(str(url), float(config.get("preemption.interval", 5))).start()
+            interval = float(config.get("preemption.interval", 5))
+            kind = str(config.get("preemption.kind") or "aws")
+            _watcher = Watcher(str(url), interval, kind=kind).start()
         return _watcher
 
 

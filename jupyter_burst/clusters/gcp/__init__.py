@@ -60,8 +60,21 @@ class GcpProvider:
     # offers -------------------------------------------------------------------------
 
     def offers(self, request: OfferRequest) -> list[Offer]:
+        """Live on-demand and Spot prices where GCP is configured (``burst.gcp.project``),
+        else, or when they cannot be had, the shipped catalog's on-demand list prices."""
         when = load_catalog(prices.PROVIDER)[0].isoformat()
-        self.prices_note = f"on-demand list prices from the shipped catalog of {when}"
+        why = "burst.gcp.project is not set"
+        if config.get("gcp.project", None):
+            try:
+                found = prices.cached_live_offers(sdk.billing_fetch())
+            except ClusterError as exc:
+                why = str(exc).removeprefix("burst: ")
+            else:
+                self.prices_note = "live on-demand and Spot prices from the Cloud Billing Catalog"
+                return prices.for_request(found, request)
+        self.prices_note = (
+            f"on-demand list prices from the shipped catalog of {when}, no Spot ({why})"
+        )
         return prices.for_request(prices.catalog_offers(), request)
 
     def plan(self, request: ClusterRequest) -> Plan:
@@ -128,6 +141,7 @@ class GcpProvider:
                 hosts, request, lock, provider=self.name, cluster_id=cluster_id,
                 lifetime_minutes=lifetime, power_off=lambda pythons: power_off,
                 worker_power_off=power_off,  # a worker left running would bill its GPU on
+                settings=_spot_settings() if launched.offer.spot else None,
             )  # fmt: skip
         except BaseException:
             _abandon(compute, cluster_id, launched, firewall)
@@ -212,6 +226,16 @@ class GcpProvider:
                 ledger.node_stopped(name, ended.get(name, time.time()), "deleted")
             ledger.cluster_stopped(record["id"], "stopped")
         _delete_firewall(compute, record.get("firewall") or "")
+
+
+def _spot_settings() -> dict[str, str]:
+    """A Spot node's workers watch its metadata server for the preemption (burst.preempting)."""
+    return {
+        "DASK_BURST__PREEMPTION__URL": str(
+            config.get("gcp.metadata-url") or "http://metadata.google.internal"
+        ),
+        "DASK_BURST__PREEMPTION__KIND": "gcp",
+    }
 
 
 def _firewall(compute: sdk.Compute, tag: str, cidr: str) -> str:

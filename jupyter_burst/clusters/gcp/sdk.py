@@ -83,9 +83,10 @@ def compute_v1() -> Any:
     return module
 
 
-def endpoint() -> str | None:
-    """``burst.gcp.api-endpoint``, checked: HTTPS, or plain HTTP to this machine only."""
-    url = config.get("gcp.api-endpoint", None)
+def endpoint(setting: str = "gcp.api-endpoint") -> str | None:
+    """``burst.gcp.api-endpoint`` (or another endpoint setting), checked: HTTPS, or plain
+    HTTP to this machine only."""
+    url = config.get(setting, None)
     if not url:
         return None
     url = str(url).rstrip("/")
@@ -93,8 +94,8 @@ def endpoint() -> str | None:
     local = parts.scheme == "http" and _loopback(parts.hostname)
     if parts.scheme != "https" and not local:
         raise ClusterError(
-            f"burst.gcp.api-endpoint is {url}: credentials would travel in clear; use an "
-            "https:// address, or leave it unset for Compute Engine's own"
+            f"burst.{setting} is {url}: credentials would travel in clear; use an "
+            "https:// address, or leave it unset for Google's own"
         )
     return url
 
@@ -108,9 +109,9 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def credentials() -> tuple[Any, str | None]:
+def credentials(setting: str = "gcp.api-endpoint") -> tuple[Any, str | None]:
     """(credentials, the project they name): anonymous for a fake on this machine, else ADC."""
-    url = endpoint()
+    url = endpoint(setting)
     if url is not None and not url.startswith("https://"):
         from google.auth.credentials import AnonymousCredentials
 
@@ -196,3 +197,27 @@ def wait(compute: Compute, operation: Any, what: str, zone: str | None = None) -
     if errors:
         raise GcpError(errors[0].code or "UNKNOWN", errors[0].message or what)
     return operation
+
+
+def billing_fetch() -> Any:
+    """GET of the Cloud Billing Catalog API (``burst.gcp.billing-endpoint``, else Google's)
+    with the user's credentials: ``fetch(path, params) -> JSON``; errors as one line."""
+    from google.auth.transport.requests import AuthorizedSession
+
+    found, _ = credentials("gcp.billing-endpoint")
+    base = endpoint("gcp.billing-endpoint") or "https://cloudbilling.googleapis.com"
+    session = AuthorizedSession(found)
+
+    def fetch(path: str, params: dict[str, str]) -> Any:
+        try:
+            reply = session.get(base + path, params=params, timeout=30)
+        except OSError as exc:
+            raise ClusterError(f"the Cloud Billing Catalog could not be reached ({exc})") from None
+        if reply.status_code != 200:
+            raise ClusterError(
+                f"the Cloud Billing Catalog answered {reply.status_code}; its prices need the "
+                "Cloud Billing API enabled for your credentials' project"
+            )
+        return reply.json()
+
+    return fetch

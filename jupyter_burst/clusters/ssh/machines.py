@@ -31,15 +31,17 @@ def start_cluster(
     lifetime_minutes: float,
     power_off: Callable[[dict[tuple[str, int], str]], str],
     worker_power_off: str = "",
+    settings: dict[str, str] | None = None,
 ) -> tuple[str, list[dict[str, Any]], ClusterCerts]:
     """The head's scheduler address, the started nodes (the head first) and the certificates.
-    ``worker_power_off``: what a worker node's watchdog runs at its end ("": nothing)."""
+    ``worker_power_off``: what a worker node's watchdog runs at its end ("": nothing);
+    ``settings``: the ``DASK_BURST__...`` variables the nodes start with."""
     pythons = environment.ensure(hosts, lock, request.state_dir, start_phases.of(request))
     certs = tls.make(request.state_dir / "tls" / cluster_id, cluster_id)
     scheduler, nodes = start_nodes(
         hosts, request, pythons, provider=provider, cluster_id=cluster_id, certs=certs,
         lifetime_minutes=lifetime_minutes, power_off=power_off(pythons),
-        worker_power_off=worker_power_off,
+        worker_power_off=worker_power_off, settings=settings,
     )  # fmt: skip
     return scheduler, nodes, certs
 

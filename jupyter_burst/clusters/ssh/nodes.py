@@ -35,10 +35,12 @@ def start_nodes(
     power_off: str = "",
     worker_power_off: str = "",
     scheduler_port: int = 0,
+    settings: dict[str, str] | None = None,
 ) -> tuple[str, list[dict[str, Any]]]:
     """The head's scheduler address and the started nodes (the head first), once each runs.
 
     ``pythons``: the environment's python on each host (:func:`environment.ensure`).
+    ``settings``: ``DASK_BURST__...`` variables every node (and so its workers) starts with.
     ``power_off``: what the head's watchdog runs when the cluster ends ("": it ends the
     node's processes, never the machine); ``worker_power_off`` the same for a worker node.
     A node that did not start leaves none running.
@@ -69,7 +71,17 @@ def start_nodes(
         answer = channel.helper(
             host,
             request.state_dir,
-            ["start", root, request.name, role, f"{timeout:g}", python, "--", *node_args],
+            [
+                "start",
+                root,
+                request.name,
+                role,
+                f"{timeout:g}",
+                python,
+                *(f"{k}={v}" for k, v in (settings or {}).items()),
+                "--",
+                *node_args,
+            ],  # fmt: skip
             stdin=certs.node_bundle(),
             timeout=timeout + 30,
         )

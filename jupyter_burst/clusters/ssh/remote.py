@@ -15,10 +15,11 @@ commands, each answering one JSON line on stdout:
     UV_PYTHON_PREFERENCE says otherwise) and ``uv pip sync`` into a folder of its own, then
     rename that to ENVS/HASH: ``{"env": "built", "python", "seconds"}``. One build per hash
     at a time (a lock file); a kernel that waited for another's build answers cached.
-``start ROOT NAME ROLE TIMEOUT PYTHON -- NODE-ARGS``
+``start ROOT NAME ROLE TIMEOUT PYTHON [DASK_BURST__X=VALUE ...] -- NODE-ARGS``
     unpack the bundle into ROOT/tls (0700), start ``PYTHON -m jupyter_burst.node`` (PYTHON:
-    the environment's) in a session of its own (so it outlives the ssh connection), and for
-    the head wait until its scheduler has written its record: ``{"pid", "gpus", "root",
+    the environment's) in a session of its own (so it outlives the ssh connection), with the
+    settings given (``burst.*`` only: the machine's own, such as its metadata service), and
+    for the head wait until its scheduler has written its record: ``{"pid", "gpus", "root",
     "scheduler"?}``.
 ``order ROOT PYTHON AFTER``
     a Lambda head's terminate order (clusters/lambda_cloud/node_key.py) from stdin into
@@ -279,12 +280,17 @@ def _node_environ(root, python):
     return env
 
 
-def start(root, name, role, timeout, python, node_args):
+def start(root, name, role, timeout, python, node_args, settings=()):
     os.umask(0o077)  # the key, the logs and the node's state: this user's only
     root = pathlib.Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
     env = _node_environ(root, python)
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key.startswith("DASK_BURST__") or not key.replace("_", "").isalnum():
+            _fail(f"not a burst setting: {setting!r}")
+        env[key] = value
     bundle = sys.stdin.buffer.read()
     try:
         unpack = subprocess.run(
@@ -391,8 +397,8 @@ def main(argv):
         environment(envs, env_hash, minor, preference, args[split + 1 :])
     elif command == "start":
         split = args.index("--")
-        root, name, role, timeout, python = args[:split]
-        start(root, name, role, float(timeout), python, args[split + 1 :])
+        root, name, role, timeout, python, *settings = args[:split]
+        start(root, name, role, float(timeout), python, args[split + 1 :], settings)
     elif command == "order":
         order(args[0], args[1], args[2])
     elif command == "alive":
