@@ -39,6 +39,8 @@ _FIREWALL = re.compile(r"^/compute/v1/projects/([^/]+)/global/firewalls(?:/([^/]
 _AGGREGATED = re.compile(r"^/compute/v1/projects/([^/]+)/aggregated/instances$")
 SKUS_PATH = "/v1/services/6F81-5844-456A/skus"
 PREEMPTED_PATH = "/computeMetadata/v1/instance/preempted"
+TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
+TOKEN = "ya29.burst-tests-service-account"  # what the metadata server hands a VM's account
 # The Cloud Billing Catalog's Compute Engine rates the fake lists ($ per unit-hour): region ->
 # part -> (on-demand, Spot). N1 with T4 and G2 with L4, in two regions.
 RATES = {
@@ -78,6 +80,8 @@ class ComputeFake:
     machines: Any = None
     # What the metadata server's instance/preempted says (one answer for every instance).
     preempted: bool = False
+    # The Authorization header of each DELETE (the kernel's credentials, or a VM's token).
+    authorizations: list[str] = field(default_factory=list)
     # A test's faults: fault(method, path) -> None, or (when, status, reason): the answer is
     # that error, "before" doing what was asked or "after" doing it (a reply lost on the way).
     fault: Any = None
@@ -130,9 +134,14 @@ class ComputeFake:
 
     def _answer(self, http: BaseHTTPRequestHandler, method: str) -> None:
         parts = urllib.parse.urlsplit(http.path)
-        if parts.path == PREEMPTED_PATH:  # the metadata server, as a Spot instance asks it
+        if parts.path in (PREEMPTED_PATH, TOKEN_PATH):  # the metadata server, as a VM asks it
             google = http.headers.get("Metadata-Flavor") == "Google"
-            data = (b"TRUE" if self.preempted else b"FALSE") if google else b"Forbidden"
+            if parts.path == TOKEN_PATH:
+                data = json.dumps({"access_token": TOKEN, "expires_in": 3599,
+                                   "token_type": "Bearer"}).encode()  # fmt: skip
+            else:
+                data = b"TRUE" if self.preempted else b"FALSE"
+            data = data if google else b"Forbidden"
             with self._lock:
                 self.requests.append((method, parts.path, 200 if google else 403))
             http.send_response(200 if google else 403)
@@ -145,6 +154,8 @@ class ComputeFake:
         length = int(http.headers.get("Content-Length") or 0)
         body = http.rfile.read(length) if length else b""
         with self._lock:
+            if method == "DELETE":
+                self.authorizations.append(http.headers.get("Authorization", ""))
             self._expire()
             chosen = self.fault(method, parts.path) if self.fault is not None else None
             try:

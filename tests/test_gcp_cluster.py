@@ -18,7 +18,7 @@ import pytest
 
 from jupyter_burst.clusters.shipped_catalog import load_catalog
 from jupyter_burst.store.ledger import Ledger
-from tests.gcp_fake import PROJECT, RATES, ComputeFake
+from tests.gcp_fake import PROJECT, RATES, TOKEN, ComputeFake
 from tests.harness import REPO, burst_kernel, wait_for
 from tests.lambda_machines import LambdaMachines
 from tests.notebook_env import KERNEL_PYTHON, index_env, make_notebook_env
@@ -169,6 +169,29 @@ def test_an_idle_cluster_stops_every_instance_without_the_kernel_and_the_next_lo
             start, stop = compute.times[name][:2]
             assert abs(rows[name]["started"] - start) < 0.002
             assert abs(rows[name]["stopped"] - stop) < 0.002
+
+
+def test_with_a_node_service_account_an_idle_cluster_deletes_itself_disks_and_all(
+    compute, kernel_env, state_dir, workdir
+):
+    env = dict(
+        kernel_env,
+        DASK_BURST__GCP__NODE_SERVICE_ACCOUNT="burst-node@burst-tests.iam.gserviceaccount.com",
+        DASK_BURST__GCP__METADATA_URL=compute.url,
+        DASK_BURST__GCP__POWER_OFF="shutdown -h now",
+    )
+    idle = 10
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        kernel.ok(f"%%burst provider=gcp gpus=2 idle={idle}s\nx = 1\n", timeout=300)
+        head, worker = sorted(compute.running(), key=lambda i: i["name"])
+        assert [a["email"] for a in head["serviceAccounts"]] == [
+            "burst-node@burst-tests.iam.gserviceaccount.com"
+        ]
+        assert "serviceAccounts" not in worker  # the head alone may delete
+        kernel.kill()  # no kernel, no `%burst down`, no look: only the head's watchdog
+        wait_for(lambda: not compute.instances, idle + 90, "the head to delete its cluster")
+    # Deleted, not stopped: no disk left; by the account's token from the metadata server.
+    assert compute.stopped() == [] and f"Bearer {TOKEN}" in compute.authorizations
 
 
 def test_gc_deletes_a_lost_clusters_instances_and_rule_and_spares_a_forming_one(

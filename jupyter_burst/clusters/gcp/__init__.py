@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import shlex
 import sys
 import time
 import uuid
@@ -40,7 +41,7 @@ from jupyter_burst.clusters.provider import ClusterRequest
 from jupyter_burst.clusters.shipped_catalog import load_catalog
 from jupyter_burst.clusters.ssh import channel, keys
 from jupyter_burst.clusters.ssh.hosts import Host
-from jupyter_burst.clusters.ssh.machines import start_cluster
+from jupyter_burst.clusters.ssh.machines import head_python, start_cluster
 from jupyter_burst.clusters.ssh.nodes import head_alive
 from jupyter_burst.clusters.start_phases import BOOTING, LAUNCHING
 from jupyter_burst.errors import ClusterError
@@ -115,21 +116,24 @@ class GcpProvider:
         launched: machines.Launched | None = None
         firewall = ""
 
-        def body(offer: Offer, zone: str, name: str) -> dict[str, Any]:
+        account = str(config.get("gcp.node-service-account") or "") or None
+
+        def name(i: int) -> str:
+            return f"{tag}-{i}"[:63]
+
+        def body(offer: Offer, zone: str, instance: str) -> dict[str, Any]:
             return machines.instance(
-                name, zone, shape(offer.instance_type), spot=offer.spot,
+                instance, zone, shape(offer.instance_type), spot=offer.spot,
                 lifetime_minutes=lifetime,
                 labels=machines.labels(cluster_id, "node", expires), tag=tag, ssh_user=user,
-                public_key=public,
+                public_key=public, service_account=account if instance == name(0) else None,
             )  # fmt: skip
 
         try:
             firewall = _firewall(compute, tag, cidr)
             phases.enter(LAUNCHING, done=0, total=plan.nodes)
             choices = [(plan.offer, zone) for zone in prices.zones(plan.offer.region)]
-            launched = machines.launch(
-                compute, choices, plan.nodes, body, name=lambda i: f"{tag}-{i}"[:63]
-            )
+            launched = machines.launch(compute, choices, plan.nodes, body, name=name)
             phases.enter(BOOTING)
             timeout = float(config.get("gcp.boot-timeout", 900))
             found = machines.wait_running(compute, launched.zone, launched.names, timeout)
@@ -137,9 +141,19 @@ class GcpProvider:
                                request.state_dir, timeout)  # fmt: skip
             # A guest shutdown: the GPU's bill stops; the reapers or Google delete the instance.
             power_off = str(config.get("gcp.power-off") or "")
+            ending = launched  # the head's account deletes them all, disks and all
+
+            def head_power_off(pythons: dict[tuple[str, int], str]) -> str:
+                if account is None:
+                    return power_off
+                return _delete_command(
+                    head_python(pythons, hosts[0]), compute.project, ending.zone,
+                    [*ending.names[1:], ending.names[0]], power_off,
+                )  # fmt: skip
+
             scheduler, nodes, certs = start_cluster(
                 hosts, request, lock, provider=self.name, cluster_id=cluster_id,
-                lifetime_minutes=lifetime, power_off=lambda pythons: power_off,
+                lifetime_minutes=lifetime, power_off=head_power_off,
                 worker_power_off=power_off,  # a worker left running would bill its GPU on
                 settings=_spot_settings() if launched.offer.spot else None,
             )  # fmt: skip
@@ -228,12 +242,25 @@ class GcpProvider:
         _delete_firewall(compute, record.get("firewall") or "")
 
 
+def _delete_command(python: str, project: str, zone: str, names: list[str], fallback: str) -> str:
+    """The head's power-off with a service account: its cluster's instances deleted (its own
+    last), a guest shutdown if that cannot be done."""
+    return shlex.join([
+        python, "-m", "jupyter_burst.node.gcp_delete",
+        "--api", sdk.endpoint() or "https://compute.googleapis.com",
+        "--metadata", _metadata_url(), "--project", project, "--zone", zone,
+        "--fallback", fallback or "true", *names,
+    ])  # fmt: skip
+
+
+def _metadata_url() -> str:
+    return str(config.get("gcp.metadata-url") or "http://metadata.google.internal")
+
+
 def _spot_settings() -> dict[str, str]:
     """A Spot node's workers watch its metadata server for the preemption (burst.preempting)."""
     return {
-        "DASK_BURST__PREEMPTION__URL": str(
-            config.get("gcp.metadata-url") or "http://metadata.google.internal"
-        ),
+        "DASK_BURST__PREEMPTION__URL": _metadata_url(),
         "DASK_BURST__PREEMPTION__KIND": "gcp",
     }
 

@@ -88,8 +88,10 @@ def instance(
     tag: str,
     ssh_user: str,
     public_key: str,
+    service_account: str | None = None,
 ) -> dict[str, Any]:
-    """The insert request's Instance (compute_v1 field names)."""
+    """The insert request's Instance (compute_v1 field names). ``service_account``: the one
+    the head runs as to delete its cluster's instances (none: no Google access at all)."""
     scheduling: dict[str, Any] = {
         "on_host_maintenance": "TERMINATE",
         "automatic_restart": False,
@@ -128,6 +130,8 @@ def instance(
             ]
         },
     }
+    if service_account:
+        body["service_accounts"] = [{"email": service_account, "scopes": [sdk.SCOPE]}]
     if shape.attached:
         body["guest_accelerators"] = [
             {
