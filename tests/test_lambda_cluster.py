@@ -292,10 +292,9 @@ def test_offers_list_three_clouds_and_a_plain_cell_takes_lambda_where_it_is_chea
         assert "gpu_8x_a100" in offers and "gpu_8x_h100_sxm5" not in offers  # no capacity
         prices = [float(row[-1]) for row in rows]  # $/h, the last column
         assert prices == sorted(prices), offers
-        # 24 GiB GPUs: Lambda's A10 at $0.75/h beats AWS's A10G at about $1/h (GCP's L4 has
-        # 22.3 GiB).
-        run = kernel.ok("%%burst gpus=1 gpu_mem=24\nx = 6 * 7\n", timeout=300)
-        assert "cheapest offer for 1 GPU with >= 24 GiB each" in run.stdout, run.stdout
-        assert ": lambda gpu_1x_a10 " in run.stdout, run.stdout
+        # Eight 40 GiB GPUs: Lambda's 8x A100 at $10.32/h beats GCP's and AWS's A100 machines.
+        run = kernel.ok("%%burst gpus=8 gpu_mem=40\nx = 6 * 7\n", timeout=300)
+        assert "cheapest offer for 8 GPUs with >= 40 GiB each" in run.stdout, run.stdout
+        assert ": lambda gpu_8x_a100 " in run.stdout, run.stdout
         assert kernel.ok("print(x)").stdout.strip() == "42"
-        assert [i.type_name for i in lambda_cloud.instances.values()] == ["gpu_1x_a10"]
+        assert [i.type_name for i in lambda_cloud.instances.values()] == ["gpu_8x_a100"]
