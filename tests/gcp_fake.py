@@ -87,6 +87,7 @@ class ComputeFake:
     fault: Any = None
     _ids: Any = field(default_factory=lambda: itertools.count(4_100_000_000_000_000_000))
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    _stopped: threading.Event = field(default_factory=threading.Event)
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -112,9 +113,17 @@ class ComputeFake:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._keep_deadlines, daemon=True).start()
         return self
 
+    def _keep_deadlines(self) -> None:
+        """Google deletes an instance at its maxRunDuration whether anyone asks or not."""
+        while not self._stopped.wait(0.5):
+            with self._lock:
+                self._expire()
+
     def stop(self) -> None:
+        self._stopped.set()
         if self.machines is not None:
             self.machines.stop()
         if self._server is not None:

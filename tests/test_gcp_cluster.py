@@ -5,6 +5,7 @@ down`` deletes them and their firewall rule, billed by Compute Engine's own time
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 
+import psutil
 import pytest
 
 from jupyter_burst.clusters.shipped_catalog import load_catalog
@@ -192,6 +194,23 @@ def test_with_a_node_service_account_an_idle_cluster_deletes_itself_disks_and_al
         wait_for(lambda: not compute.instances, idle + 90, "the head to delete its cluster")
     # Deleted, not stopped: no disk left; by the account's token from the metadata server.
     assert compute.stopped() == [] and f"Bearer {TOKEN}" in compute.authorizations
+
+
+def test_googles_deadline_deletes_the_instances_at_the_lifetime_whatever_the_watchdog_does(
+    compute, kernel_env, state_dir, workdir
+):
+    lifetime = 0.75  # minutes: max_run_duration, with DELETE
+    env = dict(kernel_env, DASK_BURST__GCP__MAX_LIFETIME=str(lifetime))
+    with burst_kernel(state_dir, workdir, env) as kernel:
+        kernel.ok("%%burst provider=gcp gpus=1 idle=60\nx = 1\n", timeout=300)
+        (instance,) = compute.running()
+        assert int(instance["scheduling"]["maxRunDuration"]["seconds"]) == int(lifetime * 60)
+        kernel.kill()
+        for machine in compute.machines.machines:  # no watchdog left to end anything
+            for process in compute.machines.processes(machine):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+        wait_for(lambda: not compute.instances, lifetime * 60 + 60, "Google's deadline")
 
 
 def test_gc_deletes_a_lost_clusters_instances_and_rule_and_spares_a_forming_one(
