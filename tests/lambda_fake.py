@@ -77,6 +77,8 @@ class LambdaFake:
             "cpu_4x_general": {"us-east-1"},
         }
     )
+    # Prices a test sets (cents an hour), over TYPES' own.
+    price_cents: dict[str, int] = field(default_factory=dict)
     instances: dict[str, Instance] = field(default_factory=dict)
     ssh_keys: list[dict[str, str]] = field(
         default_factory=lambda: [{"id": "k0", "name": "burst", "public_key": "ssh-ed25519 AAAA"}]
@@ -212,7 +214,7 @@ class LambdaFake:
                     "name": name,
                     "description": description,
                     "gpu_description": gpu,
-                    "price_cents_per_hour": cents,
+                    "price_cents_per_hour": self.price_cents.get(name, cents),
                     "specs": {
                         "vcpus": vcpus,
                         "memory_gib": memory,
@@ -353,7 +355,8 @@ class LambdaFake:
             "status": i.status, "ssh_key_names": i.ssh_key_names, "file_system_names": [],
             "region": {"name": i.region, "description": REGIONS[i.region]},
             "instance_type": {"name": i.type_name, "description": description,
-                              "gpu_description": gpu, "price_cents_per_hour": cents,
+                              "gpu_description": gpu,
+                              "price_cents_per_hour": self.price_cents.get(i.type_name, cents),
                               "specs": {"vcpus": vcpus, "memory_gib": memory, "storage_gib": 512,
                                         "gpus": gpus}},
             "hostname": f"{i.id[:8]}.cloud.lambda.ai", "is_reserved": False, "tags": i.tags,

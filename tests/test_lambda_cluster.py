@@ -271,7 +271,7 @@ def test_make_lambda_smoke_without_its_settings_says_each_and_launches_nothing(
     assert not lambda_cloud.requests  # nothing was asked of Lambda
 
 
-def test_offers_list_three_clouds_and_a_plain_cell_takes_lambda_where_it_is_cheapest(
+def test_offers_list_three_clouds_and_a_plain_gpus_8_cell_takes_the_cheapest_and_says_so(
     lambda_cloud, kernel_env, state_dir, workdir
 ):
     env = dict(
@@ -284,6 +284,7 @@ def test_offers_list_three_clouds_and_a_plain_cell_takes_lambda_where_it_is_chea
         AWS_EC2_METADATA_DISABLED="true",
         AWS_ENDPOINT_URL="http://127.0.0.1:9",
     )
+    lambda_cloud.price_cents["gpu_8x_v100"] = 400
     with burst_kernel(state_dir, workdir, env) as kernel:
         offers = kernel.ok("%burst offers gpus=8", timeout=120).stdout
         rows = [line.split() for line in offers.splitlines()]
@@ -292,9 +293,10 @@ def test_offers_list_three_clouds_and_a_plain_cell_takes_lambda_where_it_is_chea
         assert "gpu_8x_a100" in offers and "gpu_8x_h100_sxm5" not in offers  # no capacity
         prices = [float(row[-1]) for row in rows]  # $/h, the last column
         assert prices == sorted(prices), offers
-        # Eight 40 GiB GPUs: Lambda's 8x A100 at $10.32/h beats GCP's and AWS's A100 machines.
-        run = kernel.ok("%%burst gpus=8 gpu_mem=40\nx = 6 * 7\n", timeout=300)
-        assert "cheapest offer for 8 GPUs with >= 40 GiB each" in run.stdout, run.stdout
-        assert ": lambda gpu_8x_a100 " in run.stdout, run.stdout
+        # A plain gpus=8: Lambda's 8x V100, priced at $4.00/h today, beats AWS's eight T4
+        # machines ($4.21/h) and GCP's ($4.32/h).
+        run = kernel.ok("%%burst gpus=8\nx = 6 * 7\n", timeout=300)
+        assert "cheapest offer for 8 GPUs: lambda gpu_8x_v100 " in run.stdout, run.stdout
+        assert "at $4.00/h" in run.stdout, run.stdout
         assert kernel.ok("print(x)").stdout.strip() == "42"
-        assert [i.type_name for i in lambda_cloud.instances.values()] == ["gpu_8x_a100"]
+        assert [i.type_name for i in lambda_cloud.instances.values()] == ["gpu_8x_v100"]
