@@ -67,7 +67,7 @@ class BurstMagics(Magics):
         %burst checkpoints [JOB] | restore JOB [step=K] as NAME  -- checkpoints
         %burst cost  -- clusters running now, the last jobs' cost, spend today and this month
         %burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]  -- cheapest first
-        %burst gc [--yes] [--region a,b]  -- AWS instances (and Lambda machines) of yours without a live cluster; --yes terminates them
+        %burst gc [--yes] [--region a,b]  -- AWS, Lambda and GCP machines of yours without a live cluster; --yes ends them
         %burst cache [clear] [NAME]  -- this notebook's values kept on the cluster's workers; clear frees them
         %burst env  -- the environment cloud nodes get from this kernel, its hash, and which clusters have it
         %burst prewarm [on|off]  -- JupyterLab starts a %%burst cell's cluster while you write it (its cost is said)
