@@ -201,7 +201,7 @@ def test_aws_plans_the_chosen_plan_as_is_and_honours_spot_gpu_mem_and_regions(
     monkeypatch.setattr(aws, "offers", lambda request: asked.append(request) or catalog)
 
     def plan(**kw):
-        aws._quoted = None
+        aws._quotes.forget()
         return aws.plan(ClusterRequest("c", 4, 20.0, tmp_path, **kw))
 
     chosen = Plan(offer(instance_type="g5.48xlarge", gpus=8, price=16.0), 1)

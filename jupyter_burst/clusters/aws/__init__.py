@@ -35,8 +35,9 @@ from jupyter_burst.clusters.client_cidr import client_cidr
 from jupyter_burst.clusters.env import lock as env_lock
 from jupyter_burst.clusters.launch_checks import check_daily_budget, check_hourly_cap
 from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
-from jupyter_burst.clusters.plans import cheapest, fits
+from jupyter_burst.clusters.plans import fits
 from jupyter_burst.clusters.provider import ClusterRequest
+from jupyter_burst.clusters.quotes import Quotes
 from jupyter_burst.clusters.start_phases import BOOTING, ENVIRONMENT, LAUNCHING, WORKERS
 from jupyter_burst.errors import ClusterError
 from jupyter_burst.store.ledger import shared_ledger
@@ -46,7 +47,6 @@ from jupyter_burst.store.ledger import shared_ledger
 _URL_MARGIN_SECONDS = 120
 _ANNOUNCE_SECONDS = 1800
 _GROUP_WAIT_SECONDS = 90
-_QUOTE_SECONDS = 60  # a plan quoted for the daily budget still holds for the launch
 # What a booting head said of itself: a few short lines ("<its clock> <phase words>").
 _PROGRESS_BYTES = 4096
 _PROGRESS_LINES = 32
@@ -57,7 +57,7 @@ class AwsProvider:
 
     def __init__(self) -> None:
         self.prices_note = ""
-        self._quoted: tuple[ClusterRequest, float, Plan] | None = None
+        self._quotes = Quotes()
 
     # offers -------------------------------------------------------------------------
 
@@ -76,20 +76,7 @@ class AwsProvider:
         the prices are looked up once for both (without credentials, a failed lookup costs
         its retries each time).
         """
-        if request.plan is not None and request.plan.offer.provider == self.name:
-            return request.plan  # announced to the user already: launch exactly that
-        quoted = self._quoted
-        if quoted and quoted[0] == request and time.monotonic() - quoted[1] < _QUOTE_SECONDS:
-            return quoted[2]
-        wanted = OfferRequest(
-            gpus=request.slots,
-            gpu_mem_gib=request.gpu_mem_gib,
-            spot=bool(request.spot),  # None (no preference) is on-demand, as above
-            regions=request.regions,
-        )
-        plan = cheapest(self.offers(wanted), wanted)
-        self._quoted = (request, time.monotonic(), plan)
-        return plan
+        return self._quotes.plan(self.name, request, self.offers)
 
     def price_per_hour(self, request: ClusterRequest) -> float:
         """What a launch for ``request`` would cost an hour: the daily budget asks first."""

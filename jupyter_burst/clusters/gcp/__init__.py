@@ -36,8 +36,8 @@ from jupyter_burst.clusters.env import lock as env_lock
 from jupyter_burst.clusters.gcp import machines, prices, sdk
 from jupyter_burst.clusters.gcp.shapes import shape
 from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
-from jupyter_burst.clusters.plans import cheapest
 from jupyter_burst.clusters.provider import ClusterRequest
+from jupyter_burst.clusters.quotes import Quotes
 from jupyter_burst.clusters.shipped_catalog import load_catalog
 from jupyter_burst.clusters.ssh import channel, keys
 from jupyter_burst.clusters.ssh.hosts import Host
@@ -47,15 +47,13 @@ from jupyter_burst.clusters.start_phases import BOOTING, LAUNCHING
 from jupyter_burst.errors import ClusterError
 from jupyter_burst.store.ledger import shared_ledger
 
-_QUOTE_SECONDS = 60.0
-
 
 class GcpProvider:
     name = "gcp"
 
     def __init__(self) -> None:
         self.prices_note = ""
-        self._quoted: tuple[ClusterRequest, float, Plan] | None = None
+        self._quotes = Quotes()
         self._settled: set[str] = set()
 
     # offers -------------------------------------------------------------------------
@@ -80,20 +78,7 @@ class GcpProvider:
 
     def plan(self, request: ClusterRequest) -> Plan:
         """The plan chosen across providers as it is, else the cheapest GCP plan."""
-        if request.plan is not None and request.plan.offer.provider == self.name:
-            return request.plan
-        quoted = self._quoted
-        if quoted and quoted[0] == request and time.monotonic() - quoted[1] < _QUOTE_SECONDS:
-            return quoted[2]
-        wanted = OfferRequest(
-            gpus=request.slots,
-            gpu_mem_gib=request.gpu_mem_gib,
-            spot=bool(request.spot),
-            regions=request.regions,
-        )
-        plan = cheapest(self.offers(wanted), wanted)
-        self._quoted = (request, time.monotonic(), plan)
-        return plan
+        return self._quotes.plan(self.name, request, self.offers)
 
     def price_per_hour(self, request: ClusterRequest) -> float:
         return self.plan(request).price_per_hour

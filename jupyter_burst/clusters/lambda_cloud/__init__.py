@@ -39,8 +39,8 @@ from jupyter_burst.clusters.lambda_cloud import (
     prices,
 )
 from jupyter_burst.clusters.offers import Offer, OfferRequest, Plan
-from jupyter_burst.clusters.plans import cheapest
 from jupyter_burst.clusters.provider import ClusterRequest
+from jupyter_burst.clusters.quotes import Quotes
 from jupyter_burst.clusters.shipped_catalog import load_catalog
 from jupyter_burst.clusters.ssh import keys
 from jupyter_burst.clusters.ssh.hosts import Host
@@ -52,7 +52,6 @@ from jupyter_burst.store.ledger import shared_ledger
 
 # Capacity moves by the minute; a quote and the launch right after it share one answer.
 _LIVE_SECONDS = 60.0
-_QUOTE_SECONDS = 60.0
 # Lambda keeps a ruleset "in use" until its machines are fully gone: a down waits this long.
 _RULESET_WAIT_SECONDS = 60.0
 
@@ -63,7 +62,7 @@ class LambdaProvider:
     def __init__(self) -> None:
         self.prices_note = ""
         self._live: tuple[float, list[Offer]] | None = None
-        self._quoted: tuple[ClusterRequest, float, Plan] | None = None
+        self._quotes = Quotes()
         # Clusters found ended and settled: never asked about again (a terminated machine's
         # ssh waits out its connect timeout, and Lambda's API is paced).
         self._settled: set[str] = set()
@@ -86,20 +85,7 @@ class LambdaProvider:
 
     def plan(self, request: ClusterRequest) -> Plan:
         """The plan chosen across providers as it is, else the cheapest Lambda plan."""
-        if request.plan is not None and request.plan.offer.provider == self.name:
-            return request.plan  # announced to the user already: launch exactly that
-        quoted = self._quoted
-        if quoted and quoted[0] == request and time.monotonic() - quoted[1] < _QUOTE_SECONDS:
-            return quoted[2]
-        wanted = OfferRequest(
-            gpus=request.slots,
-            gpu_mem_gib=request.gpu_mem_gib,
-            spot=bool(request.spot),
-            regions=request.regions,
-        )
-        plan = cheapest(self.offers(wanted), wanted)
-        self._quoted = (request, time.monotonic(), plan)
-        return plan
+        return self._quotes.plan(self.name, request, self.offers)
 
     def price_per_hour(self, request: ClusterRequest) -> float:
         """What a launch for ``request`` would cost an hour: the daily budget asks first."""
