@@ -1,4 +1,4 @@
-"""Words of the ``%burst gc`` listings, the same for every cloud: counts and ages."""
+"""Words of the ``%burst gc`` listings, the same for every cloud: counts, ages, tables."""
 
 from __future__ import annotations
 
@@ -15,3 +15,11 @@ def age(seconds: float) -> str:
         return f"{minutes}m"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"
+
+
+def table(rows: list[tuple[str, ...]]) -> list[str]:
+    """``rows`` (the header first) as lines of left-aligned columns, indented two spaces."""
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return [
+        "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]

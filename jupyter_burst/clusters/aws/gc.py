@@ -25,7 +25,7 @@ from jupyter_burst.clusters.aws import provision
 from jupyter_burst.clusters.aws.prices import default_regions
 from jupyter_burst.clusters.aws.provision import TAG_CLUSTER, TAG_OWNER, Instance
 from jupyter_burst.clusters.aws.sdk import ec2_clients, error_code, with_backoff
-from jupyter_burst.clusters.listing_words import age, count
+from jupyter_burst.clusters.listing_words import age, count, table
 from jupyter_burst.clusters.shipped_catalog import load_catalog
 from jupyter_burst.errors import ClusterError, OptionError
 from jupyter_burst.store.ledger import shared_ledger
@@ -237,11 +237,7 @@ def format_listing(listing: Listing) -> str:
             aged = age(listing.now - i.launched) if i.launched else "?"
             market = f"{i.instance_type}{' spot' if i.spot else ''}"
             rows.append((i.id, market, i.region, i.cluster_id, aged, shown))
-        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-        lines += [
-            "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows
-        ]
+        lines += table(rows)
         if any(listed for _, listed in listing.prices.values()):
             lines.append("  ~ on-demand list price (the shipped catalog); not recorded at launch")
     if listing.groups:

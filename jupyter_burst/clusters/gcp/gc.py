@@ -19,7 +19,7 @@ from typing import Any
 from jupyter_burst import config
 from jupyter_burst.clusters import records
 from jupyter_burst.clusters.gcp import machines, sdk
-from jupyter_burst.clusters.listing_words import age, count
+from jupyter_burst.clusters.listing_words import age, count, table
 from jupyter_burst.clusters.ssh.nodes import head_alive
 from jupyter_burst.store.ledger import shared_ledger
 
@@ -130,11 +130,7 @@ def format_listing(listing: Listing) -> str:
                     age(listing.now - machines.started_at(one)),
                 )
             )
-        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-        lines += [
-            "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows
-        ]
+        lines += table(rows)
     if listing.firewalls:
         names = ", ".join(rule.name for rule in listing.firewalls)
         lines.append(

@@ -21,7 +21,7 @@ from typing import Any
 from jupyter_burst import config
 from jupyter_burst.clusters import records
 from jupyter_burst.clusters.lambda_cloud import api, firewall, machines
-from jupyter_burst.clusters.listing_words import age, count
+from jupyter_burst.clusters.listing_words import age, count, table
 from jupyter_burst.clusters.ssh.nodes import head_alive
 from jupyter_burst.store.ledger import shared_ledger
 
@@ -139,11 +139,7 @@ def format_listing(listing: Listing) -> str:
                     "?" if cents is None else f"{int(cents) / 100:.2f}",
                 )
             )
-        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-        lines += [
-            "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows
-        ]
+        lines += table(rows)
     if listing.rulesets:
         ids = ", ".join(str(r.get("id")) for r in listing.rulesets)
         lines.append(
