@@ -75,6 +75,13 @@ class Execution:
     stream_times: list[tuple[float, str, str]] = field(default_factory=list)
 
     @property
+    def text(self) -> str:
+        """What a terminal shows of the cell: its stdout, then the text of each value shown
+        (a ``%burst`` verb's returned table, say)."""
+        shown = [d["text/plain"] for d in self.displays if "text/plain" in d]
+        return self.stdout + "\n".join(shown)
+
+    @property
     def error_text(self) -> str:
         return strip_ansi("\n".join(self.traceback))
 

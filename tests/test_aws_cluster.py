@@ -46,7 +46,7 @@ def test_a_cell_runs_on_an_emulated_ec2_cluster_over_tls_and_down_terminates_it(
         (head,) = _instances(ec2)
         machine = vms.machines[head["InstanceId"]]
         assert kernel.ok("print(where)").stdout.strip().startswith(str(machine.root))
-        status = kernel.ok("%burst status").stdout
+        status = kernel.ok("%burst status").text
         assert "aws" in status and "tls://127.0.0.1:" in status, status
 
         user_data = base64.b64decode(
@@ -94,7 +94,7 @@ def test_offers_lists_every_enabled_provider_cheapest_first(cloud, state_dir, wo
     env, vms, ec2 = cloud
     env = dict(env, DASK_BURST__PROVIDERS="[local, aws]")
     with burst_kernel(state_dir, workdir, env) as kernel:
-        shown = kernel.ok("%burst offers gpus=8 spot=no").stdout
+        shown = kernel.ok("%burst offers gpus=8 spot=no").text
         rows = [line.split() for line in shown.splitlines() if line.startswith(("aws ", "local "))]
         # the local machine's notional $0 first; then AWS, cheapest first, 8 GPUs a row
         assert rows[0][:3] == ["local", "this", "machine"], shown
@@ -163,7 +163,7 @@ def test_two_nodes_bill_to_the_cent_from_the_machines_own_launch_and_termination
         wait_for(lambda: _instances(ec2) == [], 5 + 60, "both idle machines to end themselves")
 
     with burst_kernel(state_dir, workdir, env) as kernel:
-        shown = kernel.ok("%burst cost").stdout
+        shown = kernel.ok("%burst cost").text
     ledger = Ledger(state_dir / "ledger.sqlite")
     billed = ledger.query("SELECT * FROM nodes ORDER BY role")
     assert [n["role"] for n in billed] == ["head", "worker"]

@@ -91,7 +91,7 @@ def test_without_an_image_set_a_launch_boots_the_latest_deep_learning_ami_and_a_
         ], run.stdout
         (head,) = _instances(ec2)
         assert head["ImageId"] == newest  # what reached run_instances
-        status = kernel.ok("%burst status").stdout
+        status = kernel.ok("%burst status").text
         assert f"default image: {newest} ({DESCRIBED}, from SSM {DLAMI}" in status, status
         assert "stopped default" in kernel.ok("%burst down", timeout=120).stdout
 

@@ -42,7 +42,7 @@ def test_an_async_cell_returns_at_once_the_notebook_stays_usable_and_wait_brings
     run = kernel.ok(_UNTIL_FLAG.format(name="train1", flag=str(flag)))
     assert "train1 runs in the background on cluster 'default'" in run.stdout
     assert kernel.ok("z = x + 1\nprint(z)").stdout.strip() == "22"  # the notebook is free
-    jobs = kernel.ok("%burst jobs").stdout
+    jobs = kernel.ok("%burst jobs").text
     assert "train1" in jobs and "running" in jobs, jobs
     wait_for(
         lambda: _logs_show(kernel, "train1", "started"), 30, "the job's first line in its logs"
@@ -55,7 +55,7 @@ def test_an_async_cell_returns_at_once_the_notebook_stays_usable_and_wait_brings
     done = kernel.ok("%burst wait train1", timeout=60)
     assert "finished" in done.stdout and "burst: train1 done" in done.stdout, done.stdout
     assert kernel.ok("print(y)").stdout.strip() == "42"
-    assert "fetched" in kernel.ok("%burst jobs").stdout
+    assert "fetched" in kernel.ok("%burst jobs").text
 
     ledger = Ledger(state_dir / "ledger.sqlite")
     job = ledger.query("SELECT * FROM jobs WHERE status = 'done'")[0]
@@ -77,7 +77,7 @@ def test_a_kernel_restart_during_an_async_job_then_attach_finds_its_logs_and_res
     assert "started" in attached.stdout  # the output it printed before the restart
     assert "train1 is still running" in attached.stdout
     flag.touch()
-    wait_for(lambda: "held" in kernel.ok("%burst jobs").stdout, 30, "the job to end")
+    wait_for(lambda: "held" in kernel.ok("%burst jobs").text, 30, "the job to end")
     done = kernel.ok("%burst wait train1")
     assert "finished" in done.stdout and "train1 done" in done.stdout
     assert kernel.ok("print(y)").stdout.strip() == "10"
@@ -103,14 +103,14 @@ def test_cancel_stops_a_background_job_within_5s(kernel, workdir, body):
     last = beat.read_text()
     assert kernel.ok("%%burst\nafter = 1\n").status == "ok"  # the only slot is free again
     assert beat.read_text() == last
-    assert "cancelled" in kernel.ok("%burst jobs").stdout
+    assert "cancelled" in kernel.ok("%burst jobs").text
     waited = kernel.execute("%burst wait loop")
     assert waited.evalue.startswith("burst: job 'loop' was cancelled")
 
 
 def test_an_async_cell_that_raises_shows_its_error_on_wait(kernel):
     kernel.ok("%%burst async name=bad\nx = 1\nraise ValueError('bad input')\n")
-    wait_for(lambda: "failed" in kernel.ok("%burst jobs").stdout, 30, "the job to fail")
+    wait_for(lambda: "failed" in kernel.ok("%burst jobs").text, 30, "the job to fail")
     run = kernel.execute("%burst wait bad")
     assert run.ename == "ValueError" and run.evalue == "bad input"
     assert "line 3" in run.error_text, run.error_text
@@ -122,12 +122,12 @@ def test_results_not_fetched_survive_the_cluster_switching_itself_off(kernel, st
     # Nobody fetches the results: the cluster still stops when idle (no bill for waiting) ...
     wait_for(lambda: not burst_processes(state_dir), 60, "the idle cluster to stop")
     # ... and the results were kept beside the job's checkpoints.
-    row = next(line for line in kernel.ok("%burst jobs").stdout.splitlines() if "short" in line)
+    row = next(line for line in kernel.ok("%burst jobs").text.splitlines() if "short" in line)
     assert "default (stopped)" in row and row.split()[-1] == "kept", row
     done = kernel.ok("%burst wait short")
     assert "short done" in done.stdout
     assert kernel.ok("print(y)").stdout.strip() == "21"
-    assert "short" not in kernel.ok("%burst jobs").stdout
+    assert "short" not in kernel.ok("%burst jobs").text
     gone = kernel.execute("%burst wait short")
     assert gone.evalue.startswith("burst: job 'short'") and "fetched already" in gone.evalue
 
@@ -177,7 +177,7 @@ def test_a_background_job_whose_worker_is_killed_resumes_from_its_checkpoint(ker
     assert "from 4" in done.stdout and "bg done" in done.stdout, done.stdout
     assert kernel.ok("print(last)").stdout.strip() == "10"
     row = next(
-        line for line in kernel.ok("%burst jobs").stdout.splitlines() if line.startswith("bg ")
+        line for line in kernel.ok("%burst jobs").text.splitlines() if line.startswith("bg ")
     )
     assert row.split()[5] == "2", row  # attempts
 

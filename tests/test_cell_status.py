@@ -170,7 +170,7 @@ def test_without_widgets_the_line_shows_each_phase_of_the_start_and_keeps_their_
     assert STARTED.search(final), final
 
     # %burst status says where the last start of the cluster spent its time.
-    status = kernel.ok("%burst status").stdout
+    status = kernel.ok("%burst status").text
     found = re.search(
         rf"^default \(local\) started in {SECONDS}: (?P<phases>.*) → running$", status, re.M
     )

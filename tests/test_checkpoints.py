@@ -485,12 +485,12 @@ print('resumed at', state['k'], state['w'].tolist(), flush=True)
 
 def test_checkpoints_listing_restore_and_resume_in_a_kernel(kernel, state_dir):
     kernel.ok(_SAVE_THREE)
-    listing = kernel.ok("%burst checkpoints").stdout.strip().splitlines()
+    listing = kernel.ok("%burst checkpoints").text.strip().splitlines()
     assert listing[0].split()[:5] == ["job", "step", "saved", "size", "cell"]
     rows = [line.split() for line in listing[1:]]
     assert [row[1] for row in rows] == ["1", "2", "3"] and len({row[0] for row in rows}) == 1
     job = rows[0][0]
-    assert kernel.ok(f"%burst checkpoints {job[:6]}").stdout.strip().splitlines() == listing
+    assert kernel.ok(f"%burst checkpoints {job[:6]}").text.strip().splitlines() == listing
 
     restored = kernel.ok("%burst restore last step=2 as s")
     assert restored.stdout.strip() == f"burst: s = the checkpoint of job {job}, step 2"

@@ -250,7 +250,7 @@ def test_a_cell_checkpoints_to_s3_lists_restores_and_resumes_from_it(
     env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "DASK_BURST__CHECKPOINTS__URL": root}
     with burst_kernel(state_dir, workdir, env) as kernel:
         kernel.ok(_SAVE_THREE)
-        listed = kernel.ok("%burst checkpoints").stdout.strip().splitlines()
+        listed = kernel.ok("%burst checkpoints").text.strip().splitlines()
         rows = [line.split() for line in listed[1:]]
         assert [row[1] for row in rows] == ["1", "2", "3"]
         job = rows[0][0]

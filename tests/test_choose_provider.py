@@ -240,7 +240,7 @@ def test_a_plain_cell_runs_on_the_cheapest_provider_a_third_party_package_adds(
         "DASK_BURST__LOCAL__SLOTS": "2",
     }
     with burst_kernel(state_dir, workdir, env) as kernel:
-        offers = kernel.ok("%burst offers gpus=2").stdout
+        offers = kernel.ok("%burst offers gpus=2").text
         rows = {line.split()[0]: line for line in offers.splitlines()[2:] if line[:1].isalpha()}
         assert rows["example"].split()[1:3] == ["example.2gpu", "2"], offers
         assert rows["example"].split()[-1] == "0.50" and "local" in rows, offers
@@ -265,7 +265,7 @@ def test_a_plain_cell_runs_on_the_cheapest_provider_a_third_party_package_adds(
         ], run.stdout
         assert kernel.ok("print(y)").stdout.strip() == "42"
         assert cluster_record(state_dir)["provider"] == "example"
-        assert "example" in kernel.ok("%burst status").stdout
+        assert "example" in kernel.ok("%burst status").text
 
         # The next cell uses the running cluster: nothing is chosen or announced again.
         again = kernel.ok("%%burst gpus=2\nz = y + 1\n", timeout=60)

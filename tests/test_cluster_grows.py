@@ -123,7 +123,7 @@ def test_a_gpus_4_cell_adds_worker_processes_that_close_after_the_idle_time_befo
         assert added <= {p.pid for p in burst_processes(state_dir)}
         grown = cluster_record(state_dir)
         assert (grown["id"], grown["slots"], grown["devices"]) == (first["id"], 4, ["cpu"] * 4)
-        assert "(3 added)" in kernel.ok("%burst status").stdout
+        assert "(3 added)" in kernel.ok("%burst status").text
         ledger = Ledger(state_dir / "ledger.sqlite")
         (node,) = ledger.query("SELECT * FROM nodes")
         assert node["slots"] == 4
@@ -186,7 +186,7 @@ def test_local_cells_then_provider_aws_runs_on_the_aws_default_and_status_lists_
         assert cluster_record(state_dir, provider="aws")["id"] == aws["id"]
         assert len(_instances(ec2)) == 1
 
-        status = kernel.ok("%burst status").stdout
+        status = kernel.ok("%burst status").text
         # The table's rows: its first block (the starts follow a blank line), less the image
         # lines of the clusters that have one.
         table = status.split("\n\n")[0].splitlines()[1:]

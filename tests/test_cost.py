@@ -282,7 +282,7 @@ def test_burst_cost_shows_running_clusters_jobs_and_totals_exact_to_the_cent(sta
     env = dict(PER_SECOND, DASK_BURST__BUDGET__DAILY="1000000")
     with burst_kernel(state_dir, workdir, env) as kernel:
         kernel.ok("%%burst\nimport time\ntime.sleep(1)\n")
-        shown = kernel.ok("%burst cost").stdout
+        shown = kernel.ok("%burst cost").text
         ledger = Ledger(state_dir / "ledger.sqlite")
         job = ledger.query("SELECT * FROM jobs")[0]
         assert re.search(
@@ -301,7 +301,7 @@ def test_burst_cost_shows_running_clusters_jobs_and_totals_exact_to_the_cent(sta
         ran = Decimal(f"{head['stopped']:.6f}") - Decimal(f"{head['started']:.6f}")
         bill = D(3600) * math.ceil(ran) / 3600
         assert cost.node_cost(head, now=time.time()) == bill
-        after = kernel.ok("%burst cost").stdout
+        after = kernel.ok("%burst cost").text
         assert "running now: nothing" in after
         assert (
             f"this session {cost.usd(bill)} notional · today {cost.usd(bill)} notional · "
@@ -345,7 +345,7 @@ def test_a_budget_stops_the_job_after_a_checkpoint_before_it_is_passed(priced_ke
     assert D(stopped_at.group(1)) < 15
     assert "burst: this job's budget=$15.00 will be reached within" in run.stderr
     # The checkpoint the cell saved when asked is there, at the step the message names.
-    listing = priced_kernel.ok(f"%burst checkpoints {job['id']}").stdout
+    listing = priced_kernel.ok(f"%burst checkpoints {job['id']}").text
     assert f" {stopped_at.group(2)} " in listing, listing
     assert (job["status"], job["stop_reason"], job["error"]) == ("failed", "budget", run.evalue)
     assert cost.job_cost(job, ledger.nodes(), now=time.time()) < 15  # ended: its cost is final

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import yaml
 
 from jupyter_burst.kernel import magic, options
+from jupyter_burst.kernel.verb_help import VERBS
+from jupyter_burst.tools import readme_tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -35,5 +37,15 @@ def test_every_magic_option_has_a_row_in_the_readme_option_table():
 
 
 def test_every_line_magic_verb_is_in_the_readme():
-    missing = [verb for verb in magic._VERBS if f"%burst {verb}" not in README]
+    missing = [verb for verb in VERBS if f"%burst {verb}" not in README]
     assert not missing, f"%burst verbs the README does not show: {missing}"
+
+
+def test_every_verb_the_magic_runs_has_help_and_the_readme_table_is_written_from_it():
+    runs = {name[1:] for name in vars(magic.BurstMagics) if name[1:] in VERBS}
+    assert runs == set(VERBS), "a verb without its help, or help without its verb"
+    assert readme_tables.rewritten(README) == README, (
+        "README.md's verbs table is out of date: python -m jupyter_burst.tools.readme_tables"
+    )
+    # %burst? lists every verb, from the same source.
+    assert all(f"%burst {v.usage}" in magic.BurstMagics.burst.__doc__ for v in VERBS.values())

@@ -286,7 +286,7 @@ def test_offers_list_three_clouds_and_a_plain_gpus_8_cell_takes_the_cheapest_and
     )
     lambda_cloud.price_cents["gpu_8x_v100"] = 400
     with burst_kernel(state_dir, workdir, env) as kernel:
-        offers = kernel.ok("%burst offers gpus=8", timeout=120).stdout
+        offers = kernel.ok("%burst offers gpus=8", timeout=120).text
         rows = [line.split() for line in offers.splitlines()]
         rows = [row for row in rows if row and row[0] in ("aws", "gcp", "lambda")]
         assert {row[0] for row in rows} == {"aws", "gcp", "lambda"}, offers

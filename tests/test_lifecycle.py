@@ -79,7 +79,7 @@ def test_a_restarted_kernel_reattaches_to_the_running_cluster(kernel, state_dir)
     assert after["id"] == before["id"] and after["pid"] == before["pid"], (before, after)
     assert psutil.pid_exists(before["pid"])
     assert run.elapsed < 3  # attached, not started anew
-    status = kernel.ok("%burst status").stdout
+    status = kernel.ok("%burst status").text
     assert "default" in status and "local" in status and "cpu" in status
 
 
@@ -109,17 +109,17 @@ def test_a_running_cell_keeps_the_cluster_alive_past_idle(kernel, state_dir):
 
 
 def test_status_and_down(kernel, state_dir):
-    assert "no clusters" in kernel.ok("%burst status").stdout
+    assert "no clusters" in kernel.ok("%burst status").text
     kernel.ok("%%burst cluster=exp1\nx = 1\n")
     kernel.ok("%%burst cluster=exp2 idle=45\nx = 2\n")
-    status = kernel.ok("%burst status").stdout
+    status = kernel.ok("%burst status").text
     assert "exp1" in status and "exp2" in status and "45 min" in status
     pids = [cluster_record(state_dir, n)["pid"] for n in ("exp1", "exp2")]
     assert "stopped exp1" in kernel.ok("%burst down exp1").stdout
     assert (
         not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
     )
-    assert "exp1" not in kernel.ok("%burst status").stdout
+    assert "exp1" not in kernel.ok("%burst status").text
     run = kernel.execute("%burst down nope")
     assert run.evalue == "burst: no cluster named 'nope'; running: exp2"
     assert "stopped exp2" in kernel.ok("%burst down").stdout

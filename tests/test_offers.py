@@ -21,7 +21,7 @@ from jupyter_burst.clusters.plans import cheapest, fits, plans
 from jupyter_burst.clusters.shipped_catalog import CATALOG_DIR, load_catalog
 from jupyter_burst.errors import BurstError, ClusterError, OptionError
 from jupyter_burst.kernel.offer_words import parse_offers_words
-from jupyter_burst.kernel.offers_report import format_table, offers_command
+from jupyter_burst.kernel.offers_report import offers_command, offers_table
 from tests import aws_fakes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,8 +185,10 @@ def test_table_columns_totals_notional_marks_and_catalog_date():
     local = Offer(
         "local", "this-machine", 8, "NVIDIA H100", 80, 64, 512, "local", False, 1.5, notional=True
     )
-    text = format_table(
-        plans([spot, big, local], OfferRequest(gpus=8)), catalog_date=date(2026, 11, 25)
+    text = str(
+        offers_table(
+            plans([spot, big, local], OfferRequest(gpus=8)), catalog_date=date(2026, 11, 25)
+        )
     )
     assert text.splitlines()[:4] == [
         "provider  instance         GPUs  GPU           GPU mem  vCPUs       RAM  region      market        $/h",
@@ -201,9 +203,12 @@ def test_table_columns_totals_notional_marks_and_catalog_date():
 
 def test_table_limit_counts_the_rows_left_out():
     many = [offer(f"t{i}.x", gpus=1, price=1.0 + i) for i in range(5)]
-    text = format_table(plans(many, OfferRequest(gpus=1)), limit=2)
+    table = offers_table(plans(many, OfferRequest(gpus=1)), limit=2)
+    text = str(table)
     assert "t0.x" in text and "t1.x" in text and "t2.x" not in text
-    assert "3 more not shown; narrow with gpu_mem=, spot= or region=." in text
+    assert "3 more not shown; narrow with gpu_mem=, spot= or region=" in text
+    # Only the text is cut: the returned value keeps every plan.
+    assert [p.offer.instance_type for p in table] == [f"t{i}.x" for i in range(5)]
     assert "notional" not in text
 
 
@@ -337,7 +342,7 @@ def test_offers_command_prints_the_table_with_where_prices_come_from(providers):
     _, catalog = load_catalog("aws")
     aws = _Priced("aws", catalog)
     with providers(old=_NoOffers(), aws=aws):
-        text = offers_command(["gpus=8", "gpu_mem=40", "region=us-east-1"])
+        text = str(offers_command(["gpus=8", "gpu_mem=40", "region=us-east-1"]))
     lines = text.splitlines()
     assert lines[0] == "Offers for 8 GPUs with >= 40 GiB each, in us-east-1, cheapest first:"
     assert lines[1].split() == [
@@ -363,7 +368,7 @@ def test_offers_command_uses_a_providers_own_price_note(providers):
     with providers(
         aws=_Priced("aws", [offer()], note=lambda: "live AWS prices fetched 2026-11-25 08:00 UTC")
     ):
-        text = offers_command(["gpus=4"])
+        text = str(offers_command(["gpus=4"]))
     assert text.splitlines()[-1] == "aws: live AWS prices fetched 2026-11-25 08:00 UTC"
 
 

@@ -280,7 +280,7 @@ def test_a_spot_notice_reaches_the_running_cell_which_checkpoints_at_once(
     ledger = Ledger(state_dir / "ledger.sqlite")
     job = ledger.query("SELECT id FROM jobs ORDER BY started DESC LIMIT 1")[0]["id"]
     assert any(LINE in line["text"] and line["stream"] == "stderr" for line in ledger.lines(job))
-    listing = watched_kernel.ok("%burst checkpoints").stdout
+    listing = watched_kernel.ok("%burst checkpoints").text
     assert any(job in row and f" {step} " in row for row in listing.splitlines()), listing
     # The worker spoke IMDSv2 to the stand-in: a token, then GETs that carry it.
     assert any(r[0] == "PUT" and r[2].get(TOKEN_TTL_HEADER) == "21600" for r in imds.requests)

@@ -64,7 +64,14 @@ def _fill(ledger: Ledger, state_dir: pathlib.Path) -> None:
     ledger.cluster_started("old-1", "old", "aws", "tls://10.0.0.1:8786", 2, gpus, 20)
     ledger.node_started("old-1-head", "old-1", "aws", "head", 2, gpus, None, 3.6, started=now - 100)
     source = "\n  import torch  \nprint('hi')\n"
-    ledger.job_started("job-a", "old-1", "k1", source, {"gpus": 2}, notebook="exp/train.ipynb")
+    ledger.job_started(
+        "job-a",
+        "old-1",
+        "k1",
+        source,
+        {"gpus": 2, "cluster": "exp1", "cell_number": 7},
+        notebook="exp/train.ipynb",
+    )
     ledger.add_lines(
         "job-a",
         [(now, 0, "stdout", "rank0 line1"), (now, 1, "stdout", "rank1 line1")]
@@ -246,6 +253,9 @@ def test_jobs_show_status_an_excerpt_duration_and_cost(server):
     jobs = {j["id"]: j for j in server.get("jobs").json()}
     assert jobs["job-a"]["status"] == "done" and jobs["job-a"]["cell"] == "import torch"
     assert jobs["job-a"]["notebook"] == "exp/train.ipynb" and jobs["job-b"]["notebook"] is None
+    # What the sidebar titles and groups a job by: In [7] of exp/train.ipynb, cluster exp1.
+    assert (jobs["job-a"]["cell_number"], jobs["job-a"]["cluster"]) == (7, "exp1")
+    assert (jobs["job-b"]["cell_number"], jobs["job-b"]["cluster"]) == (None, None)
     assert jobs["job-b"]["status"] == "running"
     cell = jobs["job-b"]["cell"]
     assert len(cell) == 80 and cell.endswith("…")

@@ -22,6 +22,7 @@ from jupyter_burst.errors import BurstError, JobCancelled, JobNotFound
 from jupyter_burst.kernel import cell as cells
 from jupyter_burst.kernel import output, workdir
 from jupyter_burst.kernel.options import CellOptions
+from jupyter_burst.kernel.report_table import Column, Row, Table
 from jupyter_burst.store import checkpoints, results
 from jupyter_burst.store.ledger import shared_ledger
 from jupyter_burst.wire.contract import JobRequest, Rpc
@@ -166,28 +167,22 @@ def submitted_job(name: str) -> str | None:
     return mine.job_id if mine is not None else None
 
 
-def format_jobs(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "burst: no background jobs (%%burst async name=NAME starts one)"
+def jobs_table(rows: list[dict[str, Any]]) -> Table:
+    """``%burst jobs``: the background jobs, one row each, their data as attributes."""
     now = time.time()
-    table = [("name", "job", "cluster", "status", "ranks", "attempts", "time", "results")]
-    for r in rows:
-        seconds = (r["ended"] or now) - r["started"]
-        table.append(
-            (
-                r["name"],
-                r["job"],
-                r["cluster"],
-                r["status"],
-                str(r["ranks"]),
-                str(r["attempts"]),
-                f"{seconds:.0f} s",
-                r["results"],
-            )
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table
+    return Table(
+        [Row(**{**r, "seconds": (r["ended"] or now) - r["started"]}) for r in rows],
+        [
+            Column("name", lambda r: r.name),
+            Column("job", lambda r: r.job),
+            Column("cluster", lambda r: r.cluster),
+            Column("status", lambda r: r.status),
+            Column("ranks", lambda r: str(r.ranks)),
+            Column("attempts", lambda r: str(r.attempts)),
+            Column("time", lambda r: f"{r.seconds:.0f} s"),
+            Column("results", lambda r: r.results),
+        ],
+        empty="burst: no background jobs (%%burst async name=NAME starts one)",
     )
 
 

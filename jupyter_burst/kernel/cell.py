@@ -15,6 +15,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from dask.utils import parse_bytes
+from IPython import get_ipython
 
 from jupyter_burst import config, credentials
 from jupyter_burst.clusters.start_phases import StartPhases
@@ -420,9 +421,20 @@ def _raise_remote(error: dict) -> BaseException:
 
 
 def options_record(options: CellOptions) -> dict[str, Any]:
+    """What the ledger keeps of a cell's options, with the cell's number (its ``In [n]``):
+    the sidebar titles a job by its notebook and that number."""
     record = dataclasses.asdict(options)
     record["given"] = sorted(options.given)
+    record["cell_number"] = running_cell_number(get_ipython())
     return record
+
+
+def running_cell_number(shell: Any) -> int | None:
+    """The ``In [n]`` of the cell running now. IPython 9 counts ``execution_count`` on before
+    the cell runs (IPython 8 after), so it is read from the result being made instead."""
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    number = getattr(result, "execution_count", None)
+    return number if isinstance(number, int) else None
 
 
 def run(

@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 
 from jupyter_burst.clusters.settlement import live_cluster_ids
+from jupyter_burst.kernel.report_table import Column, Report, Row, Table
 from jupyter_burst.store.budget import daily_budget, usd
 from jupyter_burst.store.cost import (
     ZERO,
@@ -37,14 +38,17 @@ def report(
     now: float | None = None,
     session_start: float | None = None,
     last_jobs: int = 10,
-) -> str:
-    """``%burst cost``: clusters running now, the last jobs with their cost, the totals."""
+) -> Report:
+    """``%burst cost``: clusters running now, the last jobs with their cost, the totals.
+
+    The data as attributes: ``running`` and ``jobs`` (tables of rows), ``session``,
+    ``today`` and ``month`` (:class:`Spend`), ``budget_left`` (dollars, or None).
+    """
     now = time.time() if now is None else now
     session_start = session_started() if session_start is None else session_start
     ledger = shared_ledger(state_dir)
     since = min(session_start, month_start(now))
     nodes = ledger.nodes(alive_since=since)
-    lines: list[str] = []
 
     clusters = {c["id"]: c for c in ledger.clusters(running_only=True)}
     running = [n for n in nodes if n.get("stopped") is None]
@@ -54,72 +58,97 @@ def report(
         running = [n for n in nodes if n.get("stopped") is None]
     else:
         live = set()
-    rows = [("cluster", "provider", "nodes", "$/hour", "so far", "")]
+    running_rows = []
     for cluster_id in sorted({n["cluster_id"] for n in running}):
         mine = [n for n in running if n["cluster_id"] == cluster_id]
-        info = clusters.get(cluster_id, {})
         so_far = Spend()
         for node in mine:
             so_far += Spend.of(node, node_cost(node, now))
-        rows.append(
-            (
-                info.get("name", cluster_id),
-                mine[0].get("provider", "?"),
-                str(len(mine)),
-                running_rate(mine).show("/h"),
-                so_far.show(),
-                "" if cluster_id in live else "(its head is gone; its stop was never recorded)",
+        running_rows.append(
+            Row(
+                cluster=clusters.get(cluster_id, {}).get("name", cluster_id),
+                cluster_id=cluster_id,
+                provider=mine[0].get("provider", "?"),
+                nodes=len(mine),
+                per_hour=running_rate(mine),
+                so_far=so_far,
+                head_gone=cluster_id not in live,
             )
         )
-    if len(rows) > 1:
-        lines.append("running now")
-        lines.extend("  " + row for row in _table(rows))
-    else:
-        lines.append("running now: nothing")
+    running_table = Table(
+        running_rows,
+        [
+            Column("cluster", lambda r: r.cluster),
+            Column("provider", lambda r: r.provider),
+            Column("nodes", lambda r: str(r.nodes)),
+            Column("$/hour", lambda r: r.per_hour.show("/h")),
+            Column("so far", lambda r: r.so_far.show()),
+            Column(
+                "",
+                lambda r: "(its head is gone; its stop was never recorded)" if r.head_gone else "",
+            ),
+        ],
+        heading="running now" if running_rows else "running now: nothing",
+        indent="  ",
+    )
+    parts: list[Table | str] = [running_table]
 
     jobs = ledger.recent_jobs(last_jobs)
+    job_rows = []
     if jobs:
         ran_on = ledger.job_clusters(j["id"] for j in jobs)
         job_nodes = ledger.nodes(cluster_ids={c for ids in ran_on.values() for c in ids})
-        rows = [("job", "started", "seconds", "status", "cost")]
         for job in jobs:
             clusters_of_job = ran_on.get(job["id"], set())
-            spend = job_spend(
-                job, [n for n in job_nodes if n["cluster_id"] in clusters_of_job], now
-            )
-            seconds = (job["ended"] if job.get("ended") is not None else now) - job["started"]
-            status = job["status"] + (f" ({job['stop_reason']})" if job.get("stop_reason") else "")
-            rows.append(
-                (
-                    job["id"],
-                    time.strftime("%Y-%m-%d %H:%M", time.localtime(job["started"])),
-                    f"{seconds:.1f}",
-                    status,
-                    spend.show(),
+            job_rows.append(
+                Row(
+                    job=job["id"],
+                    started=job["started"],
+                    seconds=(job["ended"] if job.get("ended") is not None else now)
+                    - job["started"],
+                    status=job["status"],
+                    stop_reason=job.get("stop_reason"),
+                    cost=job_spend(
+                        job, [n for n in job_nodes if n["cluster_id"] in clusters_of_job], now
+                    ),
                 )
             )
-        lines.append(f"last {len(jobs)} job{'s' if len(jobs) != 1 else ''}")
-        lines.extend("  " + row for row in _table(rows))
+    jobs_table = Table(
+        job_rows,
+        [
+            Column("job", lambda r: r.job),
+            Column("started", lambda r: time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started))),
+            Column("seconds", lambda r: f"{r.seconds:.1f}"),
+            Column("status", lambda r: r.status + (f" ({r.stop_reason})" if r.stop_reason else "")),
+            Column("cost", lambda r: r.cost.show()),
+        ],
+        heading=f"last {len(jobs)} job{'s' if len(jobs) != 1 else ''}" if jobs else "",
+        indent="  ",
+    )
+    if jobs:
+        parts.append(jobs_table)
 
     spend = totals(nodes, now, session_start)
-    lines.append(
+    parts.append(
         f"spend: this session {spend.session.show()} · today {spend.today.show()} · "
         f"this month {spend.month.show()}"
     )
     daily = daily_budget()
+    budget_left = None
     if daily is not None:
-        left = max(ZERO, daily - spend.today.total)
-        lines.append(f"daily budget: {usd(left)} left of {usd(daily)} (burst.budget.daily)")
+        budget_left = max(ZERO, daily - spend.today.total)
+        parts.append(f"daily budget: {usd(budget_left)} left of {usd(daily)} (burst.budget.daily)")
     if any(is_notional(n) and price_per_hour(n) for n in nodes):
-        lines.append(
+        parts.append(
             "notional: a configured internal price of local/on-prem machines "
             "(burst.local.price-per-hour), not a bill"
         )
-    return "\n".join(lines)
-
-
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
+    return Report(
+        parts,
+        running=running_table,
+        jobs=jobs_table,
+        session=spend.session,
+        today=spend.today,
+        month=spend.month,
+        budget_left=budget_left,
+    )

@@ -20,58 +20,28 @@ from jupyter_burst.estimate import estimate
 from jupyter_burst.kernel import (
     background,
     cell_status,
+    completion,
     cost_report,
     env_report,
+    help_lines,
     namespace,
     options,
     prewarm,
 )
-from jupyter_burst.kernel.cell import run_cell
+from jupyter_burst.kernel.cell import run_cell, running_cell_number
 from jupyter_burst.kernel.offers_report import offers_command
+from jupyter_burst.kernel.report_table import Column, Report, Row, Table
+from jupyter_burst.kernel.verb_help import VERBS, overview, verb_help
 from jupyter_burst.store.checkpoints import CheckpointStore, default_root, find_job, listing
 from jupyter_burst.store.ledger import shared_ledger
 from jupyter_burst.wire import class_kwargs
 from jupyter_burst.worker import helper
-
-_VERBS = {
-    "status": "status",
-    "down": "down",
-    "estimate": "estimate",
-    "checkpoints": "checkpoints",
-    "restore": "restore",
-    "jobs": "jobs",
-    "logs": "logs",
-    "wait": "wait",
-    "cancel": "cancel",
-    "attach": "attach",
-    "cost": "cost",
-    "offers": "offers",
-    "gc": "gc",
-    "cache": "cache",
-    "prewarm": "prewarm",
-    "env": "env",
-}
 
 
 @magics_class
 class BurstMagics(Magics):
     @line_cell_magic
     def burst(self, line: str, cell: str | None = None):
-        """%%burst [gpus=1] [provider=local] [cluster=NAME] [idle=MIN] [timeout=MIN] [send=a,b] [exclude=a,b] [return=a,b] [retries=2] [async] [name=NAME] [budget=USD] [max_hourly=USD] [spot=yes|no] [gpu_mem=GiB] [region=a,b]
-
-        Run this cell on a Dask cluster; its output streams back and its results land here.
-        %%burst async name=NAME ...  -- run it in the background; the notebook stays free
-        %burst status  -- the clusters and their state
-        %burst down [NAME] [provider=P]  -- stop a cluster (all, without a name)
-        %burst jobs | logs NAME [-f] | wait NAME | cancel NAME | attach NAME  -- background jobs
-        %burst checkpoints [JOB] | restore JOB [step=K] as NAME  -- checkpoints
-        %burst cost  -- clusters running now, the last jobs' cost, spend today and this month
-        %burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]  -- cheapest first
-        %burst gc [--yes] [--region a,b]  -- AWS, Lambda and GCP machines of yours without a live cluster; --yes ends them
-        %burst cache [clear] [NAME]  -- this notebook's values kept on the cluster's workers; clear frees them
-        %burst env  -- the environment cloud nodes get from this kernel, its hash, and which clusters have it
-        %burst prewarm [on|off]  -- JupyterLab starts a %%burst cell's cluster while you write it (its cost is said)
-        """
         __tracebackhide__ = True
         config.refresh()
         try:
@@ -91,7 +61,10 @@ class BurstMagics(Magics):
         if parsed.gpus_auto:
             parsed = choose_gpus(parsed, shell.user_ns, cell)
         raw = f"%%burst {line}\n{cell}" if line else f"%%burst\n{cell}"
-        filename = shell.compile.cache(raw, number=shell.execution_count)
+        number = running_cell_number(shell)
+        filename = shell.compile.cache(
+            raw, number=shell.execution_count if number is None else number
+        )
         kernel = getattr(getattr(shell, "kernel", None), "ident", "") or ""
         if parsed.background:
             name = background.start(
@@ -122,11 +95,17 @@ class BurstMagics(Magics):
                 "say what to do: %burst status, down, jobs, cost, offers ... (%burst? lists them); %%burst on a cell runs it"
             )
         verb, args = words[0], words[1:]
-        if verb not in _VERBS:
-            close = difflib.get_close_matches(verb, list(_VERBS), n=1)
+        if verb not in VERBS:
+            close = difflib.get_close_matches(verb, list(VERBS), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise OptionError(f"unknown command '%burst {verb}'{hint}; known: {', '.join(_VERBS)}")
-        return getattr(self, f"_{_VERBS[verb]}")(args)
+            raise OptionError(f"unknown command '%burst {verb}'{hint}; known: {', '.join(VERBS)}")
+        return getattr(self, f"_{verb}")(args)
+
+    def _help(self, args: list[str]) -> None:
+        """%burst help [VERB]: every verb in one line each, or one verb's help."""
+        if len(args) > 1 or (args and args[0] not in VERBS):
+            raise OptionError(f"write %burst help [VERB]; the verbs: {', '.join(VERBS)}")
+        print(verb_help(args[0]) if args else overview())
 
     def _estimate(self, args: list[str]) -> None:
         """%burst estimate EXPR [optimizer=adam] [batch=EXPR] [precision=fp32]"""
@@ -154,21 +133,14 @@ class BurstMagics(Magics):
         _estimates[id(model)] = result
         print(result.table())
 
-    def _checkpoints(self, args: list[str]) -> None:
+    def _checkpoints(self, args: list[str]) -> Table:
         """%burst checkpoints [JOB]: the checkpoints kept, newest last."""
         if len(args) > 1:
             raise OptionError("%burst checkpoints takes at most one job id")
-        rows = listing(default_root(config.state_dir()), args[0] if args else None)
-        if not rows:
-            print("burst: no checkpoints" + (f" for job {args[0]}" if args else ""))
-            return
-        print(f"{'job':<12}  {'step':>6}  {'saved':<19}  {'size':>10}  cell")
-        for job, checkpoint in rows:
-            saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(checkpoint.time))
-            first = checkpoint.cell.strip().splitlines()[0][:40] if checkpoint.cell.strip() else ""
-            print(
-                f"{job:<12}  {str(checkpoint.step):>6}  {saved}  {checkpoint.bytes:>10,}  {first}"
-            )
+        found = listing(default_root(config.state_dir()), args[0] if args else None)
+        return checkpoints_table(
+            found, empty="burst: no checkpoints" + (f" for job {args[0]}" if args else "")
+        )
 
     def _restore(self, args: list[str]) -> None:
         """%burst restore JOB [step=K] as NAME: a checkpoint's state into the notebook."""
@@ -196,10 +168,10 @@ class BurstMagics(Magics):
 
     # background jobs ----------------------------------------------------------------
 
-    def _jobs(self, args: list[str]) -> None:
+    def _jobs(self, args: list[str]) -> Table:
         if args:
             raise OptionError("%burst jobs takes no arguments")
-        print(background.format_jobs(background_jobs.list_jobs()))
+        return background.jobs_table(background_jobs.list_jobs())
 
     def _logs(self, args: list[str]) -> None:
         follow = "-f" in args
@@ -231,9 +203,9 @@ class BurstMagics(Magics):
         else:
             print(f"burst: {name} {summary['status']}; its results are in the notebook")
 
-    def _offers(self, args: list[str]) -> None:
+    def _offers(self, args: list[str]) -> Table:
         """%burst offers gpus=N [gpu_mem=GiB] [spot=yes|no] [region=a,b]: cheapest first."""
-        print(offers_command(args))
+        return offers_command(args)
 
     def _env(self, args: list[str]) -> None:
         """%burst env: what cloud nodes install from this kernel's environment, and its hash."""
@@ -241,23 +213,21 @@ class BurstMagics(Magics):
             raise OptionError("%burst env takes no arguments")
         print(env_report.report(config.state_dir()))
 
-    def _cost(self, args: list[str]) -> None:
+    def _cost(self, args: list[str]) -> Report:
         if args:
             raise OptionError("%burst cost takes no arguments")
-        print(cost_report.report(config.state_dir()))
+        return cost_report.report(config.state_dir())
 
     def _gc(self, args: list[str]) -> None:
         """%burst gc [--yes] [--region a,b]: list (and with --yes end) what no live cluster owns."""
         print(gc_all.command(args, how_to_confirm="%burst gc --yes"))
 
-    def _status(self, args: list[str]) -> None:
+    def _status(self, args: list[str]) -> Table:
         if args:
             raise OptionError("%burst status takes no arguments")
         entries = cluster.status()
         since = time.time() - _STARTS_SHOWN_SECONDS
-        starts = start_phases.recent(shared_ledger(config.state_dir()), since)
-        # The starts below the table, after a blank line: the table's rows stay one block.
-        print("\n\n".join(filter(None, [format_status(entries), format_starts(entries, starts)])))
+        return status_table(entries, start_phases.recent(shared_ledger(config.state_dir()), since))
 
     def _prewarm(self, args: list[str]) -> None:
         """%burst prewarm [on|off]: whether JupyterLab starts a cell's cluster ahead of it."""
@@ -302,6 +272,29 @@ class BurstMagics(Magics):
 _estimates: dict[int, object] = {}
 
 
+def checkpoints_table(found: list, empty: str) -> Table:
+    """The checkpoints kept, one row each (job, step, saved, bytes, the cell's first line)."""
+    rows = [
+        Row(job=job, step=c.step, saved=c.time, bytes=c.bytes, cell=c.cell, checkpoint=c)
+        for job, c in found
+    ]
+
+    def first_line(row: Row) -> str:
+        return row.cell.strip().splitlines()[0][:40] if row.cell.strip() else ""
+
+    return Table(
+        rows,
+        [
+            Column("job", lambda r: r.job),
+            Column("step", lambda r: str(r.step), ">"),
+            Column("saved", lambda r: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.saved))),
+            Column("size", lambda r: f"{r.bytes:,}", ">"),
+            Column("cell", first_line),
+        ],
+        empty=empty,
+    )
+
+
 def _one_name(verb: str, args: list[str]) -> str:
     if len(args) != 1:
         raise OptionError(f"write %burst {verb} NAME (the name= of a %%burst async cell)")
@@ -340,52 +333,65 @@ def _remote_renderer(shell, exc: BaseException, tb):
     return render
 
 
-def format_status(entries: list[dict]) -> str:
-    """``%burst status`` as a small table, one row per cluster (a name may run on several
-    providers: ``default`` on each); GPUs shown as 'cpu' where the slot is a CPU, and the slots
-    a cluster grew by to fit a cell counted as added (they go again when idle)."""
-    if not entries:
-        return "burst: no clusters (a %%burst cell starts one)"
-    rows = [("cluster", "provider", "state", "slots", "idle after", "address", "up")]
+def status_table(entries: list[dict], starts: list[start_phases.Start]) -> Table:
+    """``%burst status``: one row per cluster (a name may run on several providers: ``default``
+    on each); GPUs shown as 'cpu' where the slot is a CPU, and the slots a cluster grew by to
+    fit a cell counted as added (they go again when idle). Below the rows, where the last
+    start of each spent its time."""
     now = time.time()
-    for e in entries:
-        if not e.get("alive"):
-            state = "gone"
-        elif "error" in e:
-            state = "not answering"
-        else:
-            state = (
-                "running"
-                if e.get("busy")
-                else f"idle, stops in {e.get('idle_remaining', 0) / 60:.1f} min"
-            )
-        devices = e.get("devices") or []
-        slots = ", ".join(f"{d}" for d in devices) if devices else str(e.get("slots", "?"))
-        added = int(e.get("slots") or 0) - int(e.get("started_slots") or e.get("slots") or 0)
-        if added > 0:  # grown to fit a cell: the added slots go again when idle
-            slots += f" ({added} added)"
-        rows.append(
-            (
-                e["name"],
-                e.get("provider", "?"),
-                state,
-                slots,
-                f"{e.get('idle', 0):g} min",
-                e.get("scheduler", ""),
-                f"{(now - e.get('started', now)) / 60:.1f} min",
-            )
-        )
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    table = [
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+    rows = [_cluster_row(e, now) for e in entries]
     # Which machine image a cloud cluster's nodes boot, and how it was found (a setting, or
     # a public SSM parameter): too long for a column.
-    for e in entries:
-        for image in e.get("images") or []:
-            table.append(f"{e['name']} image: {image['image']} ({image['how']})")
-    return "\n".join(table)
+    notes = [f"{r.name} image: {i['image']} ({i['how']})" for r in rows for i in r.images]
+    starts_text = format_starts(entries, starts)
+    if starts_text:  # after a blank line: the table's rows stay one block
+        notes += ["", starts_text]
+    return Table(
+        rows,
+        [
+            Column("cluster", lambda r: r.name),
+            Column("provider", lambda r: r.provider),
+            Column("state", lambda r: r.state),
+            Column("slots", _slots_text),
+            Column("idle after", lambda r: f"{r.idle_minutes:g} min"),
+            Column("address", lambda r: r.address),
+            Column("up", lambda r: f"{r.up_minutes:.1f} min"),
+        ],
+        notes=notes,
+        empty="burst: no clusters (a %%burst cell starts one)",
+    )
+
+
+def _cluster_row(e: dict, now: float) -> Row:
+    if not e.get("alive"):
+        state = "gone"
+    elif "error" in e:
+        state = "not answering"
+    else:
+        state = (
+            "running"
+            if e.get("busy")
+            else f"idle, stops in {e.get('idle_remaining', 0) / 60:.1f} min"
+        )
+    slots = int(e.get("slots") or 0)
+    return Row(
+        name=e["name"],
+        provider=e.get("provider", "?"),
+        state=state,
+        slots=slots,
+        devices=list(e.get("devices") or []),
+        added_slots=max(0, slots - int(e.get("started_slots") or slots)),
+        idle_minutes=e.get("idle", 0),
+        address=e.get("scheduler", ""),
+        up_minutes=(now - e.get("started", now)) / 60,
+        images=list(e.get("images") or []),
+    )
+
+
+def _slots_text(row: Row) -> str:
+    text = ", ".join(row.devices) if row.devices else str(row.slots or "?")
+    # Grown to fit a cell: the added slots go again when idle.
+    return text + (f" ({row.added_slots} added)" if row.added_slots else "")
 
 
 _STARTS_SHOWN_SECONDS = 24 * 3600  # a start older than a day is the ledger's alone
@@ -413,8 +419,14 @@ def format_starts(
     return "\n".join(lines)
 
 
+# %burst? shows every verb, from the one source of their help (kernel/verb_help.py).
+BurstMagics.burst.__doc__ = overview()
+
+
 def load(shell) -> None:
     shell.register_magics(BurstMagics)
+    completion.install(shell)
+    help_lines.install(shell)
     class_kwargs.install()  # a notebook class made with keywords can be made again remotely
     # The same cell also runs without %%burst: then `burst` is this one process, rank 0 of 1.
     shell.user_ns.setdefault("burst", helper.local())

@@ -203,6 +203,17 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
 # Options that may stand alone as a bare word, meaning yes: `%%burst async name=train1`.
 _FLAGS = frozenset({"async", "spot"})
 
+
+def option_keys() -> list[str]:
+    """The ``%%burst`` options, in the order the README's table lists them."""
+    return list(_PARSERS)
+
+
+def flag_keys() -> frozenset[str]:
+    """The options that may also be written bare (``async``, ``spot``)."""
+    return _FLAGS
+
+
 # Options and providers that later issues implement: named here so they are refused
 # with a pointer instead of being mistaken for typos or silently ignored.
 _LATER_OPTIONS: dict[str, int] = {}

@@ -202,6 +202,10 @@ def jobs_view(state_dir: pathlib.Path, now: float | None = None, limit: int = 50
                 "kernel": job["kernel"],
                 "notebook": job["notebook"],
                 "cell": excerpt(job["source"]),
+                # In [n] of the cell in its notebook, and the cluster the cell named: the
+                # sidebar titles and groups jobs by them.
+                "cell_number": _cell_number(options),
+                "cluster": options.get("cluster"),
                 "started": job["started"],
                 "ended": job["ended"],
                 "duration_seconds": max(0.0, ended - job["started"]),
@@ -231,6 +235,11 @@ def _lost_at(
         return None
     last = max(s for s in stops if s is not None)
     return last if now - last > LOST_AFTER_SECONDS else None
+
+
+def _cell_number(options: Mapping[str, Any]) -> int | None:
+    number = options.get("cell_number")
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 
 def _options(job: Mapping[str, Any]) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def test_a_checkpoint_on_a_full_disk_is_one_line_and_the_one_before_stays(
         ), run.evalue
         assert k.ok("print('after' in dir())").stdout.strip() == "False"
         job = Ledger(state_dir / "ledger.sqlite").query("SELECT id FROM jobs")[0]["id"]
-        listed = k.ok("%burst checkpoints").stdout
+        listed = k.ok("%burst checkpoints").text
         assert job in listed and "step" in listed, listed
     store = CheckpointStore(str(small_disk), job)
     assert [c.step for c in store.list()] == [1]
