@@ -9,7 +9,13 @@ step on the copy measures the optimizer's temporary buffers too.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,11 +233,11 @@ def _measure_on_cpu(model, batch, loss, optimizer: str) -> tuple[int, int]:
 
     step(True)  # the optimizer makes its state on the first step; the second is the steady one
     work.zero_grad(set_to_none=True)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _profiler_quiet(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step(False)
     fwd_bwd = _peak(prof)
     work.zero_grad(set_to_none=True)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _profiler_quiet(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step(True)
     return fwd_bwd, _peak(prof)
 
@@ -278,11 +284,45 @@ def measure_step_peak(model, batch, optimizer: str = "adam", loss=None) -> int:
         else sum(v.nbytes for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
     )
     held = sum(t.nbytes for t in list(model.parameters()) + list(model.buffers())) + state
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _profiler_quiet(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         _loss(model(*inputs), loss).backward()
         if opt is not None:
             opt.step()
     return held + _peak(prof)
+
+
+# What torch's profiler (Kineto) writes to the process's stderr on every start and stop:
+# "USDT:2026-12-06 17:45:22 15556:15556 SyncActivityProfilerHandler.cpp:52] profiler_start"
+# (older versions: "STAGE:... ActivityProfilerController.cpp:312] Completed Stage: Warm Up").
+_PROFILER_CHATTER = re.compile(r"^(USDT|STAGE):")
+
+
+@contextlib.contextmanager
+def _profiler_quiet() -> Iterator[None]:
+    """The profiler's own log lines kept out of the user's cell: the native stderr (file
+    descriptor 2, which a kernel shows in the cell) goes to a file while the profiler runs;
+    anything else written there is passed on afterwards."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no descriptor 2 to borrow: say what it says
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [
+                line
+                for line in caught.read().decode(errors="replace").splitlines(keepends=True)
+                if not _PROFILER_CHATTER.match(line)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
 
 
 def _peak(prof) -> int:

@@ -111,8 +111,12 @@ def test_recommendation_prefers_one_gpu_then_shards_what_does_not_fit():
 
 def test_estimate_magic_prints_the_table_and_gpus_auto_uses_it(kernel):
     kernel.ok("import torch\nnet = torch.nn.Linear(256, 256)\nx = torch.randn(32, 256)")
-    out = kernel.ok("%burst estimate net optimizer=adam batch=x").stdout
+    shown = kernel.ok("%burst estimate net optimizer=adam batch=x")
+    out = shown.stdout
     assert "parameters      65,792" in out and "DDP per GPU" in out and "recommended: gpus=1" in out
+    # torch's profiler logs each start and stop natively ("USDT:... profiler_start"): none of
+    # it reaches the user's cell.
+    assert shown.stderr == ""
     run = kernel.execute("%burst estimate net optimizer=lion")
     assert run.evalue.startswith("burst: unknown optimizer 'lion'")
     run = kernel.ok("%%burst gpus=auto\nout = net(x).shape[0]\n")
