@@ -76,6 +76,31 @@ def devices() -> list[Gpu]:
         return []
 
 
+class GpuUse(NamedTuple):
+    name: str
+    utilization: float  # percent of the last sample period the GPU was busy
+    memory_used: int  # bytes
+    memory_total: int  # bytes
+
+
+def use(device: str) -> GpuUse | None:
+    """How busy one GPU is now (a physical index or a ``GPU-``/``MIG-`` UUID, as a slot's
+    ``CUDA_VISIBLE_DEVICES`` names it); None where NVML cannot say."""
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    try:
+        handle = _handle(nvml, device)
+        if handle is None:
+            return None
+        rates = nvml.nvmlDeviceGetUtilizationRates(handle)
+        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        name = _text(nvml.nvmlDeviceGetName(handle))
+        return GpuUse(name, float(rates.gpu), int(memory.used), int(memory.total))
+    except nvml.NVMLError:
+        return None
+
+
 def model() -> tuple[str, float]:
     """The GPU model and memory (GiB, the smallest GPU's); ``("CUDA GPU", 0.0)`` where NVML
     cannot say (then a GPU here never qualifies for a ``gpu_mem=`` it might meet)."""

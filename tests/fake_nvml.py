@@ -5,8 +5,12 @@ from __future__ import annotations
 import types
 
 
-def fake_nvml(names: list[str], memory_gib: float) -> types.ModuleType:
-    """GPUs named ``names``, each of ``memory_gib`` GiB, at indices 0.. and UUIDs GPU-0..."""
+def fake_nvml(
+    names: list[str], memory_gib: float, busy_percent: list[float] | None = None
+) -> types.ModuleType:
+    """GPUs named ``names``, each of ``memory_gib`` GiB, at indices 0.. and UUIDs GPU-0...;
+    ``busy_percent``: each one's utilisation (with as many percent of its memory in use)."""
+    busy = busy_percent or [0.0] * len(names)
     nvml = types.ModuleType("pynvml")
 
     class NVMLError(Exception):
@@ -30,6 +34,9 @@ def fake_nvml(names: list[str], memory_gib: float) -> types.ModuleType:
     nvml.nvmlDeviceGetHandleByUUID = handle_by_uuid
     nvml.nvmlDeviceGetName = lambda handle: names[handle]
     nvml.nvmlDeviceGetMemoryInfo = lambda handle: types.SimpleNamespace(
-        total=int(memory_gib * (1 << 30))
+        total=int(memory_gib * (1 << 30)), used=int(memory_gib * (1 << 30) * busy[handle] / 100)
+    )
+    nvml.nvmlDeviceGetUtilizationRates = lambda handle: types.SimpleNamespace(
+        gpu=busy[handle], memory=busy[handle]
     )
     return nvml

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from jupyter_burst.server.api import job_usage_view, metrics_view
 from jupyter_burst.store.ledger import Ledger
 
 _DATA = (
@@ -65,7 +66,16 @@ def test_ddp_training_matches_one_process_over_the_same_global_batches(kernel, s
     assert float(diff) <= 1e-5 and float(moved) > 0.01, (diff, moved)
     ledger = Ledger(state_dir / "ledger.sqlite")
     job = ledger.query("SELECT id FROM jobs WHERE status = 'done' ORDER BY started DESC LIMIT 1")[0]
-    assert [(m["step"], m["name"]) for m in ledger.metrics(job["id"])] == [(0, "loss"), (1, "loss")]
+    # Printed once, recorded by every rank: the sidebar draws a loss curve per rank.
+    recorded = sorted((m["rank"], m["step"], m["name"]) for m in ledger.metrics(job["id"]))
+    assert recorded == [(r, step, "loss") for r in range(n) for step in (0, 1)]
+    view = metrics_view(state_dir, job["id"])
+    assert sorted({p["rank"] for p in view["points"]}) == list(range(n))
+    assert metrics_view(state_dir, job["id"], since=view["next"])["points"] == []
+    # Each rank's slot as it was at the job's end, kept for the job's history.
+    used = job_usage_view(state_dir, job["id"])["samples"]
+    assert sorted(s["rank"] for s in used) == list(range(n))
+    assert all(s["device"] == "cpu" and s["rss"] > 0 for s in used)
 
 
 def test_every_rank_gets_its_rank_a_process_group_and_torchruns_environment(kernel):

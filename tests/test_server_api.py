@@ -77,6 +77,12 @@ def _fill(ledger: Ledger, state_dir: pathlib.Path) -> None:
         [(now, 0, "stdout", "rank0 line1"), (now, 1, "stdout", "rank1 line1")]
         + [(now, 0, "stdout", "rank0 line2"), (now, 1, "stderr", "rank1 line2")],
     )
+    for step in (1, 2):
+        for rank in (0, 1):
+            ledger.add_metrics("job-a", now, rank, step, {"loss": 1.0 / (step + rank)})
+    gpu = {"name": "A10G", "utilization": 91.0, "memory_used": 5 << 30, "memory_total": 24 << 30}
+    ledger.add_usage("job-a", now, 0, {"host": "h1", "device": "cuda:0", "rss": 1, "gpu": gpu})
+    ledger.add_usage("job-a", now, 1, {"host": "h1", "device": "cpu", "cpu_percent": 97.5})
     ledger.job_ended("job-a", "done")
     ledger.cluster_stopped("old-1", "idle")
     long_line = "x = " + "1 + " * 40 + "1"
@@ -135,6 +141,8 @@ GETS = [
     "cost",
     "jobs",
     "jobs/job-a/logs",
+    "jobs/job-a/metrics",
+    "jobs/job-a/usage",
     "checkpoints",
     "checkpoints/job-a",
 ]
@@ -235,6 +243,21 @@ def test_clusters_lists_the_live_one_and_the_stopped_one(server):
     assert _exact(old["so_far"]) == billed and Decimal("0.1") <= billed < Decimal("0.11")
 
 
+def test_a_running_clusters_slots_are_listed_as_their_heartbeats_sampled_them(server):
+    def slots() -> list[dict]:
+        live = next(c for c in server.get("clusters").json() if c["name"] == "live")
+        return live["usage"]
+
+    # The worker's first heartbeat carries its first sample: asked of the head, once.
+    wait_for(lambda: slots(), 30, "the live cluster's first usage sample")
+    (slot,) = slots()
+    assert (slot["worker"], slot["device"], slot["label"]) == ("slot-0", "cpu", "CPU slot")
+    assert slot["gpu_utilization"] is None and slot["idle_gpu"] is False
+    assert slot["rss"] > 0 and 0 < slot["host_memory_used"] <= slot["host_memory_total"]
+    old = next(c for c in server.get("clusters").json() if c["name"] == "old")
+    assert old["usage"] == []  # a stopped cluster has no live use
+
+
 def test_cost_has_exact_amounts_and_no_budget_when_none_is_set(server):
     view = server.get("cost?jobs=5").json()
     assert _exact(view["running"]["per_hour"]) == Decimal(str(PRICE))
@@ -278,6 +301,32 @@ def test_logs_are_backfilled_from_a_cursor_and_by_rank(server):
     assert [line["text"] for line in after["lines"]] == ["later"]
     assert server.get("jobs/nope/logs").status_code == 404
     assert server.get("jobs/job-a/logs?since=-1").status_code == 400
+
+
+def test_a_jobs_usage_history_is_every_ranks_samples(server):
+    samples = server.get("jobs/job-a/usage").json()["samples"]
+    assert [(s["rank"], s["device"], s["gpu_utilization"]) for s in samples] == [
+        (0, "cuda:0", 91.0),
+        (1, "cpu", None),
+    ]
+    assert samples[0]["gpu_memory_total"] == 24 << 30 and samples[1]["cpu_percent"] == 97.5
+    assert server.get("jobs/nope/usage").status_code == 404
+
+
+def test_metrics_are_every_ranks_points_from_a_cursor(server):
+    first = server.get("jobs/job-a/metrics").json()
+    assert [(p["rank"], p["step"], p["name"]) for p in first["points"]] == [
+        (0, 1, "loss"),
+        (1, 1, "loss"),
+        (0, 2, "loss"),
+        (1, 2, "loss"),
+    ]
+    assert first["points"][1]["value"] == 0.5 and first["status"] == "done"
+    server.ledger.add_metrics("job-a", time.time(), 1, 3, {"loss": 0.25})
+    after = server.get(f"jobs/job-a/metrics?since={first['next']}").json()
+    assert [(p["rank"], p["step"], p["value"]) for p in after["points"]] == [(1, 3, 0.25)]
+    assert server.get("jobs/nope/metrics").status_code == 404
+    assert server.get("jobs/job-a/metrics?since=x").status_code == 400
 
 
 @pytest.mark.hardening

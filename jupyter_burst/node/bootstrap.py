@@ -38,7 +38,7 @@ from jupyter_burst.clusters.tls import node_security
 from jupyter_burst.node.idle import ExtrasPolicy, IdlePolicy, LifetimePolicy
 from jupyter_burst.node.job_runner import BackgroundJobs
 from jupyter_burst.node.power import power_off
-from jupyter_burst.node.slots import slot_index, slot_nannies, slot_nanny
+from jupyter_burst.node.slots import USAGE_METRIC, slot_index, slot_nannies, slot_nanny
 from jupyter_burst.node.worker_node import WorkerNode, node_name
 from jupyter_burst.store import store_key
 from jupyter_burst.store.ledger import open_ledger
@@ -220,7 +220,18 @@ class HeadNode:
             "busy": self.busy(),
             "idle_remaining": self.policy.remaining(now),
             "workers": len(self.scheduler.workers),
+            "usage": self._usage(),
         }
+
+    def _usage(self) -> list[dict]:
+        """Each worker's last heartbeat sample (worker/usage.py), with its name and whether
+        it runs a task now: a GPU at rest while its slot is busy is the waste to show."""
+        out = []
+        for ws in self.scheduler.workers.values():
+            sample = ws.metrics.get(USAGE_METRIC)
+            if isinstance(sample, dict):
+                out.append({**sample, "worker": str(ws.name), "busy": bool(ws.processing)})
+        return sorted(out, key=lambda s: s["worker"])
 
     async def _fit(self, slots: int, gpu_mem: float | None = None, expect: bool = False) -> dict:
         """Make the cluster at least ``slots`` slots (of GPUs with ``gpu_mem`` GiB or more, when

@@ -8,6 +8,13 @@ import os
 from typing import Any
 
 from distributed import Nanny
+from distributed.worker import DEFAULT_METRICS
+
+from jupyter_burst.worker import usage
+
+# The scheduler's heartbeat from each worker carries its slot's use (bootstrap.py answers it
+# to the sidebar): the cluster samples itself, the laptop asks once.
+USAGE_METRIC = "burst_usage"
 
 
 def slot_environment(args: argparse.Namespace, i: int, device: str, devices: list[str]) -> dict:
@@ -51,6 +58,7 @@ def slot_nanny(
         dashboard_address=None,
         resources={"slot": 1},
         security=security,
+        metrics={**DEFAULT_METRICS, USAGE_METRIC: usage.metric},
     )
 
 

@@ -102,9 +102,42 @@ def clusters_view(
                 "busy": info.get("busy") if running else None,
                 "per_hour": spend(cost.running_rate(running_nodes if running else [])),
                 "so_far": spend(so_far),
+                "usage": usage_rows(info.get("usage")) if running else [],
             }
         )
     return out
+
+
+IDLE_GPU_PERCENT = 10.0  # a busy slot's GPU below this is shown as idle: paid for, unused
+
+
+def usage_rows(samples: Any) -> list[dict[str, Any]]:
+    """The cluster's slots as its heartbeats last sampled them (worker/usage.py): one row
+    each, a CPU slot labelled as such, a GPU at rest while its slot runs a task flagged."""
+    rows = []
+    # Dask's messages decode arrays as tuples.
+    for s in samples if isinstance(samples, (list, tuple)) else []:
+        gpu = s.get("gpu") if isinstance(s.get("gpu"), dict) else None
+        busy = bool(s.get("busy"))
+        rows.append(
+            {
+                "worker": s.get("worker"),
+                "host": s.get("host"),
+                "device": s.get("device"),
+                "label": gpu["name"] if gpu else "CPU slot",
+                "busy": busy,
+                "cpu_percent": s.get("cpu_percent"),
+                "rss": s.get("rss"),
+                "host_cpu_percent": s.get("host_cpu_percent"),
+                "host_memory_used": s.get("host_memory_used"),
+                "host_memory_total": s.get("host_memory_total"),
+                "gpu_utilization": gpu["utilization"] if gpu else None,
+                "gpu_memory_used": gpu["memory_used"] if gpu else None,
+                "gpu_memory_total": gpu["memory_total"] if gpu else None,
+                "idle_gpu": bool(gpu) and busy and gpu["utilization"] < IDLE_GPU_PERCENT,
+            }
+        )
+    return rows
 
 
 def _devices(nodes: list[Mapping[str, Any]], cluster: Mapping[str, Any]) -> list[str]:
@@ -293,6 +326,45 @@ def logs_view(
         "lines": [{k: r[k] for k in ("ts", "rank", "stream", "text")} for r in rows],
         "next": rows[-1]["id"] if rows else int(since),
         "more": len(rows) == limit,
+    }
+
+
+MAX_METRIC_POINTS = 20_000  # per request: a long run's curves arrive in a few requests
+
+
+def metrics_view(
+    state_dir: pathlib.Path, job_id: str, since: int = 0, limit: int = MAX_METRIC_POINTS
+) -> dict[str, Any]:
+    """The job's ``burst.log`` points after the cursor ``since``, every rank's, oldest first:
+    what the sidebar's charts draw (a curve per metric and rank, over steps). ``next`` is the
+    cursor to ask from next time, as for the logs."""
+    job = job_row(state_dir, job_id)
+    rows = shared_ledger(state_dir).query(
+        "SELECT id, ts, rank, step, name, value FROM metrics WHERE job_id = ? AND id > ? "
+        "ORDER BY id LIMIT ?",
+        (job_id, int(since), int(limit)),
+    )
+    return {
+        "job": job_id,
+        "status": job["status"],
+        "points": [{k: r[k] for k in ("ts", "rank", "step", "name", "value")} for r in rows],
+        "next": rows[-1]["id"] if rows else int(since),
+        "more": len(rows) == limit,
+    }
+
+
+def job_usage_view(state_dir: pathlib.Path, job_id: str) -> dict[str, Any]:
+    """What the job's slots used while it ran, every rank's samples (about one each
+    ``worker/usage.py``'s ``RECORD_SECONDS``, and one at its end): its GPUs' utilisation and
+    memory, a CPU slot's CPU and memory."""
+    job = job_row(state_dir, job_id)
+    columns = ("ts", "rank", "host", "device", "cpu_percent", "rss")
+    columns += ("gpu_utilization", "gpu_memory_used", "gpu_memory_total")
+    rows = shared_ledger(state_dir).usage(job_id)
+    return {
+        "job": job_id,
+        "status": job["status"],
+        "samples": [{k: r[k] for k in columns} for r in rows],
     }
 
 

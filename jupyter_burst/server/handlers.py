@@ -232,6 +232,28 @@ class JobLogsHandler(BurstHandler):
         self.finish(json.dumps(view))
 
 
+class JobMetricsHandler(BurstHandler):
+    """``GET /jupyter-burst/jobs/<id>/metrics?since=<cursor>``: the job's ``burst.log``
+    points after the cursor, every rank's (the sidebar's charts)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        since = self.int_argument("since", 0, 0, 1 << 62)
+        view = await self.blocking(api.metrics_view, self.state_dir(), job_id, since)
+        self.finish(json.dumps(view))
+
+
+class JobUsageHandler(BurstHandler):
+    """``GET /jupyter-burst/jobs/<id>/usage``: what the job's slots used while it ran."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        view = await self.blocking(api.job_usage_view, self.state_dir(), job_id)
+        self.finish(json.dumps(view))
+
+
 class JobCancelHandler(BurstHandler):
     """``POST /jupyter-burst/jobs/<id>/cancel``: cancel a background job (409 otherwise)."""
 

@@ -88,6 +88,19 @@ CREATE TABLE IF NOT EXISTS metrics (
     name TEXT NOT NULL,
     value REAL
 );
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    ts REAL NOT NULL,
+    rank INTEGER NOT NULL DEFAULT 0,
+    host TEXT,
+    device TEXT,
+    cpu_percent REAL,
+    rss INTEGER,
+    gpu_utilization REAL,
+    gpu_memory_used INTEGER,
+    gpu_memory_total INTEGER
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -138,6 +151,7 @@ CREATE INDEX IF NOT EXISTS starts_cluster ON starts(name, provider, started);
 CREATE INDEX IF NOT EXISTS start_phases_start ON start_phases(start_id, id);
 CREATE INDEX IF NOT EXISTS log_lines_job ON log_lines(job_id, id);
 CREATE INDEX IF NOT EXISTS metrics_job ON metrics(job_id, id);
+CREATE INDEX IF NOT EXISTS usage_job ON usage(job_id, id);
 CREATE INDEX IF NOT EXISTS jobs_started ON jobs(started);
 CREATE INDEX IF NOT EXISTS nodes_cluster ON nodes(cluster_id);
 """
@@ -625,6 +639,31 @@ class Ledger:
                 rows,
             )
 
+    def add_usage(self, job_id: str, ts: float, rank: int, sample: dict) -> None:
+        """A rank's slot as it was at ``ts`` (worker/usage.py): kept for the job's history."""
+        gpu = sample.get("gpu") if isinstance(sample.get("gpu"), dict) else {}
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO usage(job_id, ts, rank, host, device, cpu_percent, rss,"
+                " gpu_utilization, gpu_memory_used, gpu_memory_total)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    ts,
+                    rank,
+                    sample.get("host"),
+                    sample.get("device"),
+                    _number(sample.get("cpu_percent")),
+                    sample.get("rss"),
+                    _number(gpu.get("utilization")),
+                    gpu.get("memory_used"),
+                    gpu.get("memory_total"),
+                ),
+            )
+
+    def usage(self, job_id: str) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM usage WHERE job_id = ? ORDER BY id", (job_id,))
+
     def add_checkpoint(self, info: dict) -> None:
         with self._write() as db:
             db.execute(
@@ -655,7 +694,7 @@ class Ledger:
         return rows[0] if rows else None
 
     def forget_old_output(self, keep_days: float, now: float | None = None) -> int:
-        """Remove the output lines and metrics of jobs that ended more than ``keep_days``
+        """Remove the output lines, metrics and use samples of jobs that ended more than ``keep_days``
         ago (the bulk of the file); the jobs themselves, their cost and clusters stay. The
         number of lines removed."""
         before = (time.time() if now is None else now) - keep_days * 86400
@@ -663,6 +702,7 @@ class Ledger:
         with self._write() as db:
             removed = db.execute(f"DELETE FROM log_lines WHERE job_id IN ({old})", (before,))
             db.execute(f"DELETE FROM metrics WHERE job_id IN ({old})", (before,))
+            db.execute(f"DELETE FROM usage WHERE job_id IN ({old})", (before,))
             return removed.rowcount
 
     def lines(self, job_id: str) -> list[dict[str, Any]]:
@@ -725,6 +765,8 @@ class JobRecorder:
                 self.ledger.add_metrics(self.job_id, now, rank, event[1], event[2])
             elif event[0] == "checkpoint":
                 self.ledger.add_checkpoint(event[1])
+            elif event[0] == "usage" and isinstance(event[1], dict):
+                self.ledger.add_usage(self.job_id, now, rank, event[1])
         self.ledger.add_lines(self.job_id, [(now, r, stream, text) for r, stream, text in lines])
 
     def note(self, rank: int, text: str) -> None:

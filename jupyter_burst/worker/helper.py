@@ -136,12 +136,12 @@ class Burst:
             self._distributed().barrier()
 
     def log(self, step: int | None = None, **metrics: Any) -> None:
-        """Record metrics (in the ledger, with the step) and print them, from the main rank."""
-        if not self.is_main:
-            return
+        """Record metrics in the ledger, with the step and this rank (the sidebar draws a
+        curve per rank); the main rank also prints them."""
         values = {k: _plain(v) for k, v in metrics.items()}
-        shown = "  ".join(f"{k}={_fmt(v)}" for k, v in values.items())
-        print(f"step {step}  {shown}" if step is not None else shown, flush=True)
+        if self.is_main:
+            shown = "  ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+            print(f"step {step}  {shown}" if step is not None else shown, flush=True)
         if self._publish is not None:
             self._publish("metrics", step, values)
 

@@ -37,6 +37,7 @@ from jupyter_burst.worker import (
     preemption,
     process_group,
     rank_shell,
+    usage,
     value_cache,
     workdir,
 )
@@ -104,10 +105,16 @@ class _JobOutput:
         )
 
     def _run(self) -> None:
+        # The slot's use goes with the output every so often (and once at the end): the
+        # ledger keeps it as the job's history of its GPUs and CPUs.
+        next_usage = time.monotonic() + usage.RECORD_SECONDS
         while not self._stopped:
             self._wake.wait(_FLUSH_SECONDS)
             self._wake.clear()
             try:
+                if time.monotonic() >= next_usage:
+                    next_usage += usage.RECORD_SECONDS
+                    self.event("usage", usage.sample())
                 self.flush()
             except Exception:  # the worker is closing; nothing left to publish to
                 return
@@ -117,6 +124,8 @@ class _JobOutput:
         self._stopped = True
         self._wake.set()
         self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):  # a sample is never worth losing the output
+            self.event("usage", usage.sample())
         self.flush()
         return self._seq
 
