@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from jupyter_burst.kernel.metrics_chart import MetricsChart
 from jupyter_burst.wire.payload import AFTER_CELL
 
 # Sustained rate shown per cell (all ranks together). A training log prints tens to a few
@@ -86,6 +87,8 @@ class Renderer:
         # The figures a cell leaves open, shown after its result as the inline backend does.
         self.after_cell: list[tuple[dict, dict]] = []
         self._mid_line = False  # the last text written ended without a newline
+        # What the ranks burst.log, drawn under the cell as it comes (kernel/metrics_chart.py).
+        self.chart = MetricsChart(job_id)
 
     def __call__(self, rank: int, events: list) -> None:
         self._refill()
@@ -99,6 +102,8 @@ class Renderer:
                     self.after_cell.append((event[1], _without(event[2], AFTER_CELL)))
                 else:
                     self._publish(event[1], event[2])
+            elif kind == "metrics":
+                self.chart.add(rank, event[1], event[2])
             elif kind == "clear_output":
                 # What is held back predates the clear: it would be cleared with the rest.
                 self._held.clear()
@@ -109,6 +114,7 @@ class Renderer:
         if self._holding_since is not None and self._now - self._holding_since >= TICK_SECONDS:
             self._show_held(int(self._lines), int(self._chars))
         self._write_out()
+        self.chart.tick()
 
     def close(self) -> None:
         """The job ended: show what is held back (its last lines) and the unfinished lines."""
@@ -121,6 +127,7 @@ class Renderer:
             self._write(key, _last_redraw(self._partial.pop(key)))
         self._holding_since = None
         self._write_out()
+        self.chart.tick(final=True)
 
     # -- text ----------------------------------------------------------------------------
 
