@@ -128,6 +128,12 @@ _TOTAL = re.compile(r"one GPU total\s+([\d.,]+) (MiB|GiB)")
 _ONE_GPU = re.compile(r"^\s*1\s+([\d.,]+) (MiB|GiB)\s+([\d.,]+) (MiB|GiB)\s*$", re.MULTILINE)
 
 
+USAGE_CELL = (
+    "import json\nfrom jupyter_burst.driver import cluster\n"
+    "print(json.dumps([u for e in cluster.status() for u in (e.get('usage') or [])]))"
+)
+
+
 def cuda_here() -> tuple[bool, str]:
     """(whether the check can run, why not): NVML first (no torch import: a CPU machine says
     so in a tenth of a second), then whether this torch can use the GPU it sees."""
@@ -248,8 +254,10 @@ def run(budget: float, echo) -> tuple[str, bool]:
         try:
             cell("gpus=1", GPU_CELL, 240)
             info = json.loads(cell("results", "print(json.dumps(gpu_check))", 30))
+            # The sidebar's GPU panel: the slot's heartbeat sample, read by NVML on the worker.
+            slots = json.loads(cell("usage", USAGE_CELL, 30))
         except RuntimeError as exc:
-            error, info = str(exc), {}
+            error, info, slots = str(exc), {}, []
         text, ok = table(names, estimates, info.get("peaks", {}), info)
         if info:
             head = (
@@ -260,6 +268,16 @@ def run(budget: float, echo) -> tuple[str, bool]:
                 f"the cell's measurements took {info['seconds']:.1f} s."
             )
             ok = ok and info["backend"] == "nccl" and info["all_reduce"] == 8.0
+            gpu = next((u["gpu"] for u in slots if u.get("gpu")), None)
+            if gpu:
+                head += (
+                    f" The slot's heartbeat sample (the sidebar's GPU panel): {gpu['name']}, "
+                    f"{gpu['utilization']:g}% busy, {gpu['memory_used'] / 2**30:.1f} of "
+                    f"{gpu['memory_total'] / 2**30:.1f} GiB in use."
+                )
+            else:
+                head += f" No GPU in the slots' heartbeat samples: {slots}"
+            ok = ok and bool(gpu) and gpu["memory_total"] > 0
         else:
             head = f"The gpus=1 cell failed: {error}"
         return f"{head}\n\n{text}", ok and not error
