@@ -58,7 +58,7 @@ $(VENV)/.stamp: pyproject.toml constraints.txt package.json
 WHEELHOUSE := .wheelhouse
 WHEELHOUSE_PACKAGES := ipython dask distributed cloudpickle pyyaml xxhash psutil filelock \
 	nvidia-ml-py fsspec ipykernel boto3 google-cloud-compute cryptography tabulate uv pip \
-	hatchling hatch-jupyter-builder jupyter-builder editables
+	hatchling hatch-jupyter-builder hatch-nodejs-version jupyter-builder editables
 
 wheelhouse: $(WHEELHOUSE)/.stamp
 

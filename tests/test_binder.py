@@ -208,7 +208,7 @@ def test_environment_yml_is_python_node_and_pip_only() -> None:
     env = yaml.safe_load((BINDER / "environment.yml").read_text())
     deps = env["dependencies"]
     assert "python=3.11" in deps  # pyproject's requires-python and classifiers, the Makefile's
-    assert "nodejs=20" in deps  # the labextension build (README: Node 20)
+    assert "nodejs=24" in deps  # the labextension build, on a maintained Node LTS
     assert "pip" in deps
     # Every Python package comes from postBuild's pip, where constraints.txt applies: a pip
     # section here would be installed before it, unconstrained.
