@@ -150,6 +150,9 @@ def _readable_rows(old: sqlite3.Connection, table: str, names: str) -> Iterator[
     while step < 1 << 40:
         try:
             for rowid, *row in old.execute(query, (after,)):
+                if rowid <= after:
+                    # A damaged tree can lead back to pages already read, forever: a loop.
+                    raise sqlite3.DatabaseError(f"{table}: rowid {rowid} after {after}")
                 yield tuple(row)
                 after, step = rowid, 1
             return
