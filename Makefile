@@ -103,6 +103,7 @@ iproute2:
 test: venv wheelhouse labextension chromium sshd iproute2
 	$(VENV)/bin/ruff check $(RUFF_PATHS)
 	$(VENV)/bin/lint-imports
+	$(WITH_VENV) jlpm lint:check
 	$(WITH_VENV) jlpm test
 	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25 tests
 

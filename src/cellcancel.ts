@@ -9,9 +9,14 @@ const JOB_CLASS_PREFIX = 'jp-BurstCell-job-';
  * kernel cannot hear its own widget's click: the page asks the server extension instead,
  * which tells the running cell through the ledger.
  */
-export function listenForCellCancel(store: BurstStore, root: HTMLElement = document.body): () => void {
+export function listenForCellCancel(
+  store: BurstStore,
+  root: HTMLElement = document.body
+): () => void {
   const onClick = (event: MouseEvent) => {
-    const button = (event.target as Element | null)?.closest?.(`.${CANCEL_CLASS}`);
+    const button = (event.target as Element | null)?.closest?.(
+      `.${CANCEL_CLASS}`
+    );
     if (!button) {
       return;
     }
@@ -22,9 +27,9 @@ export function listenForCellCancel(store: BurstStore, root: HTMLElement = docum
     event.preventDefault();
     event.stopPropagation();
     (button as HTMLButtonElement).disabled = true;
-    void store.cancelJob(jobId).catch(reason => {
+    // The store tells the user why in a notification; the button can be clicked again.
+    void store.cancelJob(jobId).catch(() => {
       (button as HTMLButtonElement).disabled = false;
-      console.error(`jupyter-burst: could not cancel job ${jobId}`, reason);
     });
   };
   root.addEventListener('click', onClick, true);

@@ -7,9 +7,15 @@ import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
+import {
+  ITranslator,
+  nullTranslator,
+  TranslationBundle
+} from '@jupyterlab/translation';
 
 import { listenForCellCancel } from './cellcancel';
 import { ICheckpoint } from './model';
+import { errorMessage, notifyError, notifyWarning } from './notify';
 import { watchForPrewarm } from './prewarm';
 import { requestAPI } from './request';
 import { BurstSidebar, SIDEBAR_ID } from './sidebar';
@@ -31,18 +37,28 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description:
     'The jupyter-burst sidebar: clusters, live cost, jobs and their logs, checkpoints.',
   autoStart: true,
-  optional: [ILayoutRestorer, ISettingRegistry, INotebookTracker, IStatusBar, ICommandPalette],
+  optional: [
+    ILayoutRestorer,
+    ISettingRegistry,
+    INotebookTracker,
+    IStatusBar,
+    ICommandPalette,
+    ITranslator
+  ],
   activate: (
     app: JupyterFrontEnd,
     restorer: ILayoutRestorer | null,
     settingRegistry: ISettingRegistry | null,
     notebooks: INotebookTracker | null,
     statusBar: IStatusBar | null,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    translator: ITranslator | null
   ) => {
+    const trans = (translator ?? nullTranslator).load('jupyter_burst');
     const store = new BurstStore(app.serviceManager.serverSettings);
-    const restore = (checkpoint: ICheckpoint) => insertRestoreCell(app, notebooks, checkpoint);
-    const sidebar = new BurstSidebar(store, restore);
+    const restore = (checkpoint: ICheckpoint) =>
+      insertRestoreCell(app, notebooks, checkpoint, trans);
+    const sidebar = new BurstSidebar(store, restore, trans);
     app.shell.add(sidebar, 'left', { rank: 900 });
     restorer?.add(sidebar, sidebar.id);
     store.start();
@@ -52,13 +68,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
 
     app.commands.addCommand(OPEN_COMMAND, {
-      label: 'Show the jupyter-burst sidebar',
+      label: trans.__('Show the jupyter-burst sidebar'),
+      describedBy: { args: null },
       execute: () => app.shell.activateById(SIDEBAR_ID)
     });
-    palette?.addItem({ command: OPEN_COMMAND, category: 'jupyter-burst' });
+    palette?.addItem({
+      command: OPEN_COMMAND,
+      category: trans.__('jupyter-burst')
+    });
 
     if (statusBar) {
-      const item = new CostStatus(store, () => app.shell.activateById(SIDEBAR_ID));
+      const item = new CostStatus(
+        store,
+        () => app.shell.activateById(SIDEBAR_ID),
+        trans
+      );
       statusBar.registerStatusItem(PLUGIN_ID, {
         item,
         align: 'left',
@@ -73,14 +97,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
         .load(PLUGIN_ID)
         .then(settings => {
           const update = () => {
-            sidebar.defaultProvider = settings.get('defaultProvider').composite as string;
-            void sendKernelSettings(store, settings);
+            sidebar.defaultProvider = settings.get('defaultProvider')
+              .composite as string;
+            void sendKernelSettings(store, settings, trans);
           };
           update();
           settings.changed.connect(update);
         })
         .catch(reason => {
-          console.error('jupyter-burst: failed to load settings', reason);
+          notifyError(
+            trans.__(
+              'jupyter-burst: its settings did not load: %1',
+              errorMessage(reason)
+            )
+          );
         });
     }
   }
@@ -94,14 +124,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
  */
 async function sendKernelSettings(
   store: BurstStore,
-  settings: ISettingRegistry.ISettings
+  settings: ISettingRegistry.ISettings,
+  trans: TranslationBundle
 ): Promise<void> {
   const body: Record<string, unknown> = {};
   for (const key of KERNEL_SETTINGS) {
     const value = settings.user[key];
     // The form editor saves every field it shows: a value equal to the schema's default
     // is not a choice of the user's.
-    if (value !== undefined && JSON.stringify(value) !== JSON.stringify(settings.default(key))) {
+    if (
+      value !== undefined &&
+      JSON.stringify(value) !== JSON.stringify(settings.default(key))
+    ) {
       body[key] = value;
     }
   }
@@ -111,7 +145,12 @@ async function sendKernelSettings(
       body: JSON.stringify(body)
     });
   } catch (reason) {
-    console.error(`jupyter-burst: the settings did not reach the kernels: ${reason}`);
+    notifyError(
+      trans.__(
+        'jupyter-burst: the settings did not reach the kernels: %1',
+        errorMessage(reason)
+      )
+    );
   }
 }
 
@@ -119,16 +158,24 @@ async function sendKernelSettings(
 function insertRestoreCell(
   app: JupyterFrontEnd,
   notebooks: INotebookTracker | null,
-  checkpoint: ICheckpoint
+  checkpoint: ICheckpoint,
+  trans: TranslationBundle
 ): void {
   const panel = notebooks?.currentWidget;
   if (!panel) {
-    window.alert(`Open a notebook first; then Restore inserts:\n${checkpoint.restore} as state`);
+    notifyWarning(
+      trans.__(
+        'Open a notebook first; then Restore inserts: %1 as state',
+        checkpoint.restore
+      )
+    );
     return;
   }
   const notebook = panel.content;
   NotebookActions.insertBelow(notebook);
-  notebook.activeCell?.model.sharedModel.setSource(`${checkpoint.restore} as state`);
+  notebook.activeCell?.model.sharedModel.setSource(
+    `${checkpoint.restore} as state`
+  );
   app.shell.activateById(panel.id);
   notebook.activate();
 }

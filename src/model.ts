@@ -84,6 +84,11 @@ export interface IJob {
   kernel: string;
   /** The notebook whose kernel ran it (the server's path), when known. */
   notebook: string | null;
+  /** The cell's execution count in its kernel (`[5]`), when known. */
+  cell_number?: number | null;
+  /** The cluster it ran on, by name. */
+  cluster?: string | null;
+  /** The cell's first line (an excerpt). */
   cell: string;
   started: number;
   ended: number | null;
@@ -155,8 +160,13 @@ export function formatUsd(micros: bigint, decimals = 2): string {
   const step = 10n ** BigInt(6 - decimals);
   const rounded = (value + step / 2n) / step; // half up
   const unit = 10n ** BigInt(decimals);
-  const whole = (rounded / unit).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ',');
-  const part = decimals > 0 ? '.' + (rounded % unit).toString().padStart(decimals, '0') : '';
+  const whole = (rounded / unit)
+    .toString()
+    .replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  const part =
+    decimals > 0
+      ? '.' + (rounded % unit).toString().padStart(decimals, '0')
+      : '';
   return `${negative ? '-' : ''}$${whole}${part}`;
 }
 
@@ -164,7 +174,11 @@ export function formatUsd(micros: bigint, decimals = 2): string {
  * What has been spent `elapsedSeconds` after the server's figure `soFar` was taken, at
  * `perHour` (both exact decimal strings), in millionths of a dollar.
  */
-export function tickedMicros(soFar: string, perHour: string, elapsedSeconds: number): bigint {
+export function tickedMicros(
+  soFar: string,
+  perHour: string,
+  elapsedSeconds: number
+): bigint {
   const since = Math.max(0, Math.floor(elapsedSeconds * 1000));
   return toMicros(soFar) + (toMicros(perHour) * BigInt(since)) / 3_600_000n;
 }
@@ -183,7 +197,8 @@ export function tickDecimals(perHour: string): number {
 
 /** "1 GPU", "8 GPUs", "2 CPU slots", "4 GPUs + 1 CPU slot". */
 export function formatSlots(gpus: number, cpuSlots: number): string {
-  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+  const plural = (n: number, word: string) =>
+    `${n} ${word}${n === 1 ? '' : 's'}`;
   const parts = [];
   if (gpus > 0 || cpuSlots === 0) {
     parts.push(plural(gpus, 'GPU'));

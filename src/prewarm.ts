@@ -1,5 +1,6 @@
 import { INotebookTracker } from '@jupyterlab/notebook';
 
+import { errorMessage, notifyError } from './notify';
 import { requestAPI } from './request';
 import { BurstStore } from './store';
 
@@ -30,7 +31,8 @@ export function burstLine(source: string): string | null {
 export class Prewarmer {
   constructor(
     private readonly _ask: (line: string) => Promise<unknown>,
-    private readonly _delay: number = PREWARM_DEBOUNCE_MS
+    private readonly _delay: number = PREWARM_DEBOUNCE_MS,
+    private readonly _onError: (message: string) => void = notifyError
   ) {}
 
   /** The source of cell `cellId` changed to `source`. */
@@ -62,7 +64,9 @@ export class Prewarmer {
     }
     this._asked.set(cellId, line);
     this._ask(line).catch(reason => {
-      console.warn(`jupyter-burst: pre-warm of '%%burst ${line}' was not asked: ${reason}`);
+      this._onError(
+        `jupyter-burst: pre-warm of '%%burst ${line}' was not asked: ${errorMessage(reason)}`
+      );
     });
   }
 
@@ -71,12 +75,19 @@ export class Prewarmer {
 }
 
 /** Follow the source of the cell being edited in each notebook; returns the Prewarmer. */
-export function watchForPrewarm(tracker: INotebookTracker, store: BurstStore): Prewarmer {
+export function watchForPrewarm(
+  tracker: INotebookTracker,
+  store: BurstStore
+): Prewarmer {
   const prewarmer = new Prewarmer(async line => {
-    const answer = await requestAPI<{ state: string }>('prewarm', store.serverSettings, {
-      method: 'POST',
-      body: JSON.stringify({ line })
-    });
+    const answer = await requestAPI<{ state: string }>(
+      'prewarm',
+      store.serverSettings,
+      {
+        method: 'POST',
+        body: JSON.stringify({ line })
+      }
+    );
     if (answer.state === 'starting') {
       void store.refresh(); // the sidebar shows the start from its first phase
     }

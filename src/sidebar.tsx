@@ -1,13 +1,11 @@
+import { TranslationBundle } from '@jupyterlab/translation';
 import { ReactWidget } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
-import {
-  CheckpointsSection,
-  ClustersSection,
-  ILogViewProps,
-  JobsSection
-} from './components';
+import { CheckpointsSection, ClustersSection } from './components';
 import { burstIcon } from './icon';
+import { ILogViewProps, JobsSection } from './jobs';
 import { LogSocket } from './logsocket';
 import { ICheckpoint, ILogLine, LogBuffer } from './model';
 import { BurstStore } from './store';
@@ -16,18 +14,20 @@ export const SIDEBAR_ID = 'jupyter-burst-sidebar';
 
 /**
  * The jupyter-burst panel in the left side bar: clusters and what they cost (ticking every
- * second while nodes run), jobs with their live logs, and the checkpoints.
+ * second while nodes run), jobs with their live logs, and the checkpoints. It tells the
+ * store when it is shown, so that nothing is fetched for it while it is closed.
  */
 export class BurstSidebar extends ReactWidget {
   constructor(
     private readonly _store: BurstStore,
-    private readonly _restore: (checkpoint: ICheckpoint) => void
+    private readonly _restore: (checkpoint: ICheckpoint) => void,
+    private readonly _trans: TranslationBundle
   ) {
     super();
     this.id = SIDEBAR_ID;
     this.addClass('jp-BurstSidebar');
     this.title.icon = burstIcon;
-    this.title.caption = 'jupyter-burst';
+    this.title.caption = _trans.__('jupyter-burst');
     _store.changed.connect(this._onStoreChanged, this);
     // The cost figures tick between fetches.
     this._ticker = window.setInterval(() => {
@@ -50,6 +50,29 @@ export class BurstSidebar extends ReactWidget {
     super.dispose();
   }
 
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this._store.sidebarShown = true;
+    // The selected job's lines again, from where they stopped when the sidebar closed.
+    if (
+      this._selected !== null &&
+      this._socket === null &&
+      this._logState !== 'ended'
+    ) {
+      this._openLog(this._selected, this._logCursor);
+    }
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this._store.sidebarShown = false;
+    if (this._socket !== null) {
+      this._logCursor = this._socket.cursor;
+      this._socket.close();
+      this._socket = null;
+    }
+  }
+
   /** Show the live log of `jobId` (null: none). */
   selectJob(jobId: string | null): void {
     if (jobId === this._selected) {
@@ -63,37 +86,47 @@ export class BurstSidebar extends ReactWidget {
     this._rank = null;
     this._logState = 'connecting';
     this._logError = null;
-    if (jobId !== null) {
-      this._socket = new LogSocket(
-        jobId,
-        this._store.serverSettings,
-        message => {
-          if (this._buffer.add(message)) {
-            this._scheduleUpdate();
-          }
-          if (message.error) {
-            this._logError = message.error;
-          }
-        },
-        (state, error) => {
-          this._logState = state;
-          this._logError = error ?? null;
-          this.update();
-        }
-      );
+    this._logCursor = 0;
+    if (jobId !== null && this.isVisible) {
+      this._openLog(jobId, 0);
     }
     this.update();
   }
 
+  private _openLog(jobId: string, since: number): void {
+    this._socket = new LogSocket(
+      jobId,
+      this._store.serverSettings,
+      message => {
+        if (this._buffer.add(message)) {
+          this._scheduleUpdate();
+        }
+        if (message.error) {
+          this._logError = message.error;
+        }
+      },
+      (state, error) => {
+        this._logState = state;
+        this._logError = error ?? null;
+        this.update();
+      },
+      since
+    );
+  }
+
   render(): JSX.Element {
     const store = this._store;
+    const trans = this._trans;
     const now = Date.now();
     return (
       <div className="jp-BurstSidebar-body">
         <header className="jp-BurstSidebar-header">
-          <h2>jupyter-burst</h2>
-          <span className="jp-BurstSidebar-provider" title="Settings › jupyter-burst">
-            default provider: {this._defaultProvider}
+          <h2>{trans.__('jupyter-burst')}</h2>
+          <span
+            className="jp-BurstSidebar-provider"
+            title={trans.__('Settings › jupyter-burst')}
+          >
+            {trans.__('default provider: %1', this._defaultProvider)}
           </span>
         </header>
         {store.error && (
@@ -108,8 +141,12 @@ export class BurstSidebar extends ReactWidget {
           fetchedAt={store.fetchedAt}
           now={now}
           stopping={store.stopping}
+          // A refusal is a notification already (the store's); nothing more to do here.
           onStop={name => void store.stopCluster(name).catch(() => undefined)}
-          onIdle={(name, minutes) => void store.setIdle(name, minutes).catch(() => undefined)}
+          onIdle={(name, minutes) =>
+            void store.setIdle(name, minutes).catch(() => undefined)
+          }
+          trans={trans}
         />
         <JobsSection
           jobs={store.jobs}
@@ -118,11 +155,13 @@ export class BurstSidebar extends ReactWidget {
           onCancel={jobId => void store.cancelJob(jobId).catch(() => undefined)}
           cancelling={store.cancelling}
           log={this._logProps()}
+          trans={trans}
         />
         <CheckpointsSection
           checkpoints={store.checkpoints}
           downloadUrl={checkpoint => store.downloadUrl(checkpoint)}
           onRestore={this._restore}
+          trans={trans}
         />
       </div>
     );
@@ -155,7 +194,9 @@ export class BurstSidebar extends ReactWidget {
         this._refreeze();
       },
       onFollow: follow => {
-        this._frozen = follow ? null : this._buffer.view(this._rank, this._search);
+        this._frozen = follow
+          ? null
+          : this._buffer.view(this._rank, this._search);
         this.update();
       }
     };
@@ -196,6 +237,8 @@ export class BurstSidebar extends ReactWidget {
   private _selected: string | null = null;
   private _lastAutoSelected: string | null = null;
   private _socket: LogSocket | null = null;
+  /** Where the selected job's lines stopped when the sidebar closed its socket. */
+  private _logCursor = 0;
   private readonly _buffer = new LogBuffer();
   private _frozen: ILogLine[] | null = null;
   private _rank: number | null = null;

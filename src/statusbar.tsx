@@ -1,27 +1,31 @@
-import { ReactWidget } from '@jupyterlab/ui-components';
+import { TranslationBundle } from '@jupyterlab/translation';
+import { Button, ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { tickingUsd } from './components';
 import { BurstStore } from './store';
 
 /**
- * The status-bar item: what running clusters cost so far, ticking every second; a click
- * opens the sidebar. Hidden while nothing runs.
+ * The status-bar item: what running clusters cost so far, ticking every second between
+ * the server's figures (the store asks for them slowly while the sidebar is closed); a
+ * click opens the sidebar. Hidden while nothing that costs runs.
  */
 export class CostStatus extends ReactWidget {
   constructor(
     private readonly _store: BurstStore,
-    private readonly _open: () => void
+    private readonly _open: () => void,
+    private readonly _trans: TranslationBundle
   ) {
     super();
     this.addClass('jp-BurstStatus');
     _store.changed.connect(() => this.update());
+    // Ticking is drawing only: no request.
     this._ticker = window.setInterval(() => this.update(), 1000);
   }
 
   /** Whether there is anything to show (the status bar hides the item otherwise). */
   get running(): boolean {
-    return this._store.clusters.some(c => c.state === 'running');
+    return this._store.spending;
   }
 
   dispose(): void {
@@ -41,14 +45,17 @@ export class CostStatus extends ReactWidget {
       Date.now()
     );
     return (
-      <button
-        type="button"
+      <Button
+        minimal
+        small
         className="jp-BurstStatus-button"
         onClick={this._open}
-        title="jupyter-burst: what the running clusters cost so far; click for the sidebar"
+        title={this._trans.__(
+          'jupyter-burst: what the running clusters cost so far; click for the sidebar'
+        )}
       >
-        burst {figure} · {cost.running.per_hour.usd}/h
-      </button>
+        {this._trans.__('burst %1 · %2/h', figure, cost.running.per_hour.usd)}
+      </Button>
     );
   }
 

@@ -1,20 +1,46 @@
 import { ServerConnection } from '@jupyterlab/services';
+import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ICheckpoint, ICluster, ICost, IJob, IStart } from './model';
+import { ICheckpoint, ICluster, ICost, IJob, IStart, toMicros } from './model';
+import { errorMessage, notifyError } from './notify';
+import {
+  COST_REFRESH_MS,
+  setPollInterval,
+  SIDEBAR_REFRESH_MS,
+  standbyPoll,
+  STARTING_REFRESH_MS
+} from './polling';
 import { requestAPI } from './request';
 
-/** How often the figures are fetched again while the page is open (ms). */
-export const REFRESH_MS = 3000;
-/** ... and while a cluster is starting, so that its phases show as they begin (ms). */
-export const STARTING_REFRESH_MS = 1000;
-
 /**
- * The sidebar's data: the server extension's views, fetched every few seconds, and its
- * actions. The sidebar, the status bar item and the in-cell cancel buttons share one.
+ * The sidebar's data: the server extension's views and its actions. The sidebar, the
+ * status-bar item and the in-cell cancel buttons share one.
+ *
+ * Two polls keep it fresh. The sidebar's views are asked only while the sidebar is shown
+ * (at once when it opens, then every few seconds); while it is closed, only the cost is
+ * asked, slowly, for the status bar, which ticks by itself in between. A failure is told
+ * once as a notification, and the polls back off until the server answers again.
  */
 export class BurstStore {
-  constructor(readonly serverSettings: ServerConnection.ISettings) {}
+  constructor(
+    readonly serverSettings: ServerConnection.ISettings,
+    private readonly _notify: (message: string) => void = notifyError
+  ) {
+    this._viewsPoll = standbyPoll(
+      'jupyter-burst:sidebar',
+      () => this._fetchViews(),
+      SIDEBAR_REFRESH_MS,
+      () => this._sidebarShown
+    );
+    // While the sidebar is shown its poll brings the cost too.
+    this._costPoll = standbyPoll(
+      'jupyter-burst:cost',
+      () => this._fetchCost(),
+      COST_REFRESH_MS,
+      () => !this._sidebarShown
+    );
+  }
 
   get changed(): ISignal<this, void> {
     return this._changed;
@@ -33,66 +59,42 @@ export class BurstStore {
   readonly stopping = new Set<string>();
   readonly cancelling = new Set<string>();
 
-  /** Fetch now, then every `REFRESH_MS` until `dispose()`. */
-  start(): void {
-    if (this._timer === null) {
-      void this.refresh();
-      this._timer = window.setInterval(() => void this.refresh(), REFRESH_MS);
+  /** Whether anything that costs money runs now (the cost's rate is not zero). */
+  get spending(): boolean {
+    return (
+      this.cost !== null && toMicros(this.cost.running.per_hour.exact) > 0n
+    );
+  }
+
+  /** Whether the sidebar is shown: its views are fetched at once, then kept fresh. */
+  get sidebarShown(): boolean {
+    return this._sidebarShown;
+  }
+  set sidebarShown(shown: boolean) {
+    if (shown === this._sidebarShown) {
+      return;
     }
+    this._sidebarShown = shown;
+    if (shown) {
+      void this._viewsPoll.refresh();
+    }
+  }
+
+  /** The polls (sidebar views, status-bar cost), until `dispose()`. */
+  start(): void {
+    void this._viewsPoll.start();
+    void this._costPoll.start();
   }
 
   dispose(): void {
-    if (this._timer !== null) {
-      window.clearInterval(this._timer);
-      this._timer = null;
-    }
-    if (this._soon !== null) {
-      window.clearTimeout(this._soon);
-      this._soon = null;
-    }
+    this._viewsPoll.dispose();
+    this._costPoll.dispose();
   }
 
+  /** Fetch the sidebar's views now, if the sidebar is shown; resolves once done. */
   async refresh(): Promise<void> {
-    if (this._inFlight) {
-      return this._inFlight;
-    }
-    this._inFlight = this._fetch().finally(() => {
-      this._inFlight = null;
-    });
-    return this._inFlight;
-  }
-
-  private async _fetch(): Promise<void> {
-    try {
-      const [clusters, cost, jobs, checkpoints, starts] = await Promise.all([
-        this._get<ICluster[]>('clusters'),
-        this._get<ICost>('cost'),
-        this._get<IJob[]>('jobs?limit=50'),
-        this._get<ICheckpoint[]>('checkpoints'),
-        this._get<IStart[]>('starts?limit=50')
-      ]);
-      Object.assign(this, { clusters, cost, jobs, checkpoints, starts, error: null });
-      this.fetchedAt = Date.now();
-      if (this._timer !== null && this._soon === null && starts.some(s => s.state === 'starting')) {
-        this._soon = window.setTimeout(() => {
-          this._soon = null;
-          void this.refresh();
-        }, STARTING_REFRESH_MS);
-      }
-      for (const id of [...this.stopping]) {
-        if (!clusters.some(c => c.id === id && c.state === 'running')) {
-          this.stopping.delete(id);
-        }
-      }
-      for (const id of [...this.cancelling]) {
-        if (!jobs.some(j => j.id === id && j.status === 'running')) {
-          this.cancelling.delete(id);
-        }
-      }
-    } catch (reason) {
-      this.error = `jupyter-burst server extension: ${message(reason)}`;
-    }
-    this._changed.emit();
+    await this._viewsPoll.refresh();
+    await this._viewsPoll.tick;
   }
 
   /** Stop the cluster (by its id) now; resolves once the server says it is gone. */
@@ -120,20 +122,83 @@ export class BurstStore {
   downloadUrl(checkpoint: ICheckpoint): string {
     const parts = ['checkpoints', checkpoint.job, checkpoint.name, 'download'];
     return (
-      this.serverSettings.baseUrl + 'jupyter-burst/' + parts.map(encodeURIComponent).join('/')
+      this.serverSettings.baseUrl +
+      'jupyter-burst/' +
+      parts.map(encodeURIComponent).join('/')
     );
   }
 
-  private async _act(path: string, body: object, onError?: () => void): Promise<void> {
+  private async _fetchViews(): Promise<void> {
+    const [clusters, cost, jobs, checkpoints, starts] = await this._reaching(
+      () =>
+        Promise.all([
+          this._get<ICluster[]>('clusters'),
+          this._get<ICost>('cost'),
+          this._get<IJob[]>('jobs?limit=200'),
+          this._get<ICheckpoint[]>('checkpoints'),
+          this._get<IStart[]>('starts?limit=50')
+        ])
+    );
+    Object.assign(this, { clusters, cost, jobs, checkpoints, starts });
+    this.fetchedAt = Date.now();
+    const starting = starts.some(s => s.state === 'starting');
+    setPollInterval(
+      this._viewsPoll,
+      starting ? STARTING_REFRESH_MS : SIDEBAR_REFRESH_MS
+    );
+    for (const id of [...this.stopping]) {
+      if (!clusters.some(c => c.id === id && c.state === 'running')) {
+        this.stopping.delete(id);
+      }
+    }
+    for (const id of [...this.cancelling]) {
+      if (!jobs.some(j => j.id === id && j.status === 'running')) {
+        this.cancelling.delete(id);
+      }
+    }
+    this._changed.emit();
+  }
+
+  private async _fetchCost(): Promise<void> {
+    this.cost = await this._reaching(() => this._get<ICost>('cost'));
+    this.fetchedAt = Date.now();
+    this._changed.emit();
+  }
+
+  /**
+   * `fetch()`, recording whether the server answered: the first failure of a run is
+   * notified (the polls retry with back-off, and a notification each time would bury the
+   * page); the sidebar shows the failure until the server answers again.
+   */
+  private async _reaching<T>(fetch: () => Promise<T>): Promise<T> {
+    try {
+      const answer = await fetch();
+      this.error = null;
+      return answer;
+    } catch (reason) {
+      const error = `jupyter-burst server extension: ${errorMessage(reason)}`;
+      if (this.error === null) {
+        this._notify(error);
+      }
+      this.error = error;
+      this._changed.emit();
+      throw reason; // the poll backs off
+    }
+  }
+
+  private async _act(
+    path: string,
+    body: object,
+    onError?: () => void
+  ): Promise<void> {
     try {
       await requestAPI(path, this.serverSettings, {
         method: 'POST',
         body: JSON.stringify(body)
       });
-      this.error = null;
     } catch (reason) {
       onError?.();
-      this.error = message(reason);
+      this._notify(errorMessage(reason));
       this._changed.emit();
       throw reason;
     }
@@ -145,12 +210,7 @@ export class BurstStore {
   }
 
   private _changed = new Signal<this, void>(this);
-  private _timer: number | null = null;
-  private _soon: number | null = null;
-  private _inFlight: Promise<void> | null = null;
-}
-
-/** A failure as one line (the server's own line when it sent one). */
-export function message(reason: unknown): string {
-  return reason instanceof Error ? reason.message : String(reason);
+  private _sidebarShown = false;
+  private readonly _viewsPoll: Poll;
+  private readonly _costPoll: Poll;
 }

@@ -1,16 +1,23 @@
-import { cleanup, fireEvent, render, screen, within } from '@testing-library/react';
+import {
+  cleanup,
+  fireEvent,
+  render,
+  screen,
+  within
+} from '@testing-library/react';
 import * as React from 'react';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+
+import { nullTranslator } from '@jupyterlab/translation';
 
 import {
   CheckpointsSection,
   ClustersSection,
-  IClustersProps,
-  ILogViewProps,
-  JobsSection,
-  LogView
+  IClustersProps
 } from '../components';
-import { ICheckpoint, ICluster, ICost, IJob, ISpend, IStart } from '../model';
+import { ICheckpoint, ICluster, ICost, ISpend, IStart } from '../model';
+
+const trans = nullTranslator.load('jupyter_burst');
 
 afterEach(cleanup);
 
@@ -42,18 +49,25 @@ const cost: ICost = {
   jobs: [],
   today: spend('7.5', '$7.50'),
   month: spend('120', '$120.00'),
-  budget: { left: { usd: '$42.50', exact: '42.5' }, daily: { usd: '$50.00', exact: '50' } }
+  budget: {
+    left: { usd: '$42.50', exact: '42.5' },
+    daily: { usd: '$50.00', exact: '50' }
+  }
 };
 
 function clusters(overrides: Partial<IClustersProps> = {}) {
   const props: IClustersProps = {
-    clusters: [cluster, { ...cluster, id: 'c0', name: 'old', state: 'stopped' }],
+    clusters: [
+      cluster,
+      { ...cluster, id: 'c0', name: 'old', state: 'stopped' }
+    ],
     cost,
     fetchedAt: 1_000_000,
     now: 1_000_000,
     stopping: new Set(),
     onStop: vi.fn(),
     onIdle: vi.fn(),
+    trans,
     ...overrides
   };
   return { props, view: render(<ClustersSection {...props} />) };
@@ -67,7 +81,9 @@ describe('Clusters & cost', () => {
     view.rerender(<ClustersSection {...props} now={props.fetchedAt + 1000} />);
     expect(screen.getByTestId('live-cost').textContent).toBe('$6.01');
     expect(screen.getByTestId('cluster-cost').textContent).toBe('$6.01');
-    view.rerender(<ClustersSection {...props} now={props.fetchedAt + 60_000} />);
+    view.rerender(
+      <ClustersSection {...props} now={props.fetchedAt + 60_000} />
+    );
     expect(screen.getByTestId('live-cost').textContent).toBe('$6.60');
     expect(view.container.textContent).toContain('stops in 4 min 0 s if idle');
   });
@@ -83,10 +99,14 @@ describe('Clusters & cost', () => {
 
   it('stops a cluster with one click, and says it is stopping', () => {
     const { props, view } = clusters();
-    fireEvent.click(screen.getByRole('button', { name: 'Stop cluster default now' }));
+    fireEvent.click(
+      screen.getByRole('button', { name: 'Stop cluster default now' })
+    );
     expect(props.onStop).toHaveBeenCalledWith('c1');
     view.rerender(<ClustersSection {...props} stopping={new Set(['c1'])} />);
-    const button = screen.getByRole('button', { name: 'Stop cluster default now' });
+    const button = screen.getByRole('button', {
+      name: 'Stop cluster default now'
+    });
     expect(button.textContent).toBe('Stopping…');
     expect((button as HTMLButtonElement).disabled).toBe(true);
   });
@@ -110,7 +130,11 @@ describe('Clusters & cost', () => {
   });
 });
 
-function phase(label: string, seconds: number, current = false): IStart['phases'][number] {
+function phase(
+  label: string,
+  seconds: number,
+  current = false
+): IStart['phases'][number] {
   return {
     phase: label.split(' ')[0],
     label,
@@ -134,7 +158,11 @@ const startingExp: IStart = {
   started: 0,
   ended: null,
   seconds: 12.4,
-  phases: [phase('quote', 0.3), phase('launching 2/2', 4.1), phase('booting', 8, true)]
+  phases: [
+    phase('quote', 0.3),
+    phase('launching 2/2', 4.1),
+    phase('booting', 8, true)
+  ]
 };
 
 const startedDefault: IStart = {
@@ -146,125 +174,45 @@ const startedDefault: IStart = {
   cluster_id: 'c1',
   ended: 3,
   seconds: 3.1,
-  phases: [phase('quote', 0), phase('launching 1/1', 0.1), phase('workers joined 8/8', 3)]
+  phases: [
+    phase('quote', 0),
+    phase('launching 1/1', 0.1),
+    phase('workers joined 8/8', 3)
+  ]
 };
 
 describe('Cluster starts', () => {
   it('shows a start under way phase by phase, the phase under way counting', () => {
     const { props, view } = clusters({ clusters: [], starts: [startingExp] });
-    const row = view.container.querySelector('.jp-BurstStart[data-cluster="exp"]')!;
+    const row = view.container.querySelector(
+      '.jp-BurstStart[data-cluster="exp"]'
+    )!;
     expect(row.textContent).toContain('pre-warm');
     // The arrows between phases are the stylesheet's (::before), not text.
-    expect(row.textContent).toContain('starting for 12 s: quote 0.3 slaunching 2/2 4.1 sbooting 8.0 s');
-    expect(row.querySelector('.jp-mod-current')!.textContent).toBe('booting 8.0 s');
+    expect(row.textContent).toContain(
+      'starting for 12 s: quote 0.3 slaunching 2/2 4.1 sbooting 8.0 s'
+    );
+    expect(row.querySelector('.jp-mod-current')!.textContent).toBe(
+      'booting 8.0 s'
+    );
     expect(screen.queryByText('No cluster is running.')).toBeNull();
     view.rerender(<ClustersSection {...props} now={props.fetchedAt + 3000} />);
-    expect(row.querySelector('.jp-mod-current')!.textContent).toBe('booting 11 s');
+    expect(row.querySelector('.jp-mod-current')!.textContent).toBe(
+      'booting 11 s'
+    );
     expect(row.textContent).toContain('starting for 15 s');
   });
 
   it('keeps on a running cluster where its start spent its time', () => {
     const { view } = clusters({ starts: [startingExp, startedDefault] });
-    const row = view.container.querySelector('.jp-BurstCluster[data-cluster="default"]')!;
+    const row = view.container.querySelector(
+      '.jp-BurstCluster[data-cluster="default"]'
+    )!;
     const phases = row.querySelector('.jp-BurstStart-phases')!;
     expect(phases.textContent).toBe(
       'started in 3.1 s: quote 0.0 slaunching 1/1 0.1 sworkers joined 8/8 3.0 srunning'
     );
     expect(phases.querySelector('.jp-mod-current')).toBeNull();
-  });
-});
-
-function logProps(overrides: Partial<ILogViewProps> = {}): ILogViewProps {
-  return {
-    jobId: 'job1',
-    lines: [
-      { ts: 1, rank: 0, stream: 'stdout', text: 'epoch 0' },
-      { ts: 2, rank: 1, stream: 'stderr', text: 'warning' }
-    ],
-    dropped: 0,
-    ranks: [0, 1],
-    rank: null,
-    search: '',
-    following: true,
-    state: 'live',
-    error: null,
-    onRank: vi.fn(),
-    onSearch: vi.fn(),
-    onFollow: vi.fn(),
-    ...overrides
-  };
-}
-
-describe('Jobs & logs', () => {
-  const job: IJob = {
-    id: 'job1',
-    name: null,
-    background: false,
-    status: 'running',
-    stop_reason: null,
-    error: null,
-    kernel: 'k',
-    notebook: 'experiments/train.ipynb',
-    cell: 'for epoch in range(10):',
-    started: 0,
-    ended: null,
-    duration_seconds: 65,
-    cost: spend('0.65', '$0.65')
-  };
-
-  it('lists jobs, selects one with the keyboard, and cancels a running one', () => {
-    const onSelect = vi.fn();
-    const onCancel = vi.fn();
-    render(
-      <JobsSection
-        jobs={[job, { ...job, id: 'job0', status: 'done' }]}
-        selected={null}
-        onSelect={onSelect}
-        onCancel={onCancel}
-        cancelling={new Set()}
-        log={null}
-      />
-    );
-    const options = screen.getAllByRole('option');
-    expect(options[0].textContent).toContain('experiments/train.ipynb · 1 min 5 s · $0.65');
-    fireEvent.keyDown(options[1], { key: 'Enter' });
-    expect(onSelect).toHaveBeenCalledWith('job0');
-    expect(within(options[1]).queryByRole('button')).toBeNull(); // a done job: no cancel
-    fireEvent.click(within(options[0]).getByRole('button', { name: /Cancel job/ }));
-    expect(onCancel).toHaveBeenCalledWith('job1');
-    expect(onSelect).toHaveBeenCalledTimes(1); // the click did not also select the row
-  });
-
-  it('shows lines with their rank, and a note for lines left out of the view', () => {
-    const { container } = render(<LogView {...logProps({ dropped: 48213 })} />);
-    expect(container.textContent).toContain('[0] epoch 0');
-    expect(screen.getByRole('status').textContent).toContain(
-      '48,213 earlier lines not shown here'
-    );
-  });
-
-  it('pauses and follows, filters by rank, searches', () => {
-    const props = logProps();
-    const view = render(<LogView {...props} />);
-    fireEvent.click(screen.getByRole('button', { name: 'Pause' }));
-    expect(props.onFollow).toHaveBeenCalledWith(false);
-    view.rerender(<LogView {...props} following={false} />);
-    expect(screen.getByRole('button', { name: 'Follow' }).getAttribute('aria-pressed')).toBe(
-      'false'
-    );
-    fireEvent.change(screen.getByLabelText('Show the lines of rank'), { target: { value: '1' } });
-    expect(props.onRank).toHaveBeenCalledWith(1);
-    fireEvent.change(screen.getByLabelText('Show the lines of rank'), { target: { value: '' } });
-    expect(props.onRank).toHaveBeenLastCalledWith(null);
-    fireEvent.change(screen.getByLabelText('Search the log'), { target: { value: 'loss' } });
-    expect(props.onSearch).toHaveBeenCalledWith('loss');
-  });
-
-  it('does not label ranks when there is one', () => {
-    const { container } = render(
-      <LogView {...logProps({ ranks: [0], lines: [{ ts: 1, rank: 0, stream: 'stdout', text: 'hi' }] })} />
-    );
-    expect(container.querySelector('.jp-BurstLog-lines')!.textContent).toBe('hi');
   });
 });
 
@@ -287,16 +235,25 @@ describe('Checkpoints', () => {
     const { container } = render(
       <CheckpointsSection
         checkpoints={[older, checkpoint]}
-        downloadUrl={c => `/jupyter-burst/checkpoints/${c.job}/${c.name}/download`}
+        downloadUrl={c =>
+          `/jupyter-burst/checkpoints/${c.job}/${c.name}/download`
+        }
         onRestore={onRestore}
+        trans={trans}
       />
     );
     const items = container.querySelectorAll('li');
     expect(items[0].textContent).toContain('step 2');
     expect(items[0].textContent).toContain('2.0 KB');
-    fireEvent.click(within(items[0] as HTMLElement).getByRole('button', { name: 'Restore' }));
+    fireEvent.click(
+      within(items[0] as HTMLElement).getByRole('button', { name: 'Restore' })
+    );
     expect(onRestore).toHaveBeenCalledWith(checkpoint);
-    const link = within(items[1] as HTMLElement).getByText('Download') as HTMLAnchorElement;
-    expect(link.getAttribute('href')).toBe('/jupyter-burst/checkpoints/abc/ckpt-000001-bb/download');
+    const link = within(items[1] as HTMLElement).getByText(
+      'Download'
+    ) as HTMLAnchorElement;
+    expect(link.getAttribute('href')).toBe(
+      '/jupyter-burst/checkpoints/abc/ckpt-000001-bb/download'
+    );
   });
 });

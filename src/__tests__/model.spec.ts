@@ -67,7 +67,12 @@ describe('formatDuration', () => {
 });
 
 describe('LogBuffer', () => {
-  const line = (i: number, rank = 0) => ({ ts: i, rank, stream: 'stdout', text: `line ${i}` });
+  const line = (i: number, rank = 0) => ({
+    ts: i,
+    rank,
+    stream: 'stdout',
+    text: `line ${i}`
+  });
 
   it('keeps the newest lines and counts what left the view', () => {
     const buffer = new LogBuffer(100);
@@ -88,7 +93,11 @@ describe('LogBuffer', () => {
   it('filters by rank and by a case-blind search', () => {
     const buffer = new LogBuffer();
     buffer.add({
-      lines: [line(1, 0), line(2, 1), { ts: 3, rank: 1, stream: 'stderr', text: 'Loss 0.5' }]
+      lines: [
+        line(1, 0),
+        line(2, 1),
+        { ts: 3, rank: 1, stream: 'stderr', text: 'Loss 0.5' }
+      ]
     });
     expect([...buffer.ranks].sort()).toEqual([0, 1]);
     expect(buffer.view(1, '').map(l => l.ts)).toEqual([2, 3]);
@@ -114,12 +123,24 @@ describe('cluster starts', () => {
     seconds: 2.5,
     phases: [
       {
-        phase: 'quote', label: 'quote', detail: '', done: null, total: null,
-        started: 0, seconds: 0.04, current: false
+        phase: 'quote',
+        label: 'quote',
+        detail: '',
+        done: null,
+        total: null,
+        started: 0,
+        seconds: 0.04,
+        current: false
       },
       {
-        phase: 'booting', label: 'booting', detail: '', done: null, total: null,
-        started: 0, seconds: 2.4, current: true
+        phase: 'booting',
+        label: 'booting',
+        detail: '',
+        done: null,
+        total: null,
+        started: 0,
+        seconds: 2.4,
+        current: true
       }
     ]
   };
@@ -140,6 +161,8 @@ describe('cluster starts', () => {
     ]);
     const done = { ...start, state: 'running' as const, ended: 3 };
     expect(startSummary(done, 100)).toBe('started in 2.5 s');
-    expect(startSummary({ ...done, state: 'failed' as const }, 100)).toBe('failed after 2.5 s');
+    expect(startSummary({ ...done, state: 'failed' as const }, 100)).toBe(
+      'failed after 2.5 s'
+    );
   });
 });

@@ -8,7 +8,9 @@ afterEach(() => {
 
 describe('pre-warm', () => {
   it('reads the options of a %%burst cell once its body is being written', () => {
-    expect(burstLine('%%burst gpus=2 cluster=exp\nx = 1')).toBe('gpus=2 cluster=exp');
+    expect(burstLine('%%burst gpus=2 cluster=exp\nx = 1')).toBe(
+      'gpus=2 cluster=exp'
+    );
     expect(burstLine('%%burst\n')).toBe('');
     expect(burstLine('%%burst  idle=5 \r\nx')).toBe('idle=5');
     expect(burstLine('%%burst gpus=2')).toBeNull(); // still typing the options

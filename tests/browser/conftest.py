@@ -129,6 +129,8 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ]
     if os.geteuid() == 0:  # CI and the dev machines run as root
         command.append("--allow-root")
+    # A test module may ask for more server options: LAB_ARGS = [...] (a request log, say).
+    command += getattr(request.module, "LAB_ARGS", [])
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             command, env=env, cwd=root, stdout=log_file, stderr=subprocess.STDOUT

@@ -13,6 +13,15 @@ from tests.browser.conftest import ARTIFACTS, Lab
 from tests.harness import wait_for
 
 SIDEBAR_ID = "jupyter-burst-sidebar"
+# Every request in the server's log ("200 GET /jupyter-burst/cost?1712 (...)"), so that the
+# tests see what the page asks for; jupyter_server logs a success at debug level.
+LAB_ARGS = ["--ServerApp.log_level=DEBUG"]
+BURST_REQUEST = re.compile(r" \d{3} (?:GET|POST|PUT|DELETE) /jupyter-burst/(?P<path>[^\s?]+)")
+# The sidebar's views are asked every 3 s while it is shown: a closed one this long would
+# have asked each at least twice.
+CLOSED_WINDOW_MS = 7_000
+# Answers already on their way when the sidebar closes are logged within this.
+IN_FLIGHT_MS = 1_000
 # jupyter_server warns about every handler verb without an authentication rule (the
 # extension template's check_auth.py turns that warning into a failure), one line each:
 #   Extension endpoints without @allow_unauthenticated, @ws_authenticated, nor @web.authenticated:
@@ -132,3 +141,107 @@ def test_the_settings_editor_sets_what_new_cells_default_to(lab: Lab, browser_co
         "the Settings Editor's idle to reach the kernels' Dask config",
     )
     assert "provider" not in written.read_text()  # only what the user set
+
+
+def burst_requests(lab: Lab, since: int) -> list[str]:
+    """The jupyter-burst endpoints the server answered after byte ``since`` of its log."""
+    with open(lab.log_path, "rb") as log:
+        log.seek(since)
+        text = log.read().decode(errors="replace")
+    return [m["path"] for m in BURST_REQUEST.finditer(text)]
+
+
+def log_size(lab: Lab) -> int:
+    return lab.log_path.stat().st_size
+
+
+def test_a_closed_sidebar_asks_the_server_for_nothing_but_the_status_bars_cost(
+    lab: Lab, browser_context
+):
+    start = log_size(lab)
+    page = browser_context.new_page()
+    page.goto(f"{lab.url}lab?reset&token={lab.token}")
+    tab = page.locator(f'.jp-SideBar.jp-mod-left li[data-id="{SIDEBAR_ID}"]')
+    expect(tab).to_have_attribute("title", "jupyter-burst", timeout=60_000)
+    panel = page.locator(f"#{SIDEBAR_ID}")
+    expect(panel).to_be_hidden()
+    # At load: the status bar's first cost, and the Settings Editor's values sent once.
+    wait_for(
+        lambda: {"cost", "settings"} <= set(burst_requests(lab, start)),
+        30,
+        "the page's first cost and settings requests",
+    )
+
+    closed = log_size(lab)
+    page.wait_for_timeout(CLOSED_WINDOW_MS)  # the window we watch: nothing may come in it
+    assert set(burst_requests(lab, closed)) <= {"cost"}, burst_requests(lab, closed)
+
+    # Opened: its views come at once, then again every few seconds.
+    opened = log_size(lab)
+    tab.click()
+    expect(panel).to_be_visible()
+    views = {"clusters", "cost", "jobs", "checkpoints", "starts"}
+    wait_for(
+        lambda: (
+            burst_requests(lab, opened).count("jobs") >= 2
+            and views <= set(burst_requests(lab, opened))
+        ),
+        15,
+        "the open sidebar to fetch its views twice",
+    )
+
+    # Closed again: they stop.
+    tab.click()
+    expect(panel).to_be_hidden()
+    page.wait_for_timeout(IN_FLIGHT_MS)
+    closed = log_size(lab)
+    page.wait_for_timeout(CLOSED_WINDOW_MS)
+    assert set(burst_requests(lab, closed)) <= {"cost"}, burst_requests(lab, closed)
+
+
+def test_an_error_from_the_server_shows_as_a_notification_with_its_line(lab: Lab, browser_context):
+    page = browser_context.new_page()
+
+    # The sidebar lists a cluster the server does not have (its answer, plus one row), so
+    # that its Stop goes to the real server, which refuses it with one line.
+    def with_a_gone_cluster(route):
+        response = route.fetch()
+        rows = response.json() + [GONE_CLUSTER]
+        route.fulfill(response=response, json=rows)
+
+    page.route(re.compile(r".*/jupyter-burst/clusters(\?.*)?$"), with_a_gone_cluster)
+    page.goto(f"{lab.url}lab?reset&token={lab.token}")
+    tab = page.locator(f'.jp-SideBar.jp-mod-left li[data-id="{SIDEBAR_ID}"]')
+    expect(tab).to_have_attribute("title", "jupyter-burst", timeout=60_000)
+    tab.click()
+    stop = page.get_by_role("button", name="Stop cluster gone now")
+    stop.click()
+
+    toast = page.locator(".Toastify__toast").filter(has_text="no running cluster named 'gone'")
+    expect(toast).to_be_visible(timeout=10_000)
+    expect(stop).to_be_enabled()  # the user may try again
+    expect(toast).to_be_in_viewport(ratio=1)  # slid in, for the screenshot
+    page.screenshot(path=str(ARTIFACTS / "screenshots" / "sidebar-error-notification.png"))
+
+
+def _spend(usd: str) -> dict:
+    return {"usd": usd, "exact": usd[1:], "notional": {"usd": "$0.00", "exact": "0"}, "shown": usd}
+
+
+GONE_CLUSTER = {
+    "id": "gone",
+    "name": "gone",
+    "provider": "local",
+    "state": "running",
+    "stop_reason": None,
+    "nodes": 1,
+    "gpus": 0,
+    "cpu_slots": 1,
+    "started": 0,
+    "uptime_seconds": 60,
+    "idle_minutes": 20,
+    "idle_remaining_seconds": 600,
+    "busy": False,
+    "per_hour": _spend("$0.00"),
+    "so_far": _spend("$0.00"),
+}
