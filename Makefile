@@ -39,7 +39,7 @@ define pip_editable
 	$(WITH_VENV) $(VENV)/bin/jupyter-builder develop --overwrite .
 endef
 
-.PHONY: venv wheelhouse labextension chromium sshd iproute2 test soak lint demo corpus lab bench gpu-check aws-smoke lambda-smoke gcp-smoke clean distclean
+.PHONY: venv wheelhouse labextension chromium sshd iproute2 test galata soak lint demo corpus lab bench gpu-check aws-smoke lambda-smoke gcp-smoke clean distclean
 
 venv: $(VENV)/.stamp
 
@@ -106,6 +106,14 @@ test: venv wheelhouse labextension chromium sshd iproute2
 	$(WITH_VENV) jlpm lint:check
 	$(WITH_VENV) jlpm test
 	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25 tests
+
+# Galata (JupyterLab's own UI test tool) on the sidebar, with Debian's Chromium: ui-tests/,
+# a project of its own as the extension template keeps it. Not in `make test`: its install
+# alone (about 40 s) is more than the 20-minute budget has left, and tests/browser's
+# Playwright tests cover the same and more.
+galata: venv labextension chromium
+	cd ui-tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(WITH_VENV) jlpm install
+	cd ui-tests && $(WITH_VENV) jlpm test
 
 # The whole pytest suite SOAK_RUNS times from this checkout, one line per run (its result,
 # its seconds, pytest's summary); every run's log in .soak/. Non-zero unless every run
