@@ -5,6 +5,7 @@ import {
 } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import {
@@ -14,6 +15,7 @@ import {
 } from '@jupyterlab/translation';
 
 import { listenForCellCancel } from './cellcancel';
+import { metricsRendererFactory } from './mimerender';
 import { ICheckpoint } from './model';
 import { errorMessage, notifyError, notifyWarning } from './notify';
 import { watchForPrewarm } from './prewarm';
@@ -180,4 +182,26 @@ function insertRestoreCell(
   notebook.activate();
 }
 
-export default [plugin];
+/**
+ * The chart under a `%%burst` cell of what its ranks `burst.log`: JupyterLab draws the
+ * kernel's `application/vnd.jupyter-burst.metrics+json` display with it, not the PNG.
+ */
+const metricsRenderer: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-burst:metrics-renderer',
+  description:
+    'Draws the charts of burst.log metrics under a %%burst cell, a curve per rank.',
+  autoStart: true,
+  requires: [IRenderMimeRegistry],
+  optional: [ITranslator],
+  activate: (
+    app: JupyterFrontEnd,
+    rendermime: IRenderMimeRegistry,
+    translator: ITranslator | null
+  ) => {
+    const trans = (translator ?? nullTranslator).load('jupyter_burst');
+    const factory = metricsRendererFactory(trans);
+    rendermime.addFactory(factory, factory.defaultRank);
+  }
+};
+
+export default [plugin, metricsRenderer];

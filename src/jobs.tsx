@@ -1,6 +1,7 @@
 /**
  * The "Jobs & logs" section: the jobs grouped by notebook, then cluster, newest first
- * (joblist.ts decides what shows), a status filter, and the selected job's live log.
+ * (joblist.ts decides what shows), a status filter, and the selected job's charts (its
+ * metrics, its cost over time) and live log.
  * Components of plain props: they fetch nothing themselves, so the unit tests render them.
  */
 
@@ -8,6 +9,7 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import { Button, HTMLSelect } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
+import { Chart, MetricsCharts } from './chart';
 import {
   groupJobs,
   groupKey,
@@ -19,7 +21,8 @@ import {
   statusCounts,
   StatusFilter
 } from './joblist';
-import { formatDuration, IJob, ILogLine } from './model';
+import { CostSample, costChart, Curves } from './metrics';
+import { formatDuration, formatUsd, IJob, ILogLine } from './model';
 
 export interface IJobsProps {
   jobs: IJob[];
@@ -27,6 +30,8 @@ export interface IJobsProps {
   onSelect: (jobId: string | null) => void;
   onCancel: (jobId: string) => void;
   cancelling: ReadonlySet<string>;
+  /** The selected job's charts. */
+  charts?: IJobChartsProps | null;
   /** The selected job's log view. */
   log: ILogViewProps | null;
   trans: TranslationBundle;
@@ -70,6 +75,7 @@ export function JobsSection(props: IJobsProps): JSX.Element {
           {...props}
         />
       ))}
+      {props.charts && <JobCharts {...props.charts} trans={trans} />}
       {log && <LogView {...log} trans={trans} />}
     </section>
   );
@@ -214,6 +220,75 @@ function JobRow(props: IJobsProps & { job: IJob }): JSX.Element {
         )}
       </div>
     </li>
+  );
+}
+
+export interface IJobChartsProps {
+  jobId: string;
+  /** Its metrics' curves by name and rank, as fetched so far. */
+  curves: Curves;
+  /** The job has ended and every point is in. */
+  complete: boolean;
+  /** Whether the first answer came (before it, the charts are loading). */
+  loaded: boolean;
+  /** Its cost over time, as the sidebar saw it while the job ran (null: none). */
+  cost: readonly CostSample[] | null;
+}
+
+/** Dollars as the cost chart shows them: to a tenth of a cent. */
+function chartUsd(dollars: number): string {
+  return formatUsd(BigInt(Math.round(dollars * 1_000_000)), 3);
+}
+
+/**
+ * The selected job's metrics, a chart per metric with a curve per rank over steps, growing
+ * while it runs, and its cost over time (collected while the sidebar was open).
+ */
+export function JobCharts(
+  props: IJobChartsProps & { trans: TranslationBundle }
+): JSX.Element {
+  const { jobId, curves, complete, loaded, cost, trans } = props;
+  const costData = React.useMemo(
+    () =>
+      cost && cost.length > 0
+        ? costChart(trans.__('cost over time'), cost, trans.__('cost'))
+        : null,
+    [cost, trans]
+  );
+  const names = Object.keys(curves);
+  return (
+    <div
+      className="jp-BurstJobCharts"
+      data-job={jobId}
+      data-state={complete ? 'complete' : 'live'}
+      aria-label={trans.__('Charts of job %1', jobId)}
+      role="group"
+    >
+      <h4 className="jp-BurstJobCharts-title">{trans.__('Metrics')}</h4>
+      {names.length === 0 && (
+        <p className="jp-BurstEmpty">
+          {!loaded
+            ? trans.__('Loading…')
+            : complete
+              ? trans.__('This job logged no metrics.')
+              : trans.__(
+                  'None yet: burst.log(step=..., name=value) in the cell draws them here.'
+                )}
+        </p>
+      )}
+      <MetricsCharts curves={curves} trans={trans} />
+      {costData && (
+        <div className="jp-BurstJobCharts-cost">
+          <Chart
+            chart={costData}
+            xLabel={trans.__('seconds')}
+            format={chartUsd}
+            fromZero
+            trans={trans}
+          />
+        </div>
+      )}
+    </div>
   );
 }
 

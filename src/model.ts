@@ -33,6 +33,32 @@ export interface ICluster {
   busy: boolean | null;
   per_hour: ISpend;
   so_far: ISpend;
+  /** A running cluster's slots as its heartbeats last sampled them ([] otherwise). */
+  usage?: ISlotUsage[];
+}
+
+/** One slot of a running cluster, as its worker's heartbeat last sampled it. */
+export interface ISlotUsage {
+  worker: string;
+  host: string;
+  /** "cuda:N", or "cpu" for a CPU stand-in slot. */
+  device: string;
+  /** The GPU's name, or "CPU slot". */
+  label: string;
+  /** Whether the slot runs a task now. */
+  busy: boolean;
+  cpu_percent: number | null;
+  /** The worker process's resident memory (bytes). */
+  rss: number | null;
+  host_cpu_percent: number | null;
+  host_memory_used: number | null;
+  host_memory_total: number | null;
+  /** The GPU's (null on a CPU slot): utilisation in percent, memory in bytes. */
+  gpu_utilization: number | null;
+  gpu_memory_used: number | null;
+  gpu_memory_total: number | null;
+  /** A GPU under 10% while its slot runs a task: paid for, unused. */
+  idle_gpu: boolean;
 }
 
 /** One phase of a cluster start, as the server sends it (clusters/start_phases.py). */

@@ -10,6 +10,8 @@ import { Poll } from '@lumino/polling';
 export const SIDEBAR_REFRESH_MS = 3000;
 /** ... and while a cluster is starting, so that its phases show as they begin (ms). */
 export const STARTING_REFRESH_MS = 1000;
+/** The selected job's new metrics points (ms): the chart under its cell redraws as often. */
+export const METRICS_REFRESH_MS = 2000;
 /** The status bar's cost while the sidebar is closed: it ticks by itself in between (ms). */
 export const COST_REFRESH_MS = 30_000;
 /** The longest wait between tries while the server does not answer (ms). */

@@ -5,16 +5,18 @@ import * as React from 'react';
 
 import { CheckpointsSection, ClustersSection } from './components';
 import { burstIcon } from './icon';
-import { ILogViewProps, JobsSection } from './jobs';
+import { IJobChartsProps, ILogViewProps, JobsSection } from './jobs';
 import { LogSocket } from './logsocket';
 import { ICheckpoint, ILogLine, LogBuffer } from './model';
 import { BurstStore } from './store';
+import { UsageSection } from './usage';
 
 export const SIDEBAR_ID = 'jupyter-burst-sidebar';
 
 /**
  * The jupyter-burst panel in the left side bar: clusters and what they cost (ticking every
- * second while nodes run), jobs with their live logs, and the checkpoints. It tells the
+ * second while nodes run), their slots' GPU use, jobs with their charts and live logs, and
+ * the checkpoints. It tells the
  * store when it is shown, so that nothing is fetched for it while it is closed.
  */
 export class BurstSidebar extends ReactWidget {
@@ -81,6 +83,7 @@ export class BurstSidebar extends ReactWidget {
     this._socket?.close();
     this._socket = null;
     this._selected = jobId;
+    this._store.selectJob(jobId);
     this._buffer.clear();
     this._frozen = null;
     this._rank = null;
@@ -148,12 +151,14 @@ export class BurstSidebar extends ReactWidget {
           }
           trans={trans}
         />
+        <UsageSection clusters={store.clusters} trans={trans} />
         <JobsSection
           jobs={store.jobs}
           selected={this._selected}
           onSelect={jobId => this.selectJob(jobId)}
           onCancel={jobId => void store.cancelJob(jobId).catch(() => undefined)}
           cancelling={store.cancelling}
+          charts={this._chartsProps()}
           log={this._logProps()}
           trans={trans}
         />
@@ -165,6 +170,20 @@ export class BurstSidebar extends ReactWidget {
         />
       </div>
     );
+  }
+
+  private _chartsProps(): IJobChartsProps | null {
+    const metrics = this._store.metrics;
+    if (this._selected === null || metrics?.job !== this._selected) {
+      return null;
+    }
+    return {
+      jobId: this._selected,
+      curves: metrics.curves,
+      complete: metrics.complete,
+      loaded: metrics.status !== null,
+      cost: this._store.costHistory.get(this._selected) ?? null
+    };
   }
 
   private _logProps(): ILogViewProps | null {

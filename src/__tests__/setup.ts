@@ -44,3 +44,9 @@ if (typeof window.requestIdleCallback !== 'function') {
     );
   window.cancelIdleCallback = handle => window.clearTimeout(handle);
 }
+
+if (typeof HTMLCanvasElement !== 'undefined') {
+  // jsdom has no canvas; without this it logs "not implemented" for every try. The charts
+  // then draw nothing and say what they hold in their legend (chart.tsx).
+  HTMLCanvasElement.prototype.getContext = (() => null) as any;
+}

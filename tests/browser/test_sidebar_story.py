@@ -1,8 +1,10 @@
 """The sidebar as a user meets it, in a real JupyterLab with Debian's Chromium: open the demo
 notebook, run its training cell, watch its log lines arrive in the sidebar while it runs and
-the cost tick, restore a checkpoint into a new cell, stop the cluster from the sidebar.
+the cost tick, restore a checkpoint into a new cell, stop the cluster from the sidebar; a
+two-rank cell's burst.log curves, its cost over time and its slots, live.
 
-Screenshots of each state go to test-artifacts/screenshots/ (the README shows two).
+Screenshots of each state go to test-artifacts/screenshots/ (the README shows some, copied
+to docs/).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import time
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ARTIFACTS, Lab
+from tests.browser.conftest import ARTIFACTS, LOCAL_PRICE_PER_HOUR, Lab
+from tests.harness import wait_for
 
 SIDEBAR = "#jupyter-burst-sidebar"
 SHOTS = ARTIFACTS / "screenshots"
@@ -225,3 +228,93 @@ def test_the_cells_cancel_button_stops_it_and_a_flood_of_lines_does_not_freeze_t
     # Nothing the user had is lost: the cancelled cell changed nothing in the notebook.
     run_cell(page, 3)
     expect(cell(page, 3).locator(".jp-OutputArea-output")).to_contain_text("-1")
+
+
+# Two ranks (CPU slots here) log a loss each half second for about 8 s.
+METRICS_STEPS = 16
+METRICS_CELL = f"""%%burst gpus=2 cluster=charts idle=2
+import time
+for step in range({METRICS_STEPS}):
+    burst.log(step=step, loss=1.0 / (step + 1 + burst.rank))
+    time.sleep(0.5)"""
+
+
+def test_a_two_rank_cell_draws_a_curve_per_rank_live_its_cost_and_its_slots_in_the_sidebar(
+    lab: Lab, browser_context
+):
+    write_notebook(lab, "charts.ipynb", ["%load_ext jupyter_burst", METRICS_CELL])
+    page = browser_context.new_page()
+    page.set_default_timeout(60_000)
+    # Tall enough that the screenshots show the sidebar's GPU panel and charts together.
+    page.set_viewport_size({"width": 1280, "height": 1300})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    open_notebook(page, lab, "charts.ipynb")
+    page.locator('.jp-SideBar.jp-mod-left li[data-id="jupyter-burst-sidebar"]').click()
+    sidebar = page.locator(SIDEBAR)
+    run_cell(page, 0)
+    wait_until_ran(page, 0)
+    run_cell(page, 1)
+
+    # The sidebar follows the running job: a curve per rank, growing while the cell runs.
+    loss = sidebar.locator('.jp-BurstJobCharts .jp-BurstChart[data-name="loss"]')
+    expect(loss).to_have_attribute("data-series", "rank 0,rank 1", timeout=90_000)
+    partial = re.compile(r"^([1-9]|1[0-4]),([1-9]|1[0-4])$")  # both ranks, not all 16 yet
+    expect(loss).to_have_attribute("data-points", partial, timeout=30_000)
+    expect(cell(page, 1).locator(".jp-InputPrompt")).to_have_text("[*]:")
+    expect(loss).to_have_attribute("data-drawn", "true")  # uPlot drew on its canvas
+    # Under the cell, JupyterLab draws the kernel's display with the same chart: it grows too.
+    under = cell(page, 1).locator(".jp-BurstMetricsOutput .jp-BurstChart")
+    expect(under).to_have_attribute("data-points", partial, timeout=15_000)
+
+    # The cluster's slots, as its workers' heartbeats sample them: CPU slots, said so.
+    slots = sidebar.locator('.jp-BurstUsage-cluster[data-cluster="charts"] .jp-BurstSlot')
+    expect(slots).to_have_count(2, timeout=30_000)
+    for i in range(2):
+        expect(slots.nth(i)).to_have_class(re.compile(r"\bjp-mod-cpu\b"))
+        expect(slots.nth(i).locator(".jp-BurstSlot-label")).to_have_text("CPU slot")
+
+    # The job's cost over time, from the jobs poll: it moves with the notional price.
+    cost = sidebar.locator(".jp-BurstJobCharts-cost .jp-BurstChart")
+    expect(cost).to_have_attribute("data-points", re.compile(r"^([2-9]|\d\d+)$"), timeout=15_000)
+    cost_now = cost.locator(".jp-BurstChart-series")
+    first_cost = cost_now.get_attribute("data-last")
+    shot(page, "sidebar-charts-live")
+    expect(cost_now).not_to_have_attribute("data-last", first_cost, timeout=10_000)
+
+    # After the run: every point of both ranks, nothing more asked.
+    wait_until_ran(page, 1, timeout=60_000)
+    charts = sidebar.locator(".jp-BurstJobCharts")
+    expect(charts).to_have_attribute("data-state", "complete", timeout=10_000)
+    expect(loss).to_have_attribute("data-points", f"{METRICS_STEPS},{METRICS_STEPS}")
+    last = loss.locator('.jp-BurstChart-series[data-series="rank 1"]')
+    expect(last).to_have_attribute("data-last", str(1.0 / (METRICS_STEPS - 1 + 1 + 1)))
+    # The cost chart ends at the job's cost as the server says it.
+    job = charts.get_attribute("data-job")
+    status, body = lab.get("jupyter-burst/jobs")
+    assert status == 200, body
+    (row,) = [j for j in json.loads(body) if j["id"] == job]
+    final_cost = float(row["cost"]["exact"])
+    assert final_cost > float(first_cost) > 0
+    # ... at the notional price: the cluster's one node, for as long as the job ran.
+    notional = row["duration_seconds"] * LOCAL_PRICE_PER_HOUR / 3600
+    assert abs(final_cost - notional) <= 0.1 * notional, (final_cost, row)
+    wait_for(
+        lambda: abs(float(cost_now.get_attribute("data-last")) - final_cost) < 2e-6,
+        10,
+        f"the cost chart to end at the job's ${final_cost}",
+    )
+
+    # ... and all the points at the end, drawn by our renderer, not the kernel's PNG.
+    expect(under).to_have_attribute("data-points", f"{METRICS_STEPS},{METRICS_STEPS}")
+    expect(under).to_have_attribute("data-drawn", "true")
+    expect(cell(page, 1).locator(".jp-OutputArea-output img")).to_have_count(0)
+    shot(page, "sidebar-charts-done")
+
+    # A finished job's metrics stay browsable: select another job, then this one again.
+    row_of = sidebar.locator(f'.jp-BurstJob[data-job="{job}"] .jp-BurstJob-cell')
+    row_of.click()  # unselected
+    expect(charts).to_have_count(0)
+    row_of.click()
+    expect(loss).to_have_attribute("data-points", f"{METRICS_STEPS},{METRICS_STEPS}")
+    assert not [e for e in errors if "jupyter-burst" in e], errors
