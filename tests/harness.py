@@ -79,7 +79,7 @@ class Execution:
         """What a terminal shows of the cell: its stdout, then the text of each value shown
         (a ``%burst`` verb's returned table, say)."""
         shown = [d["text/plain"] for d in self.displays if "text/plain" in d]
-        return self.stdout + "\n".join(shown)
+        return "\n".join(filter(None, [self.stdout.rstrip("\n"), *shown]))
 
     @property
     def error_text(self) -> str:
