@@ -13,7 +13,7 @@ import json
 import re
 import time
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.browser.conftest import ARTIFACTS, LOCAL_PRICE_PER_HOUR, Lab
 from tests.harness import wait_for
@@ -66,6 +66,14 @@ def write_notebook(lab: Lab, name: str, sources: list[str]) -> None:
     nbformat.write(notebook, lab.home / "root" / name)
 
 
+def open_sidebar(page: Page) -> Locator:
+    """Open the jupyter-burst sidebar from the left bar; its element, once shown."""
+    page.locator('.jp-SideBar.jp-mod-left li[data-id="jupyter-burst-sidebar"]').click()
+    sidebar = page.locator(SIDEBAR)
+    expect(sidebar).to_be_visible()
+    return sidebar
+
+
 def open_notebook(page: Page, lab: Lab, name: str) -> None:
     # ?reset: a workspace of its own, not the layout an earlier test left open.
     page.goto(f"{lab.url}lab/tree/{name}?reset&token={lab.token}")
@@ -82,8 +90,7 @@ def test_a_user_watches_a_burst_from_the_sidebar_restores_a_checkpoint_and_stops
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
     open_notebook(page, lab, "quickstart.ipynb")
-    page.locator('.jp-SideBar.jp-mod-left li[data-id="jupyter-burst-sidebar"]').click()
-    sidebar = page.locator(SIDEBAR)
+    sidebar = open_sidebar(page)
     expect(sidebar).to_contain_text("No cluster is running.")
 
     for index in (1, 3):  # %load_ext, then the data made in the notebook
@@ -190,8 +197,7 @@ def test_the_cells_cancel_button_stops_it_and_a_flood_of_lines_does_not_freeze_t
     page = browser_context.new_page()
     page.set_default_timeout(60_000)
     open_notebook(page, lab, "cancel.ipynb")
-    page.locator('.jp-SideBar.jp-mod-left li[data-id="jupyter-burst-sidebar"]').click()
-    sidebar = page.locator(SIDEBAR)
+    sidebar = open_sidebar(page)
 
     run_cell(page, 0)
     wait_until_ran(page, 0)
@@ -250,8 +256,7 @@ def test_a_two_rank_cell_draws_a_curve_per_rank_live_its_cost_and_its_slots_in_t
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     open_notebook(page, lab, "charts.ipynb")
-    page.locator('.jp-SideBar.jp-mod-left li[data-id="jupyter-burst-sidebar"]').click()
-    sidebar = page.locator(SIDEBAR)
+    sidebar = open_sidebar(page)
     run_cell(page, 0)
     wait_until_ran(page, 0)
     run_cell(page, 1)

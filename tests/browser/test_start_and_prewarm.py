@@ -18,9 +18,9 @@ from jupyter_burst.clusters.start_phases import BOOTING, ENVIRONMENT, LAUNCHING,
 from jupyter_burst.store.ledger import Ledger
 from tests.browser.conftest import LOCAL_PRICE_PER_HOUR, Lab
 from tests.browser.test_sidebar_story import (
-    SIDEBAR,
     cell,
     open_notebook,
+    open_sidebar,
     run_cell,
     running_clusters,
     shot,
@@ -42,13 +42,6 @@ def starts_of(lab: Lab, name: str) -> list[start_phases.Start]:
         return [s for s in start_phases.recent(ledger, 0) if s.name == name]
     finally:
         ledger.close()
-
-
-def open_sidebar(page: Page):
-    page.locator('.jp-SideBar.jp-mod-left li[data-id="jupyter-burst-sidebar"]').click()
-    sidebar = page.locator(SIDEBAR)
-    expect(sidebar).to_be_visible()
-    return sidebar
 
 
 def type_cell(page: Page, index: int, lines: list[str]) -> None:
