@@ -57,7 +57,7 @@ $(VENV)/.stamp: pyproject.toml constraints.txt package.json
 # bare machine lacks) and of jupyter-burst's build backend, at the test venv's versions.
 WHEELHOUSE := .wheelhouse
 WHEELHOUSE_PACKAGES := ipython dask distributed cloudpickle pyyaml xxhash psutil filelock \
-	nvidia-ml-py fsspec ipykernel boto3 google-cloud-compute cryptography tabulate uv pip \
+	nvidia-ml-py fsspec bokeh ipykernel boto3 google-cloud-compute cryptography tabulate uv pip \
 	hatchling hatch-jupyter-builder hatch-nodejs-version jupyter-builder editables
 
 wheelhouse: $(WHEELHOUSE)/.stamp

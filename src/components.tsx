@@ -48,6 +48,8 @@ export interface IClustersProps {
   /** By the cluster's id: a name may run on several providers (`default` on each). */
   onStop: (id: string) => void;
   onIdle: (id: string, minutes: number) => void;
+  /** Open the Dask dashboard of a cluster (by name) at its row's `dashboard_url`. */
+  onDashboard?: (name: string, url: string) => void;
   /** Cluster starts, newest first: those under way are shown live, phase by phase. */
   starts?: IStart[];
   trans: TranslationBundle;
@@ -219,6 +221,8 @@ function ClusterRow(
 ): JSX.Element {
   const { cluster, start, fetchedAt, now, stopping, onStop, onIdle, trans } =
     props;
+  const { onDashboard } = props;
+  const dashboardUrl = cluster.dashboard_url;
   const [idle, setIdle] = React.useState<string>('');
   const elapsed = (now - fetchedAt) / 1000;
   const isStopping = stopping.has(cluster.id);
@@ -244,6 +248,20 @@ function ClusterRow(
       <div className="jp-BurstCluster-head">
         <span className="jp-BurstCluster-name">{cluster.name}</span>
         <span className="jp-BurstCluster-provider">{cluster.provider}</span>
+        {onDashboard && typeof dashboardUrl === 'string' && (
+          <Button
+            small
+            className="jp-mod-styled jp-BurstCluster-dashboard"
+            onClick={() => onDashboard(cluster.name, dashboardUrl)}
+            aria-label={trans.__('Dask dashboard of cluster %1', cluster.name)}
+            title={trans.__(
+              'Open the Dask dashboard of cluster %1 in a tab',
+              cluster.name
+            )}
+          >
+            {trans.__('Dashboard')}
+          </Button>
+        )}
         <Button
           small
           className="jp-mod-styled jp-mod-warn jp-BurstCluster-stop"

@@ -15,6 +15,11 @@ import {
 } from '@jupyterlab/translation';
 
 import { listenForCellCancel } from './cellcancel';
+import {
+  dashboardArgs,
+  OPEN_DASHBOARD_COMMAND,
+  openDashboard
+} from './dashboard';
 import { metricsRendererFactory } from './mimerender';
 import { ICheckpoint } from './model';
 import { errorMessage, notifyError, notifyWarning } from './notify';
@@ -60,7 +65,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const store = new BurstStore(app.serviceManager.serverSettings);
     const restore = (checkpoint: ICheckpoint) =>
       insertRestoreCell(app, notebooks, checkpoint, trans);
-    const sidebar = new BurstSidebar(store, restore, trans);
+    const showDashboard = (name: string, url: string) =>
+      void app.commands
+        .execute(OPEN_DASHBOARD_COMMAND, { name, url })
+        .catch(reason => notifyError(errorMessage(reason)));
+    const sidebar = new BurstSidebar(store, restore, trans, showDashboard);
     app.shell.add(sidebar, 'left', { rank: 900 });
     restorer?.add(sidebar, sidebar.id);
     store.start();
@@ -77,6 +86,40 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette?.addItem({
       command: OPEN_COMMAND,
       category: trans.__('jupyter-burst')
+    });
+
+    app.commands.addCommand(OPEN_DASHBOARD_COMMAND, {
+      label: args =>
+        typeof args.name === 'string'
+          ? trans.__('Open the Dask dashboard of cluster %1', args.name)
+          : trans.__('Open the Dask dashboard of a cluster'),
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            name: { type: 'string', description: trans.__('The cluster') },
+            url: {
+              type: 'string',
+              description: trans.__(
+                "Its dashboard's path on this server (its dashboard_url)"
+              )
+            }
+          },
+          required: ['name', 'url']
+        }
+      },
+      isEnabled: args => dashboardArgs(args) !== null,
+      execute: args => {
+        const dashboard = dashboardArgs(args);
+        if (!dashboard) {
+          throw new Error(
+            trans.__(
+              'jupyter-burst: no dashboard to open: give a cluster name and a path on this server'
+            )
+          );
+        }
+        return openDashboard(app.shell, dashboard, trans);
+      }
     });
 
     if (statusBar) {

@@ -35,6 +35,11 @@ export interface ICluster {
   so_far: ISpend;
   /** A running cluster's slots as its heartbeats last sampled them ([] otherwise). */
   usage?: ISlotUsage[];
+  /**
+   * Where this server shows the cluster's Dask dashboard (a path with the server's base
+   * URL): for a running cluster on TLS; null otherwise.
+   */
+  dashboard_url?: string | null;
 }
 
 /** One slot of a running cluster, as its worker's heartbeat last sampled it. */

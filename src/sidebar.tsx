@@ -23,7 +23,8 @@ export class BurstSidebar extends ReactWidget {
   constructor(
     private readonly _store: BurstStore,
     private readonly _restore: (checkpoint: ICheckpoint) => void,
-    private readonly _trans: TranslationBundle
+    private readonly _trans: TranslationBundle,
+    private readonly _openDashboard?: (name: string, url: string) => void
   ) {
     super();
     this.id = SIDEBAR_ID;
@@ -149,6 +150,7 @@ export class BurstSidebar extends ReactWidget {
           onIdle={(name, minutes) =>
             void store.setIdle(name, minutes).catch(() => undefined)
           }
+          onDashboard={this._openDashboard}
           trans={trans}
         />
         <UsageSection clusters={store.clusters} trans={trans} />

@@ -65,8 +65,13 @@ def test_a_cell_runs_on_an_emulated_ec2_cluster_over_tls_and_down_terminates_it(
         assert [o["Key"] for o in kept if o["Key"].endswith(".tar")] == []  # the key is gone
         group = head["SecurityGroups"][0]["GroupId"]
         rules = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]
-        cidrs = [r["CidrIp"] for p in rules["IpPermissions"] for r in p.get("IpRanges", [])]
-        assert cidrs == ["127.0.0.1/32"]
+        opened = sorted(
+            (p["FromPort"], p["ToPort"], r["CidrIp"])
+            for p in rules["IpPermissions"]
+            for r in p.get("IpRanges", [])
+        )
+        # The scheduler's port and the dashboard's, to the notebook's address only.
+        assert opened == [(8786, 8786, "127.0.0.1/32"), (8787, 8787, "127.0.0.1/32")]
 
         assert "stopped default" in kernel.ok("%burst down", timeout=120).stdout
         assert _instances(ec2) == []

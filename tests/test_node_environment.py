@@ -71,9 +71,7 @@ def test_a_bare_machine_gets_the_notebooks_packages_and_the_next_cluster_unpacks
 
         # Where the start spent its time, the node's own environment phase among it.
         (start,) = [
-            ln
-            for ln in kernel.ok("%burst status").text.splitlines()
-            if "first (aws) started" in ln
+            ln for ln in kernel.ok("%burst status").text.splitlines() if "first (aws) started" in ln
         ]
         assert "launching 1/1" in start and "booting" in start, start
         assert "environment " in start and " → running" in start, start

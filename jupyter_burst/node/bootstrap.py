@@ -35,6 +35,7 @@ from jupyter_burst import gpus
 from jupyter_burst.clusters import records
 from jupyter_burst.clusters.start_phases import WORKERS, StartPhases
 from jupyter_burst.clusters.tls import node_security
+from jupyter_burst.node import dashboard
 from jupyter_burst.node.idle import ExtrasPolicy, IdlePolicy, LifetimePolicy
 from jupyter_burst.node.job_runner import BackgroundJobs
 from jupyter_burst.node.power import power_off
@@ -108,20 +109,26 @@ class HeadNode:
     async def start(self) -> None:
         from distributed import Scheduler
 
-        self.scheduler = Scheduler(
-            host=self.args.host,
-            port=self.args.port,
-            dashboard=False,
-            dashboard_address=None,
-            security=self.security,
-            protocol="tls" if self.security is not None else None,
-        )
+        on_tls = self.security is not None and bool(self.args.tls_dir)
+        with dask.config.set(dashboard.tls_config(self.args.tls_dir) if on_tls else {}):
+            self.scheduler = Scheduler(
+                host=self.args.host,
+                port=self.args.port,
+                dashboard=False,  # its pages are added when first asked for (node/dashboard.py)
+                dashboard_address=None,
+                security=self.security,
+                protocol="tls" if self.security is not None else None,
+            )
+        if on_tls:
+            dashboard.require_client_certificates(self.scheduler)
+        self.dashboard = dashboard.Dashboard(self.scheduler, has_tls=on_tls)
         await self.scheduler
         self.scheduler.handlers[Rpc.SET_IDLE] = self._set_idle
         self.scheduler.handlers[Rpc.INFO] = self._info
         self.scheduler.handlers[Rpc.STOP] = self._stop
         self.scheduler.handlers[Rpc.FIT] = self._fit
         self.scheduler.handlers[Rpc.NODE_JOINED] = self._node_joined
+        self.scheduler.handlers[Rpc.DASHBOARD] = self._dashboard
 
         devices = gpus.slot_devices(self.args.slots, gpus.cuda_device_count())
         self._slot_devices = dict(enumerate(devices))
@@ -198,6 +205,9 @@ class HeadNode:
         await asyncio.gather(*(start(nanny) for nanny in self.nannies))
 
     # scheduler RPC handlers (called by kernels through client.scheduler.<name>) ---------
+
+    async def _dashboard(self, prefix: str) -> dict:
+        return await self.dashboard.open(prefix)
 
     def _set_idle(self, minutes: float) -> dict:
         self.policy.idle_seconds = float(minutes) * 60

@@ -61,7 +61,7 @@ def clusters_view(
     now = time.time() if now is None else now
     ledger = shared_ledger(state_dir)
     told = {entry.get("id"): entry for entry in live}
-    recorded = {r.get("id") for r in records.all_records(state_dir)}
+    recorded = {r.get("id"): r for r in records.all_records(state_dir)}
     rows = [
         c
         for c in ledger.clusters()
@@ -103,6 +103,8 @@ def clusters_view(
                 "per_hour": spend(cost.running_rate(running_nodes if running else [])),
                 "so_far": spend(so_far),
                 "usage": usage_rows(info.get("usage")) if running else [],
+                # Dask's dashboard is served (through this server) for a cluster on TLS only.
+                "dashboard": running and bool(recorded[cluster["id"]].get("tls")),
             }
         )
     return out

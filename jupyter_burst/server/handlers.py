@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
 
 from jupyter_burst import config
 from jupyter_burst._version import __version__
@@ -38,6 +39,11 @@ DOWNLOAD_CHUNK = 1 << 20
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 T = TypeVar("T")
+
+
+def dashboard_prefix(base_url: str, cluster: str) -> str:
+    """The path a cluster's Dask dashboard is served under through this server, with '/'."""
+    return url_path_join(base_url, API_NAMESPACE, "dashboard", cluster) + "/"
 
 
 class BurstHandler(APIHandler):
@@ -118,7 +124,14 @@ class ClustersHandler(BurstHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
-        self.finish(json.dumps(await self.blocking(_clusters_with_live_info, self.state_dir())))
+        rows = await self.blocking(_clusters_with_live_info, self.state_dir())
+        for row in rows:
+            row["dashboard_url"] = (
+                dashboard_prefix(self.base_url, row["name"]) + "status"
+                if row.pop("dashboard")
+                else None
+            )
+        self.finish(json.dumps(rows))
 
 
 LIVE_INFO_SECONDS = 5.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import tornado.web
 from jupyter_server.utils import url_path_join
 
+from jupyter_burst.server.dashboard_proxy import DashboardProxyHandler
 from jupyter_burst.server.handlers import (
     API_NAMESPACE,
     CheckpointDownloadHandler,
@@ -53,5 +54,6 @@ def setup_handlers(web_app: tornado.web.Application) -> None:
         (url("checkpoints"), CheckpointsHandler),
         (url("checkpoints", part), CheckpointsHandler),
         (url("checkpoints", part, part, "download"), CheckpointDownloadHandler),
+        (url("dashboard", part, "(.*)"), DashboardProxyHandler),
     ]
     web_app.add_handlers(".*$", handlers)

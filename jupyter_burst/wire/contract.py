@@ -45,6 +45,7 @@ class Rpc(enum.StrEnum):
     JOB_RESULT = "burst_job_result"
     JOB_CANCEL = "burst_job_cancel"
     JOB_LIST = "burst_job_list"
+    DASHBOARD = "burst_dashboard"  # the head adds Dask's dashboard pages (node/dashboard.py)
 
 
 class FileEntry(NamedTuple):

@@ -122,6 +122,25 @@ describe('Clusters & cost', () => {
     expect(props.onIdle).toHaveBeenCalledWith('c1', 7.5);
   });
 
+  it('opens the dashboard of a running cluster that has one, by its name and path', () => {
+    const onDashboard = vi.fn();
+    const url = '/jupyter-burst/dashboard/default/status';
+    clusters({
+      clusters: [
+        { ...cluster, dashboard_url: url },
+        { ...cluster, id: 'c2', name: 'plain', dashboard_url: null }
+      ],
+      onDashboard
+    });
+    expect(
+      screen.getAllByRole('button', { name: /^Dask dashboard of cluster/ })
+    ).toHaveLength(1);
+    fireEvent.click(
+      screen.getByRole('button', { name: 'Dask dashboard of cluster default' })
+    );
+    expect(onDashboard).toHaveBeenCalledWith('default', url);
+  });
+
   it('says when nothing runs, with the spend of today and the month', () => {
     const { view } = clusters({ clusters: [] });
     expect(screen.getByText('No cluster is running.')).toBeTruthy();

@@ -50,3 +50,12 @@ if (typeof HTMLCanvasElement !== 'undefined') {
   // then draw nothing and say what they hold in their legend (chart.tsx).
   HTMLCanvasElement.prototype.getContext = (() => null) as any;
 }
+
+if (typeof globalThis.ResizeObserver === 'undefined') {
+  // A main-area tab's toolbar watches its size; jsdom lays nothing out.
+  (globalThis as any).ResizeObserver = class {
+    observe(): void {}
+    unobserve(): void {}
+    disconnect(): void {}
+  };
+}

@@ -455,7 +455,8 @@ def _bucket(s3, region: str) -> str:
 
 
 def _security_group(ec2, cluster_id: str, cidr: str) -> str:
-    """The scheduler's port open to ``cidr`` only; the cluster's nodes open to each other."""
+    """The scheduler's and the dashboard's ports open to ``cidr`` only (both ask for the
+    cluster's client certificate); the cluster's nodes open to each other."""
     group = ec2.create_security_group(
         GroupName=f"jupyter-burst-{cluster_id}",
         Description=f"jupyter-burst cluster {cluster_id}",
@@ -474,10 +475,13 @@ def _security_group(ec2, cluster_id: str, cidr: str) -> str:
         IpPermissions=[
             {
                 "IpProtocol": "tcp",
-                "FromPort": userdata.SCHEDULER_PORT,
-                "ToPort": userdata.SCHEDULER_PORT,
+                "FromPort": port,
+                "ToPort": port,
                 "IpRanges": [{"CidrIp": str(cidr), "Description": "the notebook"}],
-            },
+            }
+            for port in (userdata.SCHEDULER_PORT, userdata.DASHBOARD_PORT)
+        ]
+        + [
             {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group}]},
         ],
     )

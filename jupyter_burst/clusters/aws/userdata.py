@@ -24,6 +24,8 @@ from jupyter_burst.clusters.env.boot import EnvBoot
 from jupyter_burst.clusters.env.boot import render as render_environment
 
 SCHEDULER_PORT = 8786
+# The head's HTTP server, Dask's default; it serves the dashboard (node/dashboard.py).
+DASHBOARD_PORT = 8787
 
 
 @dataclass(frozen=True)

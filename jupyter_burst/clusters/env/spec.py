@@ -57,8 +57,8 @@ OTHER_PLATFORM_ONLY = re.compile(
 PICKLE_CRITICAL = ("jupyter-burst", "cloudpickle", "dask", "distributed", "torch", "numpy")
 # torch's family ships local build tags (+cpu, +cu121): the public version is what a node asks.
 _BUILD_TAGGED = frozenset({"torch", "torchvision", "torchaudio"})
-# jupyter-burst's extras that a node uses: checkpoints in S3, and torch.
-_OUR_NODE_EXTRAS = frozenset({"s3", "torch"})
+# jupyter-burst's extras that a node uses: checkpoints in S3, torch, the head's dashboard.
+_OUR_NODE_EXTRAS = frozenset({"dashboard", "s3", "torch"})
 # Installers that are not packages a node needs from the spec (uv makes the venv itself; pip
 # stays: %pip in a cell runs it on the nodes).
 _INSTALLERS = frozenset({"uv"})
