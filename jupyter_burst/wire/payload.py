@@ -331,6 +331,21 @@ class _StorageBytes:
 # The pickler
 
 
+class _BufferLog:
+    """The pickler's out-of-band buffers, each with the name of the value it belongs to."""
+
+    __slots__ = ("buffers", "values", "current")
+
+    def __init__(self, buffers: list) -> None:
+        self.buffers = buffers
+        self.values: list[str | None] = []
+        self.current: str | None = None  # the name being pickled (pickling is depth first)
+
+    def __call__(self, buffer: pickle.PickleBuffer) -> None:
+        self.buffers.append(buffer)
+        self.values.append(self.current)
+
+
 class _Pickler(cloudpickle.Pickler):
     """cloudpickle, plus: torch tensors out of band, local modules noted, references back.
 
@@ -339,14 +354,21 @@ class _Pickler(cloudpickle.Pickler):
     """
 
     def __init__(self, file, buffers: list, notebook_globals: dict | None = None):
-        super().__init__(file, protocol=5, buffer_callback=self._out_of_band)
+        # The buffer callback is not a method of the pickler: a bound method would make a
+        # reference cycle (pickler -> callback -> pickler), and the pickler holds every value
+        # it sent until the cyclic collector happens to run: a superseded 1 GiB array would
+        # outlive its name by several cells.
+        self._buffer_log = _BufferLog(buffers)
+        super().__init__(file, protocol=5, buffer_callback=self._buffer_log)
         self._notebook_globals = notebook_globals
         self.local_modules: set[str] = set()
         self.moved_devices: set[str] = set()
         self._storages: dict[int, _StorageBytes] = {}
-        self._buffers = buffers
-        self._value: str | None = None
-        self.buffer_values: list[str | None] = []  # for each buffer, the value that reached it
+
+    @property
+    def buffer_values(self) -> list[str | None]:
+        """For each out-of-band buffer, the name of the value that reached it."""
+        return self._buffer_log.values
 
     def _function_getnewargs(self, func):
         args = super()._function_getnewargs(func)
@@ -354,15 +376,11 @@ class _Pickler(cloudpickle.Pickler):
             return (args[0], _NOTEBOOK_GLOBALS, *args[2:])
         return args
 
-    def _out_of_band(self, buffer: pickle.PickleBuffer) -> None:
-        self._buffers.append(buffer)
-        self.buffer_values.append(self._value)
-
     def reducer_override(self, obj):
         t = type(obj)
         if t is _Named:
             # Pickling is depth first: every buffer until the next name belongs to this value.
-            self._value = obj.name
+            self._buffer_log.current = obj.name
             return (_unnamed, (obj.value,))
         if t is types.ModuleType:
             if is_local_module(obj):

@@ -365,8 +365,14 @@ def run_cell(message: wire.Payload, sent: dict[str, Any]) -> wire.Payload:
     # The notebook's namespace is this process's __main__ while the cell is unpacked, runs
     # and is packed (notebook_main.py): what pickles by name in the notebook does so here.
     main = notebook_main.new_module()
-    with notebook_main.as_main(main):
-        return _run_as_main(message, spec, main, cache, started, rank, world_size, brings_back)
+    try:
+        with notebook_main.as_main(main):
+            return _run_as_main(message, spec, main, cache, started, rank, world_size, brings_back)
+    finally:
+        # The result is packed: the cell's values go now, not when the cyclic collector next
+        # runs (a function the cell defined holds the namespace that holds it). Otherwise a
+        # superseded 1 GiB value outlives its cell on the worker, a cell or more per version.
+        main.__dict__.clear()
 
 
 def _run_as_main(
