@@ -189,7 +189,7 @@ export function StartPhases(props: {
         </>
       )}
       <span className="jp-BurstStart-summary">
-        {startSummary(start, elapsed)}
+        {startSummary(start, elapsed, trans)}
       </span>
       {start.phases.length > 0 && ': '}
       <ol

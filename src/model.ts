@@ -1,8 +1,10 @@
 /**
  * What the jupyter-burst server extension answers, and the pure logic the sidebar builds
- * on it: money that ticks without drift, and a bounded log view. No DOM, no JupyterLab,
- * so that the unit tests run it directly.
+ * on it: money that ticks without drift, and a bounded log view. No DOM, no JupyterLab at
+ * run time (a translation bundle is passed in), so that the unit tests run it directly.
  */
+
+import type { TranslationBundle } from '@jupyterlab/translation';
 
 /** An amount as the server sends it: the figure to the cent and the exact decimal. */
 export interface IMoney {
@@ -286,16 +288,22 @@ export function startPhases(
 }
 
 /** "started in 3.1 s", "starting for 12 s", "failed after 40 s", "abandoned after 2.0 s". */
-export function startSummary(start: IStart, elapsedSeconds: number): string {
+export function startSummary(
+  start: IStart,
+  elapsedSeconds: number,
+  trans: TranslationBundle
+): string {
   const extra = start.state === 'starting' ? Math.max(0, elapsedSeconds) : 0;
   const took = formatSeconds(start.seconds + extra);
   switch (start.state) {
     case 'starting':
-      return `starting for ${took}`;
+      return trans.__('starting for %1', took);
     case 'running':
-      return `started in ${took}`;
+      return trans.__('started in %1', took);
+    case 'failed':
+      return trans.__('failed after %1', took);
     default:
-      return `${start.state} after ${took}`;
+      return trans.__('abandoned after %1', took);
   }
 }
 

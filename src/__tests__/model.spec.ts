@@ -1,3 +1,4 @@
+import { nullTranslator } from '@jupyterlab/translation';
 import { describe, expect, it } from 'vitest';
 
 import {
@@ -13,6 +14,8 @@ import {
   tickedMicros,
   toMicros
 } from '../model';
+
+const trans = nullTranslator.load('jupyter_burst');
 
 describe('money', () => {
   it('reads the exact decimals the server sends, exponent forms included', () => {
@@ -154,15 +157,15 @@ describe('cluster starts', () => {
   });
 
   it('counts the phase under way on from the server figure; a finished start stays put', () => {
-    expect(startSummary(start, 1)).toBe('starting for 3.5 s');
+    expect(startSummary(start, 1, trans)).toBe('starting for 3.5 s');
     expect(startPhases(start, 1).map(p => `${p.label} ${p.seconds}`)).toEqual([
       'quote 0.0 s',
       'booting 3.4 s'
     ]);
     const done = { ...start, state: 'running' as const, ended: 3 };
-    expect(startSummary(done, 100)).toBe('started in 2.5 s');
-    expect(startSummary({ ...done, state: 'failed' as const }, 100)).toBe(
-      'failed after 2.5 s'
-    );
+    expect(startSummary(done, 100, trans)).toBe('started in 2.5 s');
+    expect(
+      startSummary({ ...done, state: 'failed' as const }, 100, trans)
+    ).toBe('failed after 2.5 s');
   });
 });
