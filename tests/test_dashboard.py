@@ -90,6 +90,9 @@ def test_the_dashboard_pages_come_through_the_server_to_its_logged_in_users_only
             timeout=60,
         )
         assert script.status_code == 200, source
+        # One Content-Type, the head's (the server's default text/html would be a second).
+        types = [v for k, v in script.raw.headers.items() if k.lower() == "content-type"]
+        assert len(types) == 1 and "javascript" in types[0], types
     info = setup.get("dashboard/lab/info/main/workers.html")
     assert info.status_code == 200 and "Worker" in info.text
     plots = setup.get("dashboard/lab/individual-plots.json")

@@ -38,6 +38,7 @@ _DROPPED_RESPONSE_HEADERS = frozenset(
         "connection",
         "content-encoding",
         "content-length",
+        "date",
         "keep-alive",
         "server",
         "set-cookie",
@@ -131,9 +132,17 @@ class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, 
                 502, "cluster '%s' dashboard did not answer: %s", cluster, response.error
             )
         self.set_status(response.code, response.reason)
+        copied: set[str] = set()
         for name, value in response.headers.get_all():
-            if name.lower() not in _DROPPED_RESPONSE_HEADERS:
+            if name.lower() in _DROPPED_RESPONSE_HEADERS:
+                continue
+            # The head's value replaces this server's default (Content-Type: text/html), and
+            # a header the head repeats stays repeated.
+            if name.lower() in copied:
                 self.add_header(name, value)
+            else:
+                self.set_header(name, value)
+                copied.add(name.lower())
         if response.body:
             self.write(response.body)
         await self.finish()
