@@ -24,9 +24,10 @@ LABEXT_LINK := $(VENV)/share/jupyter/labextensions/jupyter-burst
 
 COMMA := ,
 # Test processes side by side: most of a test is waiting on the kernels, schedulers and
-# workers it starts, so two halve the suite's time on CI's 2 cores (three were no faster
-# from a fresh clone and loaded the machine more).
-TEST_WORKERS ?= 2
+# workers it starts (idle timers, lifetimes, a cloud's deadline), so on 2 cores three keep
+# the machine busier than two: 743 s against 1129 s for the same 607 tests, one run each
+# on this 2-core machine the same evening (two had left about a quarter of the CPU idle).
+TEST_WORKERS ?= 3
 
 # `pip install -e .` (its build hook builds labextension/ once), then link the build into
 # the venv so that `make labextension` rebuilds show without reinstalling. pip would write
