@@ -80,7 +80,11 @@ class Dashboard:
         async with self._lock:
             if prefix not in self.prefixes:
                 if len(self.prefixes) >= MAX_PREFIXES:
-                    return {"error": f"this head serves its dashboard to {MAX_PREFIXES} servers"}
+                    return {
+                        "error": f"this head already serves its dashboard to {MAX_PREFIXES} "
+                        "Jupyter servers (base URLs), the most it serves: restart the cluster "
+                        "to serve it to another"
+                    }
                 try:
                     # In a thread: the import takes half a second the scheduler's loop needs.
                     pages = await asyncio.to_thread(

@@ -372,6 +372,8 @@ def run_cell(message: wire.Payload, sent: dict[str, Any]) -> wire.Payload:
         # The result is packed: the cell's values go now, not when the cyclic collector next
         # runs (a function the cell defined holds the namespace that holds it). Otherwise a
         # superseded 1 GiB value outlives its cell on the worker, a cell or more per version.
+        # Each cell has a namespace of its own: a notebook function the cell left registered
+        # somewhere on the worker (atexit, a library's hook) finds its globals empty later.
         main.__dict__.clear()
 
 
