@@ -1,0 +1,161 @@
+"""The trivial cell as a user meets it: through a real kernel, spaced as cells are.
+
+A kernel started with jupyter_client (its own state folder), timed from the
+``execute_request`` to the kernel's ``idle`` for it, as a notebook sees a cell end. Four
+kinds of cell, each N times, interleaved one by one so that drift hits all alike, with a
+pause between cells (a user does not fire cells back to back, and Dask batches messages
+sent back to back, which a spaced cell never waits for):
+
+- a plain cell, ``z = 1``: what the kernel itself costs;
+- ``%%burst`` ``z = 1`` on a warm local cluster;
+- raw Dask from the same kernel: ``client.submit(f).result()`` on a ``LocalCluster`` of one
+  worker process of its own;
+- ipyparallel: ``%%px`` ``z = 1`` on 2 engines of a cluster the kernel started (when
+  ipyparallel is installed: ``make bench``).
+
+Targets (issue #21): the burst median ≤ the ``%%px`` median, and ≤ 1.5 × the raw Dask median.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import tempfile
+import time
+
+from bench.common import Report, Row, Session, median, ms, p90
+
+TARGET_RAW_RATIO = 1.5
+PAUSE_SECONDS = 0.1  # between cells, as a user's cells are spaced
+CELLS = {
+    "plain cell `z = 1`": "z = 1",
+    "`%%burst` `z = 1` (warm)": "%%burst\nz = 1",
+    "raw Dask `client.submit(f).result()`": "raw.submit(f, pure=False).result()",
+    "ipyparallel `%%px` `z = 1` (2 engines)": "%%px\nz = 1",
+}
+RAW_SETUP = """
+from distributed import Client, LocalCluster
+raw_cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+raw = Client(raw_cluster)
+def f():
+    return 1
+"""
+PX_SETUP = """
+import ipyparallel as ipp
+px_cluster = ipp.Cluster(n=2, log_level=40)
+px = px_cluster.start_and_connect_sync()
+px.wait_for_engines(2, timeout=120)
+px.activate()
+"""
+TEARDOWN = """
+%burst down
+raw.close(); raw_cluster.close()
+try:
+    px_cluster.stop_cluster_sync()
+except NameError:
+    pass
+"""
+
+
+class KernelCells:
+    """A real kernel; :meth:`run` times one cell as the notebook sees it."""
+
+    def __init__(self, state_dir: str) -> None:
+        from jupyter_client import KernelManager
+
+        env = dict(os.environ, DASK_BURST__STATE_DIR=state_dir)
+        self.manager = KernelManager(kernel_name="python3")
+        self.manager.start_kernel(env=env)
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=120)
+
+    def run(self, code: str, timeout: float = 300) -> float:
+        """Seconds from sending the cell to the kernel's ``idle`` for it; raises if it failed."""
+        started = time.perf_counter()
+        msg_id = self.client.execute(code)
+        error = None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.client.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"cell did not finish within {timeout:g} s: {code!r}") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "error":
+                error = f"{msg['content']['ename']}: {msg['content']['evalue']}"
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                elapsed = time.perf_counter() - started
+                break
+        if error:
+            raise RuntimeError(f"cell failed: {error}: {code!r}")
+        return elapsed
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=False)
+
+
+def _has_ipyparallel() -> bool:
+    try:
+        import ipyparallel  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(session: Session, quick: bool, profile: bool = False) -> Report:
+    n = 30 if quick else 100
+    warmup = 5
+    cells = dict(CELLS)
+    peers = _has_ipyparallel()
+    if not peers:
+        del cells["ipyparallel `%%px` `z = 1` (2 engines)"]
+    state_dir = tempfile.mkdtemp(prefix="burst-bench-kernel-")
+    kernel = KernelCells(state_dir)
+    times: dict[str, list[float]] = {label: [] for label in cells}
+    try:
+        kernel.run("%load_ext jupyter_burst")
+        kernel.run(RAW_SETUP)
+        if peers:
+            kernel.run(PX_SETUP)
+        for round_ in range(warmup + n):
+            for label, code in cells.items():
+                time.sleep(PAUSE_SECONDS)
+                elapsed = kernel.run(code)
+                if round_ >= warmup:
+                    times[label].append(elapsed)
+        kernel.run(TEARDOWN)
+    finally:
+        kernel.close()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    m = "through a kernel"
+    report = Report()
+    for label, values in times.items():
+        report.rows.append(
+            Row(m, f"{label}, median / p90 (N={n})", f"{ms(median(values))} / {ms(p90(values))}")
+        )
+    burst = median(times["`%%burst` `z = 1` (warm)"])
+    raw = median(times["raw Dask `client.submit(f).result()`"])
+    ratio = burst / raw
+    report.rows.append(
+        Row(
+            m,
+            "burst / raw Dask (medians)",
+            f"{ratio:.2f}x",
+            f"<= {TARGET_RAW_RATIO}x",
+            ratio <= TARGET_RAW_RATIO,
+        )
+    )
+    if peers:
+        px = median(times["ipyparallel `%%px` `z = 1` (2 engines)"])
+        report.rows.append(
+            Row(m, "burst / `%%px` (medians)", f"{burst / px:.2f}x", "<= 1.00x", burst <= px)
+        )
+    else:
+        report.notes.append("through a kernel: ipyparallel is not installed (make bench)")
+    return report
