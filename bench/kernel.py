@@ -48,13 +48,14 @@ px = px_cluster.start_and_connect_sync()
 px.wait_for_engines(2, timeout=120)
 px.activate()
 """
+# Also after a failure part-way: whatever was started is stopped, nothing is left running.
 TEARDOWN = """
 %burst down
-raw.close(); raw_cluster.close()
-try:
-    px_cluster.stop_cluster_sync()
-except NameError:
-    pass
+for _stop in ("raw.close", "raw_cluster.close", "px_cluster.stop_cluster_sync"):
+    try:
+        eval(_stop)()
+    except NameError:
+        pass
 """
 
 
@@ -128,10 +129,12 @@ def run(session: Session, quick: bool, profile: bool = False) -> Report:
                 elapsed = kernel.run(code)
                 if round_ >= warmup:
                     times[label].append(elapsed)
-        kernel.run(TEARDOWN)
     finally:
-        kernel.close()
-        shutil.rmtree(state_dir, ignore_errors=True)
+        try:
+            kernel.run(TEARDOWN, timeout=120)
+        finally:
+            kernel.close()
+            shutil.rmtree(state_dir, ignore_errors=True)
 
     m = "through a kernel"
     report = Report()
