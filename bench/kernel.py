@@ -14,6 +14,14 @@ sent back to back, which a spaced cell never waits for):
   ipyparallel is installed: ``make bench``).
 
 Targets (issue #21): the burst median ≤ the ``%%px`` median, and ≤ 1.5 × the raw Dask median.
+
+Then a large array ``big`` (1 GiB of float32, 256 MiB with ``--quick``) read by a cell, in
+the same kernel, N rounds each: given new values by a plain cell before each round (not
+timed), then read by ``%%burst`` or by raw Dask (``scatter(direct=True)`` and a task, the
+way a Dask user sends a fresh array); and read again unchanged by ``%%burst``. The first
+round of each is reported apart from the rounds after it (the steady state). Targets: a
+changed value's steady state ≤ 1.2 × raw Dask's; an unchanged re-run ≤ 5% of a warm send of
+new bytes (the first round pays one-off costs, and would flatter any re-run).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import queue
 import shutil
 import tempfile
 import time
+from typing import Any
 
 from bench.common import Report, Row, Session, median, ms, p90
 
@@ -48,6 +57,20 @@ px = px_cluster.start_and_connect_sync()
 px.wait_for_engines(2, timeout=120)
 px.activate()
 """
+TARGET_CHANGED_RATIO = 1.2
+TARGET_UNCHANGED_SHARE = 0.05
+DATA_SETUP = """
+import numpy as np
+def first_of(a):
+    return float(a[0])
+"""
+NEW_VALUES = "big = np.full({n}, {i}, dtype=np.float32)"
+BURST_READS = "%%burst\nfirst = float(big[0])"
+RAW_READS = (
+    "_sent = raw.scatter(big, direct=True)\nfirst = raw.submit(first_of, _sent).result()\ndel _sent"
+)
+
+
 # Also after a failure part-way: whatever was started is stopped, nothing is left running.
 TEARDOWN = """
 %burst down
@@ -129,6 +152,7 @@ def run(session: Session, quick: bool, profile: bool = False) -> Report:
                 elapsed = kernel.run(code)
                 if round_ >= warmup:
                     times[label].append(elapsed)
+        data = _data_rounds(kernel, (256 << 20) if quick else (1 << 30), 5 if quick else 10)
     finally:
         try:
             kernel.run(TEARDOWN, timeout=120)
@@ -161,4 +185,75 @@ def run(session: Session, quick: bool, profile: bool = False) -> Report:
         )
     else:
         report.notes.append("through a kernel: ipyparallel is not installed (make bench)")
+    report.rows += _data_rows(data)
     return report
+
+
+def _data_rounds(kernel: KernelCells, nbytes: int, rounds: int) -> dict[str, Any]:
+    """Each round: new values (untimed), then ``%%burst`` reads them, then raw Dask does."""
+    kernel.run(DATA_SETUP)
+    changed: list[float] = []
+    raw: list[float] = []
+    for i in range(rounds):
+        kernel.run(NEW_VALUES.format(n=nbytes // 4, i=i))
+        time.sleep(PAUSE_SECONDS)
+        changed.append(kernel.run(BURST_READS))
+        time.sleep(PAUSE_SECONDS)
+        raw.append(kernel.run(RAW_READS))
+    unchanged = []
+    for _ in range(rounds):
+        time.sleep(PAUSE_SECONDS)
+        unchanged.append(kernel.run(BURST_READS))
+    kernel.run("del big")
+    return {"nbytes": nbytes, "changed": changed, "raw": raw, "unchanged": unchanged}
+
+
+def _data_rows(data: dict[str, Any]) -> list[Row]:
+    m = "through a kernel"
+    size = f"{data['nbytes'] >> 20} MiB"
+    changed, raw, unchanged = data["changed"], data["raw"], data["unchanged"]
+    steady = len(changed) - 1
+
+    def spread(values: list[float]) -> str:
+        return f"{ms(median(values))} / {ms(p90(values))}"
+
+    rows = [
+        Row(m, f"{size} changed, `%%burst` reads it: first round", ms(changed[0])),
+        Row(
+            m,
+            f"{size} changed, `%%burst`: after the first, median / p90 (N={steady})",
+            spread(changed[1:]),
+        ),
+        Row(m, f"{size} new, raw Dask scatter + task: first round", ms(raw[0])),
+        Row(
+            m, f"{size} new, raw Dask: after the first, median / p90 (N={steady})", spread(raw[1:])
+        ),
+        Row(
+            m,
+            f"{size} unchanged, `%%burst` again: median / p90 (N={len(unchanged)})",
+            spread(unchanged),
+        ),
+    ]
+    ratio = median(changed[1:]) / median(raw[1:])
+    rows.append(
+        Row(
+            m,
+            f"{size} changed: burst / raw Dask (steady medians)",
+            f"{ratio:.2f}x",
+            f"<= {TARGET_CHANGED_RATIO}x",
+            ratio <= TARGET_CHANGED_RATIO,
+        )
+    )
+    # Against a warm send of new bytes: the first round also pays one-off costs (the worker's
+    # first allocations and imports), which would make any re-run look cheap.
+    share = median(unchanged) / median(changed[1:])
+    rows.append(
+        Row(
+            m,
+            f"{size} unchanged re-run / a changed one's (steady medians)",
+            f"{share:.1%}",
+            f"<= {TARGET_UNCHANGED_SHARE:.0%}",
+            share <= TARGET_UNCHANGED_SHARE,
+        )
+    )
+    return rows
