@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import requests
 
-from tests.harness import REPO, stop_process, wait_for
+from tests.harness import REPO, cluster_record, stop_clusters, stop_process, wait_for
 
 API = "jupyter-burst/"
 
@@ -85,3 +85,28 @@ def jupyter_server(home: pathlib.Path, env: dict[str, str]) -> Iterator[RunningS
         yield server
     finally:
         stop_process(process)
+
+
+@contextlib.contextmanager
+def local_node(
+    state_dir: pathlib.Path, env: dict[str, str], cluster: str, *args: str
+) -> Iterator[subprocess.Popen]:
+    """A local cluster's head (``python -m jupyter_burst.node``, one slot, 30 idle minutes,
+    ``args`` added) started in ``state_dir`` and up; at the end it and whatever else the state
+    folder runs are stopped (also when the start failed)."""
+    command = [sys.executable, "-m", "jupyter_burst.node", "--cluster", cluster]
+    command += ["--state-dir", str(state_dir), "--slots", "1", "--idle", "30"]
+    command += ["--memory-limit", "0", *args]
+    with open(state_dir / "node.log", "wb") as log:
+        node = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(
+            lambda: node.poll() is not None or cluster_record(state_dir, cluster),
+            60,
+            "the local cluster to start",
+        )
+        assert node.poll() is None, (state_dir / "node.log").read_text()
+        yield node
+    finally:
+        stop_process(node, timeout=30)
+        stop_clusters(state_dir)

@@ -14,7 +14,6 @@ import json
 import pathlib
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,8 +24,7 @@ import tornado.httpclient
 import tornado.websocket
 
 from jupyter_burst.clusters import tls
-from tests.harness import cluster_record, stop_clusters, wait_for
-from tests.jupyter_server_fixture import API, jupyter_server, server_env
+from tests.jupyter_server_fixture import API, jupyter_server, local_node, server_env
 
 
 @dataclass
@@ -48,25 +46,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     state_dir.mkdir(mode=0o700)
     env = server_env(home, state_dir)
     certs = tls.make(state_dir / "tls" / "lab-1", "lab-1")
-    command = [sys.executable, "-m", "jupyter_burst.node", "--cluster", "lab"]
-    command += ["--state-dir", str(state_dir), "--slots", "1", "--idle", "30"]
-    command += ["--memory-limit", "0", "--tls-dir", str(certs.folder)]
-    with open(state_dir / "node.log", "wb") as log:
-        node = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(
-            lambda: node.poll() is not None or cluster_record(state_dir, "lab"),
-            60,
-            "the local cluster to start",
-        )
-        assert node.poll() is None, (state_dir / "node.log").read_text()
+    with local_node(state_dir, env, "lab", "--tls-dir", str(certs.folder)) as node:
         with jupyter_server(home, env) as running:
             yield Setup(running.url, running.token, state_dir, node)
-    finally:
-        if node.poll() is None:
-            node.terminate()
-            node.wait(timeout=30)
-        stop_clusters(state_dir)
 
 
 def test_the_sidebar_is_given_the_dashboard_of_a_running_cluster_on_tls(setup):

@@ -26,8 +26,8 @@ import requests
 from jupyter_burst.store.checkpoints import CheckpointStore, default_root
 from jupyter_burst.store.cost import node_cost
 from jupyter_burst.store.ledger import Ledger
-from tests.harness import cluster_record, stop_clusters, wait_for
-from tests.jupyter_server_fixture import API, jupyter_server, server_env
+from tests.harness import cluster_record, wait_for
+from tests.jupyter_server_fixture import API, jupyter_server, local_node, server_env
 
 UNAUTHENTICATED_WARNING = "endpoints without @allow_unauthenticated"
 UNAUTHENTICATED_ENDPOINT = re.compile(r"^- \w+ of \w+ registered for (?P<path>\S+)", re.MULTILINE)
@@ -92,21 +92,6 @@ def _fill(ledger: Ledger, state_dir: pathlib.Path) -> None:
     store.save({"w": [4, 5, 6]}, step=2)
 
 
-def _start_node(state_dir: pathlib.Path, env: dict[str, str]) -> subprocess.Popen:
-    command = [sys.executable, "-m", "jupyter_burst.node", "--cluster", "live"]
-    command += ["--state-dir", str(state_dir), "--slots", "1", "--idle", "30"]
-    command += ["--price-per-hour", str(PRICE), "--memory-limit", "0"]
-    with open(state_dir / "node.log", "wb") as log:
-        node = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_for(
-        lambda: node.poll() is not None or cluster_record(state_dir, "live"),
-        60,
-        "the local cluster to start",
-    )
-    assert node.poll() is None, (state_dir / "node.log").read_text()
-    return node
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("server")
@@ -115,15 +100,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = server_env(home, state_dir)
     ledger = Ledger(state_dir / "ledger.sqlite")
     _fill(ledger, state_dir)
-    node = _start_node(state_dir, env)
     try:
-        with jupyter_server(home, env) as running:
-            yield Server(running.url, running.token, state_dir, running.log_path, ledger, node, env)
+        with local_node(state_dir, env, "live", "--price-per-hour", str(PRICE)) as node:
+            with jupyter_server(home, env) as running:
+                yield Server(
+                    running.url, running.token, state_dir, running.log_path, ledger, node, env
+                )
     finally:
-        if node.poll() is None:
-            node.terminate()
-            node.wait(timeout=30)
-        stop_clusters(state_dir)
         ledger.close()
 
 

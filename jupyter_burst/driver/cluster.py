@@ -456,11 +456,16 @@ def running_provider(name: str) -> str | None:
         for key in reversed([key for key in _handles if key[1] == name]):
             if _cached(key, state_dir) is not None:
                 return key[0]
+    record = newest_running_record(state_dir, name)
+    return record.get("provider", "local") if record is not None else None
+
+
+def newest_running_record(state_dir: pathlib.Path, name: str) -> dict[str, Any] | None:
+    """The record of the newest running cluster ``name`` (on any provider); None if none runs."""
     found = sorted(records.named(state_dir, name), key=lambda r: r.get("started", 0), reverse=True)
     for record in found:
-        provider_name = record.get("provider", "local")
-        if get_provider(provider_name).is_alive(record):
-            return provider_name
+        if get_provider(record.get("provider", "local")).is_alive(record):
+            return record
     return None
 
 
@@ -559,17 +564,19 @@ def status() -> list[dict[str, Any]]:
                 if handle is not None and usable(handle):
                     entry.update(handle.info())
                 else:
-                    entry.update(_query_info(record))
+                    entry.update(ask_head(record, Rpc.INFO))
             except Exception as exc:  # a cluster that does not answer is still listed
                 entry["error"] = f"{type(exc).__name__}: {exc}"
         out.append(entry)
     return out
 
 
-def _query_info(record: dict[str, Any]) -> dict[str, Any]:
+def ask_head(record: dict[str, Any], method: Rpc, /, **kwargs: Any) -> Any:
+    """One of our questions to the head of the cluster ``record`` describes, over a
+    connection of its own (for a process that holds no handle of that cluster)."""
     client = open_client(record["scheduler"], float(config.get("connect-timeout", 5)), record)
     try:
-        return rpc(client, Rpc.INFO)
+        return rpc(client, method, **kwargs)
     finally:
         client.close(timeout=2)
 

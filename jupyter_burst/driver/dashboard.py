@@ -11,14 +11,10 @@ from __future__ import annotations
 import pathlib
 import ssl
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-from jupyter_burst import config
-from jupyter_burst.clusters import records
-from jupyter_burst.clusters.registry import get_provider
 from jupyter_burst.clusters.tls import CA, CLIENT, ClusterCerts
-from jupyter_burst.driver.cluster import open_client, rpc
+from jupyter_burst.driver.cluster import ask_head, newest_running_record
 from jupyter_burst.errors import ClusterError
 from jupyter_burst.wire.contract import Rpc
 
@@ -33,19 +29,17 @@ class DashboardAddress:
 
 def dashboard_address(state_dir: pathlib.Path, name: str, prefix: str) -> DashboardAddress:
     """Ask the running cluster ``name`` to serve its dashboard under ``prefix``."""
-    record = _running(state_dir, name)
+    record = newest_running_record(state_dir, name)
+    if record is None:
+        raise ClusterError(
+            f"no running cluster named '{name}': %burst status lists the running ones"
+        )
     if not record.get("tls"):
         raise ClusterError(
             f"cluster '{name}' runs without TLS, so its dashboard is not served: install "
             "cryptography where the notebook runs and start the cluster again"
         )
-    client = open_client(
-        record["scheduler"], float(config.get("connect-timeout", 5)), record, "jupyter-burst-lab"
-    )
-    try:
-        reply = rpc(client, Rpc.DASHBOARD, prefix=prefix)
-    finally:
-        client.close(timeout=2)
+    reply = ask_head(record, Rpc.DASHBOARD, prefix=prefix)
     if "error" in reply:
         raise ClusterError(f"cluster '{name}': {reply['error']}")
     host = urlsplit(record["scheduler"]).hostname or "127.0.0.1"
@@ -61,12 +55,3 @@ def client_tls(folder: str | pathlib.Path) -> ssl.SSLContext:
     context.check_hostname = False
     context.load_cert_chain(str(certs.cert(CLIENT)), str(certs.key(CLIENT)))
     return context
-
-
-def _running(state_dir: pathlib.Path, name: str) -> dict[str, Any]:
-    for record in records.all_records(state_dir):
-        if record.get("name") != name:
-            continue
-        if get_provider(record.get("provider", "local")).is_alive(record):
-            return record
-    raise ClusterError(f"no running cluster named '{name}': %burst status lists the running ones")
