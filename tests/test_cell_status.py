@@ -8,6 +8,7 @@ server's ``POST /jupyter-burst/jobs/<id>/cancel`` calls it.
 
 from __future__ import annotations
 
+import html
 import pathlib
 import re
 import time
@@ -33,6 +34,8 @@ STARTING = re.compile(
     r"^burst: cluster default · 1 rank · starting: "
     r"(quote|launching( [01]/1)?|booting|workers joined [01]/1) \d+ s · \d+ s · \$\d+\.\d\d$"
 )
+# The line as first shown, a fraction of a second in: its cluster may be starting a phase.
+SHOWN_STARTING = re.compile(r"^burst: cluster default · 1 rank · starting(: [\w /]+ \d+ s)? · ")
 SECONDS = r"\d+(?:\.\d)? s"  # tenths below 10 s
 STARTED = re.compile(
     rf" · cluster started in {SECONDS} \(quote {SECONDS}, launching 1/1 {SECONDS}, "
@@ -98,7 +101,7 @@ def test_a_cell_shows_a_live_line_with_a_cancel_button_and_ends_done(kernel, sta
     # One display, a widget view with its plain-text twin, and one final update of it.
     assert len(seen.shown) == 1, seen.shown
     bundle, display_id = seen.shown[0]["data"], seen.shown[0]["transient"]["display_id"]
-    assert bundle["text/plain"].startswith("burst: cluster default · 1 rank · starting · ")
+    assert SHOWN_STARTING.match(bundle["text/plain"]), bundle
     view = bundle[cell_status.WIDGET_VIEW]
     assert view["version_major"] == 2 and view["version_minor"] == 0
     assert [u["transient"]["display_id"] for u in seen.updated] == [display_id]
@@ -128,6 +131,14 @@ def test_a_cell_shows_a_live_line_with_a_cancel_button_and_ends_done(kernel, sta
     assert "burst-cell-status" not in threads.stdout
     assert kernel.ok("print(x)").stdout.strip() == "2"
 
+    # A cell that ends within a fraction of a second shows only its final line, once, and
+    # builds no widgets: as text, and as HTML with the classes the widget line has.
+    quick = Seen()
+    run = _run(kernel, "%%burst\nq = 1\n", quick)
+    assert run.status == "ok", run.error_text
+    assert not quick.models and not quick.updated, (quick.models, quick.updated)
+    _assert_final_line_once(quick)
+
     # An async cell shows what it started, its Cancel button live (the server cancels it).
     started = Seen()
     run = _run(kernel, "%%burst async name=bg\nimport time\ntime.sleep(60)\n", started)
@@ -140,15 +151,31 @@ def test_a_cell_shows_a_live_line_with_a_cancel_button_and_ends_done(kernel, sta
     assert background_job is not None and background_job["status"] == "running"
     kernel.ok("%burst cancel bg")
 
-    # Without ipywidgets the same line is plain text, replaced by its final state.
+    # Without ipywidgets a longer cell's line is plain text, replaced by its final state.
     kernel.ok("import sys\nsys.modules['ipywidgets'] = None")
     plain = Seen()
-    run = _run(kernel, "%%burst\ny = 3\n", plain)
+    run = _run(kernel, "%%burst\nimport time\ntime.sleep(1)\ny = 3\n", plain)
     assert run.status == "ok", run.error_text
     assert [set(s["data"]) for s in plain.shown] == [{"text/plain"}]
     assert [set(u["data"]) for u in plain.updated] == [{"text/plain"}]
     ended = FINAL.match(plain.updated[0]["data"]["text/plain"])
     assert ended and ended["state"] == "done", plain.updated
+    # And a quick one's is its final line, as with widgets.
+    quick = Seen()
+    assert _run(kernel, "%%burst\ny = 4\n", quick).status == "ok"
+    _assert_final_line_once(quick)
+
+
+def _assert_final_line_once(seen: Seen) -> None:
+    assert len(seen.shown) == 1 and not seen.updated, (seen.shown, seen.updated)
+    data = seen.shown[0]["data"]
+    assert set(data) == {"text/plain", "text/html"}, data
+    ended = FINAL.match(data["text/plain"])
+    assert ended and ended["state"] == "done", data
+    line = re.fullmatch(
+        r'<div class="jp-BurstCell-status jp-BurstCell-job-\w+">(.*)</div>', data["text/html"]
+    )
+    assert line and html.unescape(line[1]) == data["text/plain"], data
 
 
 def test_without_widgets_the_line_shows_each_phase_of_the_start_and_keeps_their_seconds(
@@ -158,9 +185,7 @@ def test_without_widgets_the_line_shows_each_phase_of_the_start_and_keeps_their_
     plain = Seen()
     run = _run(kernel, "%%burst\nx = 1\n", plain)
     assert run.status == "ok", run.error_text
-    assert plain.shown[0]["data"]["text/plain"].startswith(
-        "burst: cluster default · 1 rank · starting · "
-    )
+    assert SHOWN_STARTING.match(plain.shown[0]["data"]["text/plain"]), plain.shown
     *phases, final = [u["data"]["text/plain"] for u in plain.updated]
     # Each phase once, as it began (not a line a second: a saved notebook stays as it was).
     assert phases and all(STARTING.match(text) for text in phases), phases
@@ -177,12 +202,11 @@ def test_without_widgets_the_line_shows_each_phase_of_the_start_and_keeps_their_
     assert found, status
     assert found["phases"].startswith("quote ") and "workers joined 1/1" in found["phases"]
 
-    # A cell on the running cluster starts nothing: its line is as before, one final update.
+    # A cell on the running cluster starts nothing: its line says nothing of a start.
     again = Seen()
     assert _run(kernel, "%%burst\ny = 2\n", again).status == "ok"
-    assert (
-        len(again.updated) == 1 and "cluster started" not in again.updated[0]["data"]["text/plain"]
-    )
+    _assert_final_line_once(again)
+    assert "cluster started" not in again.shown[0]["data"]["text/plain"]
     assert len(Ledger(state_dir / "ledger.sqlite").starts()) == 1
 
 

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 from jupyter_burst import config
 from jupyter_burst.driver import cache_plan, workdir_sync
 from jupyter_burst.driver.cluster import ClusterHandle, wait_for_workers
+from jupyter_burst.driver.timeline import Timeline
 from jupyter_burst.errors import (
     BudgetExceeded,
     JobCancelled,
@@ -33,7 +34,12 @@ from jupyter_burst.errors import (
 from jupyter_burst.store import budget, cost
 from jupyter_burst.store.ledger import Ledger, shared_ledger
 from jupyter_burst.wire.contract import CellSpec
-from jupyter_burst.wire.payload import Payload, event_count
+from jupyter_burst.wire.payload import (
+    Payload,
+    SentWithOutput,
+    event_count,
+    payload_from_event,
+)
 from jupyter_burst.worker import runtime
 from jupyter_burst.worker.value_cache import CacheMiss
 
@@ -53,6 +59,8 @@ class Job:
     events: queue.Queue
     started: float = field(default_factory=time.monotonic)
     received: int = 0
+    carried: dict[int, Payload] = field(default_factory=dict)  # results sent with the output
+    timeline: Timeline = field(default_factory=Timeline)  # the moments of its cell (profile)
 
     @property
     def world_size(self) -> int:
@@ -247,17 +255,26 @@ def follow(
                 continue
             if kind == "events":
                 _deliver(job, item, on_events)
-                continue
-            if kind == "cancel":
+                rank = item.get("rank", 0)
+                if rank not in job.carried or rank not in pending:
+                    continue
+                # Its result came with its last output: no need to wait for Dask's notice.
+            elif kind == "cancel":
                 stop(job, on_events)
                 raise JobCancelled(f"cancelled{item}: the remote work was stopped")
-            rank = item
+            else:
+                rank = item
+                if rank not in pending:
+                    continue  # its result came with its output, moments before this notice
             pending.discard(rank)
+            job.timeline.mark(f"done {rank}")
             try:
-                results[rank] = _result(job.futures[rank])
+                results[rank] = _rank_result(job, rank, on_events)
             except WorkerLost as lost:
                 failure = RankFailure(rank, lost=lost)
             else:
+                job.timeline.mark(f"{'carried' if rank in job.carried else 'fetched'} {rank}")
+                _deliver_usage(rank, results[rank], on_events)
                 if not _failed(results[rank]):
                     continue
                 unjoined = _could_not_join(results[rank])
@@ -274,9 +291,11 @@ def follow(
                     if job.futures[other].status not in ("finished", "error"):
                         continue
                     try:
-                        results[other] = _result(job.futures[other])
+                        results[other] = _rank_result(job, other, on_events)
                     except WorkerLost as exc:
                         lost = lost or RankFailure(other, lost=exc)
+                    else:
+                        _deliver_usage(other, results[other], on_events)
             # A lost worker explains its peers' errors (a broken collective, our own stop):
             # it is the failure, and one that a rerun from the checkpoint may get past.
             if lost is not None:
@@ -468,6 +487,7 @@ def run_attempts(
     on_note: Callable[[int, str], None],
     on_job: Callable[[Job], None] | None = None,
     files: workdir_sync.FileSource | None = None,
+    timeline: Timeline | None = None,
 ) -> Outcome:
     """Run the job, and run it again (up to ``retries`` times) when a worker of it is lost.
 
@@ -476,7 +496,8 @@ def run_attempts(
     the cell its latest checkpoint. An error the cell raises is never retried.
     ``connect(attempt)`` gives the cluster for each attempt: a new one if the last is gone.
     ``files``: where the working folder's bytes come from, for the nodes of each attempt
-    that lack some (:mod:`jupyter_burst.driver.workdir_sync`).
+    that lack some (:mod:`jupyter_burst.driver.workdir_sync`). ``timeline``: where the
+    moments of each attempt are marked (submitted, each rank done and fetched).
     """
     attempts = retries + 1
     started = time.monotonic()
@@ -492,6 +513,10 @@ def run_attempts(
             on_note=on_note,
         )
         job.started = started  # timeout= counts from the first attempt
+        if timeline is not None:
+            job.timeline = timeline
+        job.timeline.mark("submitted")
+        job.timeline.tasks = [future.key for future in job.futures]
         if on_job is not None:
             on_job(job)
         payloads, failure = follow(job, on_events, timeout_minutes)
@@ -506,6 +531,7 @@ def run_attempts(
             f"checkpoint (attempt {attempt + 1} of {attempts})",
         )
     drain(job, sum(event_count(p) for p in payloads if p is not None), on_events)
+    job.timeline.mark("drained")
     if failure is not None and failure.lost is not None:
         if attempts > 1:
             text = (
@@ -568,9 +594,52 @@ def drain(job: Job, expected: int, on_events: OnEvents) -> None:
             _deliver(job, item, on_events)
 
 
+def _deliver_usage(rank: int, payload: Payload, on_events: OnEvents) -> None:
+    """The rank's slot at its end, which its result carries, as the usage event it was."""
+    sample = payload.result_meta().usage
+    if sample is not None:
+        on_events(rank, [["usage", sample]])
+
+
 def _deliver(job: Job, message: dict, on_events: OnEvents) -> None:
-    job.received += 1
-    on_events(message.get("rank", 0), message["events"])
+    rank = message.get("rank", 0)
+    result = message.get("result")
+    if (
+        result is not None
+        and rank < job.world_size
+        and message.get("task") == job.futures[rank].key
+    ):
+        job.carried[rank] = payload_from_event(result)
+    if message["events"]:
+        job.received += 1
+        on_events(rank, message["events"])
+
+
+def _rank_result(job: Job, rank: int, on_events: OnEvents) -> Payload:
+    """The rank's result: carried by its last output batch, or fetched from its worker."""
+    if rank in job.carried:
+        return job.carried[rank]
+    result = _result(job.futures[rank])
+    if not isinstance(result, SentWithOutput):
+        return result
+    # Its output batch is ahead of Dask's notice on the same streams: only a notice read out
+    # of turn (a peer's failure reads every ended rank) gets here before it.
+    held = []
+    deadline = time.monotonic() + _EVENTS_GRACE_SECONDS
+    while rank not in job.carried and time.monotonic() < deadline:
+        try:
+            kind, item = job.events.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        if kind == "events":
+            _deliver(job, item, on_events)
+        else:
+            held.append((kind, item))
+    for entry in held:
+        job.events.put(entry)
+    if rank not in job.carried:
+        raise WorkerLost("its result, sent with its last output, did not arrive")
+    return job.carried[rank]
 
 
 def _result(future) -> Payload:

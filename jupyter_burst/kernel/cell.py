@@ -21,8 +21,10 @@ from jupyter_burst import config, credentials
 from jupyter_burst.clusters.start_phases import StartPhases
 from jupyter_burst.driver import cache_plan, cluster, jobs, placement
 from jupyter_burst.driver.job_log import JobLog, ending
+from jupyter_burst.driver.timeline import Timeline
 from jupyter_burst.errors import BurstError, JobInterrupted, SendError
 from jupyter_burst.kernel import (
+    cell_profile,
     cell_status,
     ipython_syntax,
     namespace,
@@ -213,12 +215,16 @@ def run_cell(
     shown once the cell is packed and ended with the job's final state; none by default.
     """
     started = time.monotonic()
+    timeline = Timeline()
     cell = prepare(source, options, user_ns, filename, line_offset)
+    timeline.mark("packed")
     line = status if status is not None else cell_status.StatusLine()
     line.begin(cell.job_id)
+    timeline.mark("status shown")
     state = "failed"
+    ran_on: list[cluster.ClusterHandle] = []
     try:
-        result = _run_prepared(cell, user_ns, render, kernel, started, line)
+        result = _run_prepared(cell, user_ns, render, kernel, started, line, timeline, ran_on)
         state = "done"
         return result
     except BaseException as exc:
@@ -226,6 +232,9 @@ def run_cell(
         raise
     finally:
         line.end(state)
+        timeline.mark("status ended")
+        if options.profile and ran_on:
+            cell_profile.show(timeline, ran_on[-1], cell.job_id)
 
 
 def _run_prepared(
@@ -235,8 +244,12 @@ def _run_prepared(
     kernel: str,
     started: float,
     line: cell_status.StatusLine,
+    timeline: Timeline,
+    used: list[cluster.ClusterHandle],
 ) -> CellResult:
-    """Run a packed cell on its cluster, recorded in the ledger, and merge what it sent back."""
+    """Run a packed cell on its cluster, recorded in the ledger, and merge what it sent back.
+
+    ``used`` gets each cluster it ran on (a lost one is replaced between attempts)."""
     source, options, job_id = cell.source, cell.options, cell.job_id
     handle = connect(options, on_start=line.starting)
     node_packages.ensure(handle.client, cell.spec.pip, handle.name)  # %pip, on every node
@@ -244,8 +257,8 @@ def _run_prepared(
     ledger = shared_ledger(handle.state_dir)
     show = render or output.renderer(options.gpus, job_id)
     log = JobLog(ledger, job_id, show, lambda _, text: print(text, file=sys.stderr, flush=True))
-
-    used = [handle]
+    used.append(handle)
+    timeline.mark("connected")
 
     def attempt_cluster(attempt: int) -> cluster.ClusterHandle:
         if attempt == 1:
@@ -267,6 +280,7 @@ def _run_prepared(
         job_id, handle.id, kernel, source, options_record(options), notebook=jobs.notebook_path()
     )
     line.started(handle.name, ledger)
+    timeline.mark("recorded")
     status, error_text = "failed", None
     try:
         try:
@@ -282,10 +296,12 @@ def _run_prepared(
                 on_note=log.note,
                 on_job=lambda _: line.running(),
                 files=workdir.NotebookFiles(cell.spec.workdir) if cell.spec.workdir else None,
+                timeline=timeline,
             )
         finally:
             if render is None:
                 show.close()  # the last lines a flood held back, before any traceback
+        timeline.mark("output shown")
         try:
             main = apply_outcome(
                 outcome.payloads,
@@ -300,10 +316,12 @@ def _run_prepared(
             if render is None:
                 show.show_after_cell()  # the figures, then the error
             raise
+        timeline.mark("merged")
         if render is None:
             output.show_after_result(show, main.get("shown") is not None)
         output.prepare_to_show(main.get("shown"))
         rng_state.restore(main.get("rng"), imported_only=True)  # where rank 0's ended
+        timeline.mark("figures shown")
         status = "done"
         return CellResult(
             job_id=job_id,
@@ -320,6 +338,7 @@ def _run_prepared(
     finally:
         log.close()
         ledger.job_ended(job_id, status, error_text)
+        timeline.mark("end recorded")
 
 
 def apply_outcome(

@@ -8,20 +8,24 @@ cluster, the state is the start's phase under way with its seconds (``starting: 
 0.0 s, launching 1/1 0.1 s, booting 2.0 s, workers joined 1/1 0.9 s)``), read from the
 ledger, where :mod:`jupyter_burst.clusters.start_phases` records them.
 
-In JupyterLab it is an ipywidgets line whose elapsed time and cost tick once a second from
-a daemon thread. Its Cancel button cannot reach the kernel, busy running the cell: the
+A cell that ends within :data:`SHOW_AFTER_SECONDS` shows only its final line, once: a quick
+cell does not pay for widgets it would show for a few milliseconds. A longer one shows its
+line from then on. In JupyterLab that is an ipywidgets line whose elapsed time and cost tick
+once a second from a daemon thread. Its Cancel button cannot reach the kernel, busy running the cell: the
 JupyterLab extension catches the click (``.jp-BurstCell-cancel``), reads the job id from
 the ``jp-BurstCell-job-<id>`` class and asks the server, which records the request in the
 ledger for :class:`jupyter_burst.driver.jobs.CancelWatch` to act on. The line is published as a
 raw bundle with a ``text/plain`` twin, so a frontend without widgets (nbclient, a console)
 shows plain text, updated once with the final state when the cell ends, and once per
-phase while the cell starts a cluster.
+phase while the cell starts a cluster. The final line of a quick cell is plain text with an
+HTML twin that carries the same classes (the job's, the line's) as the widget line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import html
 import threading
 import time
 from typing import Any
@@ -35,6 +39,8 @@ CANCEL_CLASS = "jp-BurstCell-cancel"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _TICK_SECONDS = 1.0
 _JOIN_SECONDS = 5.0
+# A cell quicker than this shows only its final line (widgets cost milliseconds to build).
+SHOW_AFTER_SECONDS = 0.3
 
 
 def job_class(job_id: str) -> str:
@@ -167,6 +173,13 @@ class _WidgetView(_PrintView):
         _display(self.bundle(text), self.job_id, update=True)
 
 
+def final_bundle(text: str, job_id: str) -> dict[str, Any]:
+    """The line of a cell that ended before it was shown: text, and HTML with the classes the
+    widget line has (the sidebar and the tests find a cell's line by them)."""
+    classes = f"{STATUS_CLASS} {job_class(job_id)}"
+    return {"text/plain": text, "text/html": f'<div class="{classes}">{html.escape(text)}</div>'}
+
+
 def _display(bundle: dict[str, Any], job_id: str, update: bool = False) -> None:
     from IPython.display import display, update_display
 
@@ -276,8 +289,10 @@ class CellStatus(StatusLine):
     def begin(self, job_id: str) -> None:
         self._job_id = job_id
         self._began = time.monotonic()
-        self._view = _shown(self._kind, job_id, self.text())
-        if self._view is not None and self._view.live:
+        if self._kind is _PrintView:
+            self._view = _PrintView(job_id)  # a terminal: one line at the end, nothing before
+            return
+        with contextlib.suppress(Exception):  # the line is a courtesy: the cell goes on
             self._start_ticker()
 
     def _start_ticker(self) -> None:
@@ -293,9 +308,6 @@ class CellStatus(StatusLine):
             self._start, self._start_ended, self._phase_shown = phases, None, ""
         # A phase this process enters is shown at once; the ticker reads the others.
         phases.watch(self._wake.set)
-        if self._view is not None and self._view.phases and self._ticker is None:
-            with contextlib.suppress(Exception):  # the line is a courtesy: the start goes on
-                self._start_ticker()
         self._wake.set()
 
     def started(self, cluster: str, ledger: Ledger) -> None:
@@ -320,9 +332,12 @@ class CellStatus(StatusLine):
             self._ticker = None
         with self._lock:
             self.state = state
-            if self._view is not None:
-                with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):
+                if self._view is not None:
                     self._view.finish(self.text())
+                elif self._job_id:
+                    # Ended before it was shown: its final line, once.
+                    _display(final_bundle(self.text(), self._job_id), self._job_id)
 
     def _refresh(self) -> bool:
         """Show the line as it is now (a view without ticks: when a new phase began); False
@@ -342,6 +357,16 @@ class CellStatus(StatusLine):
             return True
 
     def _tick(self) -> None:
+        if self._stop.wait(SHOW_AFTER_SECONDS):
+            return  # a quick cell: end() shows its final line
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._view = _shown(self._kind, self._job_id, self.text())
+            if self._view is None or not (self._view.live or self._view.phases):
+                return
+            if self._ledger is not None:  # the job is in the ledger: the server can cancel it
+                self._view.allow_cancel()
         while not self._stop.is_set():
             self._wake.wait(_TICK_SECONDS)
             self._wake.clear()

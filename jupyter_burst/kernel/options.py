@@ -51,6 +51,7 @@ class CellOptions:
     spot: bool | None = None  # None: no preference, the provider's default
     gpu_mem: float | None = None  # GiB per GPU at least (gpus=auto: the memory estimate's)
     regions: tuple[str, ...] = ()
+    profile: bool = False  # print where the cell's milliseconds went (kernel/cell_profile.py)
     plan: Plan | None = None  # the offer chosen for a cell that named no provider (never parsed)
     given: frozenset[str] = field(default_factory=frozenset)
 
@@ -198,10 +199,11 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "spot": (_offer_word, "spot"),
     "gpu_mem": (_offer_word, "gpu_mem"),
     "region": (_offer_word, "regions"),
+    "profile": (_yes_no, "profile"),
 }
 
 # Options that may stand alone as a bare word, meaning yes: `%%burst async name=train1`.
-_FLAGS = frozenset({"async", "spot"})
+_FLAGS = frozenset({"async", "spot", "profile"})
 
 
 def option_keys() -> list[str]:
@@ -210,7 +212,7 @@ def option_keys() -> list[str]:
 
 
 def flag_keys() -> frozenset[str]:
-    """The options that may also be written bare (``async``, ``spot``)."""
+    """The options that may also be written bare (``async``, ``spot``, ``profile``)."""
     return _FLAGS
 
 
@@ -265,6 +267,10 @@ def parse(line: str) -> CellOptions:
     if "name" in values and not values.get("background"):
         raise OptionError(
             f"name={values['name']} names a background job; add async: %%burst async name={values['name']}"
+        )
+    if values.get("profile") and values.get("background"):
+        raise OptionError(
+            "profile times a cell the notebook waits for, not an async one; drop one of the two"
         )
     overlap = set(values.get("send", ())) & set(values.get("exclude", ()))
     if overlap:

@@ -141,6 +141,10 @@ class ResultMeta:
     could_not_join: str | None = None  # why its process group could not form (a lost peer)
     moved_devices: tuple[str, ...] = ()  # tensors' devices that travelled through the CPU
     cached: dict[str, Any] | None = None  # content keys the worker kept of what it sent back
+    # Its slot at the job's end (worker/usage.py), for the ledger's history of the job. It
+    # rides here rather than as a last output batch: a batch sent moments before the task
+    # ends holds the worker's "finished" message back by Dask's batching interval.
+    usage: dict[str, Any] | None = None
 
     def dumps(self) -> bytes:
         return pickle.dumps(vars(self), protocol=5)

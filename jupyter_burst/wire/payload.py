@@ -160,6 +160,32 @@ class Payload:
         return (Payload, (self.meta, data, buffers, self.keys, tuple(self.omitted)))
 
 
+class SentWithOutput:
+    """What Dask holds as the result of a rank whose result went with its last output batch
+    (:func:`payload_event`): the kernel has it from there."""
+
+    __slots__ = ()
+
+
+def payload_event(payload: Payload) -> dict[str, Any]:
+    """A small payload as an event message carries it (plain bytes, for msgpack)."""
+    return {
+        "meta": payload.meta,
+        "data": bytes(payload.data),
+        "buffers": [None if b is None else bytes(b) for b in payload.buffers],
+        "keys": list(payload.keys),
+        "omitted": sorted(payload.omitted),
+    }
+
+
+def payload_from_event(message: dict[str, Any]) -> Payload:
+    """The payload :func:`payload_event` made, as it was."""
+    buffers = [None if b is None else memoryview(b) for b in message["buffers"]]
+    return Payload(
+        bytes(message["meta"]), message["data"], buffers, message["keys"], message["omitted"]
+    )
+
+
 @dask_serialize.register(Payload)
 def _serialize_payload(payload: Payload) -> tuple[dict, list]:
     header = {"keys": payload.keys, "omitted": sorted(payload.omitted)}

@@ -31,6 +31,7 @@ from jupyter_burst.wire import class_kwargs, rng_state
 from jupyter_burst.wire import payload as wire
 from jupyter_burst.wire.contract import CellSpec, FilesBack, ResultMeta, Workdir
 from jupyter_burst.worker import (
+    cell_timings,
     helper,
     notebook_main,
     orphans,
@@ -56,13 +57,18 @@ _setup_done = False
 
 
 class _JobOutput:
-    """Collects a job's output and publishes it in small batches from a background thread."""
+    """Collects a job's output and publishes it in small batches from a background thread.
 
-    def __init__(self, job: str, topic: str, publish, rank: int = 0):
+    ``publish`` is None off a worker (a test calling :func:`run_cell` itself): nothing goes out.
+    """
+
+    def __init__(self, job: str, topic: str, publish, rank: int = 0, task: str | None = None):
         self.job = job
         self.rank = rank
+        self.task = task  # the Dask key: which attempt of the job a result belongs to
         self.topic = topic
-        self._publish = publish
+        self._publish = publish or (lambda topic, message: None)
+        self.can_carry_results = publish is not None
         self._lock = threading.Lock()
         self._pending: list[list] = []
         self._pending_chars = 0
@@ -105,8 +111,8 @@ class _JobOutput:
         )
 
     def _run(self) -> None:
-        # The slot's use goes with the output every so often (and once at the end): the
-        # ledger keeps it as the job's history of its GPUs and CPUs.
+        # The slot's use goes with the output every so often (and once at the end, with the
+        # result): the ledger keeps it as the job's history of its GPUs and CPUs.
         next_usage = time.monotonic() + usage.RECORD_SECONDS
         while not self._stopped:
             self._wake.wait(_FLUSH_SECONDS)
@@ -119,15 +125,33 @@ class _JobOutput:
             except Exception:  # the worker is closing; nothing left to publish to
                 return
 
-    def close(self) -> int:
-        """Stop the thread, publish what is left; the number of batches published."""
+    def stop(self) -> int:
+        """Stop the thread; the number of batches the job's output makes, the last one (what
+        is still pending) included: it goes with :meth:`send_result` or :meth:`flush`."""
         self._stopped = True
         self._wake.set()
         self._thread.join(timeout=5)
-        with contextlib.suppress(Exception):  # a sample is never worth losing the output
-            self.event("usage", usage.sample())
-        self.flush()
-        return self._seq
+        with self._lock:
+            return self._seq + (1 if self._pending else 0)
+
+    def send_result(self, result: dict[str, Any]) -> None:
+        """The last batch, with the rank's result (a small one) in the same message."""
+        with self._lock:
+            events, self._pending, self._pending_chars = self._pending, [], 0
+            if events:
+                self._seq += 1
+            seq = self._seq
+        self._publish(
+            self.topic,
+            {
+                "job": self.job,
+                "rank": self.rank,
+                "seq": seq,
+                "events": events,
+                "result": result,
+                "task": self.task,
+            },
+        )
 
 
 class _StreamRouter(io.TextIOBase):
@@ -345,8 +369,17 @@ def _publisher():
     try:
         worker = get_worker()
     except ValueError:  # not on a worker: a test calling run_cell directly
-        return lambda topic, msg: None
+        return None
     return worker.log_event
+
+
+def _current_task() -> str | None:
+    from distributed import get_worker
+
+    try:
+        return str(get_worker().get_current_task())
+    except ValueError:  # not on a worker
+        return None
 
 
 def run_cell(message: wire.Payload, sent: dict[str, Any]) -> wire.Payload:
@@ -356,6 +389,7 @@ def run_cell(message: wire.Payload, sent: dict[str, Any]) -> wire.Payload:
     jupyter-burst sent it)."""
     global _current
     spec = CellSpec.from_wire(sent)
+    steps = cell_timings.RankSteps(spec.job, spec.rank)
     _setup_process()
     started = time.time()
     rank, world_size = spec.rank, spec.world_size
@@ -367,7 +401,11 @@ def run_cell(message: wire.Payload, sent: dict[str, Any]) -> wire.Payload:
     main = notebook_main.new_module()
     try:
         with notebook_main.as_main(main):
-            return _run_as_main(message, spec, main, cache, started, rank, world_size, brings_back)
+            result = _run_as_main(
+                message, spec, main, cache, started, rank, world_size, brings_back, steps
+            )
+        steps.mark("packed")
+        return result
     finally:
         # The result is packed: the cell's values go now, not when the cyclic collector next
         # runs (a function the cell defined holds the namespace that holds it). Otherwise a
@@ -386,6 +424,7 @@ def _run_as_main(
     rank: int,
     world_size: int,
     brings_back: bool,
+    steps: cell_timings.RankSteps,
 ) -> wire.Payload:
     global _current, _children
     try:
@@ -394,6 +433,7 @@ def _run_as_main(
         if cache is not None:
             cache.release()  # the entries this job pinned on arrival
         raise
+    steps.mark("unpacked")
     namespace.update(values)
     assigned = set(spec.assigns)
     initial = {k: v for k, v in namespace.items() if not k.startswith("__")}
@@ -410,7 +450,7 @@ def _run_as_main(
     namespace["get_ipython"] = lambda: shell  # never sent back: the cell did not assign it
 
     job = spec.job
-    output = _JobOutput(job, spec.topic, _publisher(), rank=rank).start()
+    output = _JobOutput(job, spec.topic, _publisher(), rank=rank, task=_current_task()).start()
     namespace["burst"] = helper.Burst(
         rank=rank,
         world_size=world_size,
@@ -459,9 +499,13 @@ def _run_as_main(
                 could_not_join = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                 raise
             rng_state.restore(spec.rng, import_torch=spec.imports_torch)
+            steps.mark("ready")
             shown = _execute(spec, namespace)
+            steps.mark("ran")
             show_open_figures()
     except BaseException as exc:  # noqa: B036 - the cell's own exception, KeyboardInterrupt too
+        if steps.steps[-1][0] == "ready":
+            steps.mark("ran")  # the cell's code raised
         error = _describe_error(exc, spec.filename)
     finally:
         stop_watching()
@@ -472,7 +516,7 @@ def _run_as_main(
         children, _children = _children, None
         children.close()
         _current = None
-        events = output.close()
+        events = output.stop()
         os.chdir(previous_cwd)
         _restore_environment(previous_env)
 
@@ -491,14 +535,40 @@ def _run_as_main(
         failed_at=error["time"] if error else None,
         events=events,
         could_not_join=could_not_join,
+        usage=_end_usage(),
     )
     try:
-        return _result(
+        payload = _result(
             result, status, namespace, spec, watched, before, initial, cache, meta["arrived"]
         )
     finally:
         if cache is not None:
             cache.release()
+    return _send_back(output, payload)
+
+
+# A result this small travels with the rank's last output batch, through the scheduler's
+# event stream, and Dask's own result is a marker: the kernel does not fetch it (a round
+# trip, a few milliseconds). The scheduler keeps its last events of each topic
+# (distributed.scheduler.events-log-length): this bounds what those hold.
+_WITH_OUTPUT_BYTES = 64 * 1024
+
+
+def _send_back(output: _JobOutput, payload: wire.Payload) -> wire.Payload | wire.SentWithOutput:
+    """The rank's result, or a marker of it when it went with the last output batch."""
+    if output.can_carry_results and output.task and payload.nbytes <= _WITH_OUTPUT_BYTES:
+        output.send_result(wire.payload_event(payload))
+        return wire.SentWithOutput()
+    output.flush()
+    return payload
+
+
+def _end_usage() -> dict[str, Any] | None:
+    """The slot as the job ends, for the ledger's history of the job; None if unreadable."""
+    try:
+        return usage.sample()
+    except Exception:  # a sample is never worth losing the result
+        return None
 
 
 def _result(
