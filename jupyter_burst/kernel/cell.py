@@ -276,11 +276,26 @@ def _run_prepared(
             node_packages.ensure(used[-1].client, cell.spec.pip, used[-1].name)
         return used[-1]
 
-    ledger.job_started(
-        job_id, handle.id, kernel, source, options_record(options), notebook=jobs.notebook_path()
-    )
-    line.started(handle.name, ledger)
-    timeline.mark("recorded")
+    recorded: list[bool] = []
+
+    def record_start() -> None:
+        if not recorded:
+            recorded.append(True)
+            ledger.job_started(
+                job_id,
+                handle.id,
+                kernel,
+                source,
+                options_record(options),
+                notebook=jobs.notebook_path(),
+            )
+            line.started(handle.name, ledger)
+            timeline.mark("recorded")
+
+    def submitted(_: jobs.Job) -> None:
+        record_start()  # once the task is on its way: the write overlaps the cluster's work
+        line.running()
+
     status, error_text = "failed", None
     try:
         try:
@@ -294,7 +309,7 @@ def _run_prepared(
                 timeout_minutes=options.timeout,
                 on_events=log.events,
                 on_note=log.note,
-                on_job=lambda _: line.running(),
+                on_job=submitted,
                 files=workdir.NotebookFiles(cell.spec.workdir) if cell.spec.workdir else None,
                 timeline=timeline,
             )
@@ -336,6 +351,8 @@ def _run_prepared(
         status, error_text = ending(exc)
         raise
     finally:
+        if not recorded:  # it failed before its task was submitted: still a job in the ledger
+            record_start()
         log.close()
         ledger.job_ended(job_id, status, error_text)
         timeline.mark("end recorded")

@@ -26,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import html
+import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from jupyter_burst.clusters.start_phases import Start, StartPhases, seconds_text
@@ -253,7 +255,7 @@ class CellStatus(StatusLine):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._ticker: threading.Thread | None = None
+        self._ticker: threading.Event | None = None  # set once the line's ticking is over
 
     def text(self) -> str:
         return self._read()[0]
@@ -297,11 +299,7 @@ class CellStatus(StatusLine):
 
     def _start_ticker(self) -> None:
         # Run in a copy of the cell's context, so its widget updates carry the cell's parent.
-        context = contextvars.copy_context()
-        self._ticker = threading.Thread(
-            target=context.run, args=(self._tick,), name="burst-cell-status", daemon=True
-        )
-        self._ticker.start()
+        self._ticker = _TICKERS.run(contextvars.copy_context(), self._tick)
 
     def starting(self, phases: StartPhases) -> None:
         with self._lock:
@@ -327,9 +325,13 @@ class CellStatus(StatusLine):
     def end(self, state: str) -> None:
         self._stop.set()
         self._wake.set()
-        if self._ticker is not None:
-            self._ticker.join(_JOIN_SECONDS)
-            self._ticker = None
+        with self._lock:
+            shown = self._view is not None
+        if self._ticker is not None and shown:
+            # A line not shown yet never will be (the ticker checks the stop under the lock):
+            # only a shown one is waited for, until its last tick is over.
+            self._ticker.wait(_JOIN_SECONDS)
+        self._ticker = None
         with self._lock:
             self.state = state
             with contextlib.suppress(Exception):
@@ -372,6 +374,51 @@ class CellStatus(StatusLine):
             self._wake.clear()
             if self._stop.is_set() or not self._refresh():
                 return
+
+
+class _TickerThread:
+    """The thread that keeps the running cell's line current, kept from cell to cell: starting
+    a thread costs a few tenths of a millisecond, a quick cell's whole budget."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run(self, context: contextvars.Context, tick: Callable[[], None]) -> threading.Event:
+        """Run ``tick`` in ``context`` on the thread; the event is set once it has returned.
+
+        The thread is started on first use, and again if it died (a fork's child has none).
+        A line still ticking past its end (a ledger busy for seconds) keeps its thread, and
+        this one gets a thread of its own."""
+        done = threading.Event()
+        if self._thread is None or not self._thread.is_alive() or not self._idle.is_set():
+            self._work = queue.SimpleQueue()
+            self._thread = threading.Thread(
+                target=self._serve, args=(self._work,), name=TICKER_THREAD, daemon=True
+            )
+            self._thread.start()
+        self._idle.clear()
+        self._work.put((context, tick, done))
+        return done
+
+    def _serve(self, work: queue.SimpleQueue) -> None:
+        while True:
+            context, tick, done = work.get()
+            try:
+                context.run(tick)
+            except Exception:
+                pass  # the line is a courtesy: it never takes the thread down
+            finally:
+                if work is self._work:
+                    self._idle.set()
+                done.set()
+            if work is not self._work:
+                return  # replaced while it ticked past its end: the new thread serves now
+
+
+TICKER_THREAD = "burst-cell-status"
+_TICKERS = _TickerThread()
 
 
 def for_cell(cluster: str, ranks: int) -> StatusLine:

@@ -4,22 +4,33 @@ xxh3 runs at memory speed on one core; a large buffer is cut into fixed chunks h
 several threads (xxhash releases the GIL), so the kernel and a worker, whatever their core
 counts, compute the same key for the same bytes.
 
-The bytes are always hashed: torch's version counter would be cheaper, but writes through
-``tensor.data`` or ``tensor.numpy()`` do not move it, and a stale key is a wrong result.
+The bytes are hashed unless they provably did not change since they were last hashed here:
+a large buffer is write-protected page by page just before it is hashed, and its key is
+reused while none of its pages was written since (:mod:`jupyter_burst.wire.write_watch`).
+torch's version counter would be cheaper, but writes through ``tensor.data`` or
+``tensor.numpy()`` do not move it, and a stale key is a wrong result.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import xxhash
 
+from jupyter_burst.wire.write_watch import MIN_BYTES as _WATCHED_FROM
+from jupyter_burst.wire.write_watch import WATCH
+
 _CHUNK = 16 << 20
 _PARALLEL_FROM = 4 * _CHUNK
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+# (address, size) -> the key of the bytes there, for ranges watched since they were hashed.
+_known: collections.OrderedDict[tuple[int, int], str] = collections.OrderedDict()
+_known_lock = threading.Lock()
+_KNOWN = 256
 
 
 def threads() -> int:
@@ -38,6 +49,28 @@ def _pool_of_threads() -> ThreadPoolExecutor:
 def of(buffer: memoryview) -> str:
     """The content key of ``buffer`` (C-contiguous bytes): 32 hex digits, its length folded in."""
     view = buffer.cast("B") if buffer.format != "B" or buffer.ndim != 1 else buffer
+    if view.nbytes < _WATCHED_FROM:
+        return _hashed(view)
+    where = (address(view), view.nbytes)
+    with _known_lock:
+        known = _known.get(where)
+    if known is not None and WATCH.untouched(*where):
+        return known
+    # Protected before it is read: a write while it is hashed shows next time.
+    watched = WATCH.protect(*where)
+    key = _hashed(view)
+    with _known_lock:
+        if watched:
+            _known[where] = key
+            _known.move_to_end(where)
+            while len(_known) > _KNOWN:
+                _known.popitem(last=False)
+        else:
+            _known.pop(where, None)
+    return key
+
+
+def _hashed(view: memoryview) -> str:
     size = view.nbytes
     if size < _PARALLEL_FROM:
         return xxhash.xxh3_128_hexdigest(view, seed=size)

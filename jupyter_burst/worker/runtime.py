@@ -57,7 +57,7 @@ _setup_done = False
 
 
 class _JobOutput:
-    """Collects a job's output and publishes it in small batches from a background thread.
+    """Collects a job's output; :data:`_FLUSHER` publishes it in small batches.
 
     ``publish`` is None off a worker (a test calling :func:`run_cell` itself): nothing goes out.
     """
@@ -70,15 +70,15 @@ class _JobOutput:
         self._publish = publish or (lambda topic, message: None)
         self.can_carry_results = publish is not None
         self._lock = threading.Lock()
+        # Held while a batch is taken and published: batches leave in the order of their seq.
+        self._publishing = threading.Lock()
         self._pending: list[list] = []
         self._pending_chars = 0
         self._seq = 0
-        self._wake = threading.Event()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name=f"burst-output-{job}", daemon=True)
+        self._next_usage = time.monotonic() + usage.RECORD_SECONDS
 
     def start(self) -> _JobOutput:
-        self._thread.start()
+        _FLUSHER.add(self)
         return self
 
     def text(self, stream: str, text: str) -> None:
@@ -93,65 +93,85 @@ class _JobOutput:
             self._pending_chars += len(text)
             full = self._pending_chars >= _MAX_BATCH_CHARS
         if full:
-            self._wake.set()
+            _FLUSHER.wake.set()
 
     def event(self, *event: Any) -> None:
         with self._lock:
             self._pending.append(list(event))
 
-    def flush(self) -> None:
-        with self._lock:
-            events, self._pending, self._pending_chars = self._pending, [], 0
-            if not events:
+    def flush(self, result: dict[str, Any] | None = None) -> None:
+        """Publish what is pending as the next batch; with ``result``, the rank's (small)
+        result goes in the same message, even with no output left."""
+        with self._publishing:
+            with self._lock:
+                events, self._pending, self._pending_chars = self._pending, [], 0
+                if events:
+                    self._seq += 1
+                seq = self._seq
+            message = {"job": self.job, "rank": self.rank, "seq": seq, "events": events}
+            if result is not None:
+                message.update(result=result, task=self.task)
+            elif not events:
                 return
-            self._seq += 1
-            seq = self._seq
-        self._publish(
-            self.topic, {"job": self.job, "rank": self.rank, "seq": seq, "events": events}
-        )
+            self._publish(self.topic, message)
 
-    def _run(self) -> None:
-        # The slot's use goes with the output every so often (and once at the end, with the
-        # result): the ledger keeps it as the job's history of its GPUs and CPUs.
-        next_usage = time.monotonic() + usage.RECORD_SECONDS
-        while not self._stopped:
-            self._wake.wait(_FLUSH_SECONDS)
-            self._wake.clear()
-            try:
-                if time.monotonic() >= next_usage:
-                    next_usage += usage.RECORD_SECONDS
-                    self.event("usage", usage.sample())
-                self.flush()
-            except Exception:  # the worker is closing; nothing left to publish to
-                return
+    def tick(self) -> None:
+        """The flusher's beat: the slot's use every so often (and once at the end, with the
+        result: the ledger keeps it as the job's history of its GPUs and CPUs), the output."""
+        if time.monotonic() >= self._next_usage:
+            self._next_usage += usage.RECORD_SECONDS
+            self.event("usage", usage.sample())
+        self.flush()
 
     def stop(self) -> int:
-        """Stop the thread; the number of batches the job's output makes, the last one (what
+        """No more beats; the number of batches the job's output makes, the last one (what
         is still pending) included: it goes with :meth:`send_result` or :meth:`flush`."""
-        self._stopped = True
-        self._wake.set()
-        self._thread.join(timeout=5)
-        with self._lock:
+        _FLUSHER.remove(self)
+        with self._publishing, self._lock:  # a batch being published now is counted
             return self._seq + (1 if self._pending else 0)
 
     def send_result(self, result: dict[str, Any]) -> None:
         """The last batch, with the rank's result (a small one) in the same message."""
+        self.flush(result)
+
+
+class _Flusher:
+    """The thread that publishes the running jobs' output every ``_FLUSH_SECONDS``, one per
+    worker process: a thread started and joined for each cell costs it a few tenths of a
+    millisecond, a quick cell's whole budget."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()  # a batch is full: publish it now
+        self._lock = threading.Lock()
+        self._outputs: list[_JobOutput] = []
+        self._thread: threading.Thread | None = None
+
+    def add(self, output: _JobOutput) -> None:
         with self._lock:
-            events, self._pending, self._pending_chars = self._pending, [], 0
-            if events:
-                self._seq += 1
-            seq = self._seq
-        self._publish(
-            self.topic,
-            {
-                "job": self.job,
-                "rank": self.rank,
-                "seq": seq,
-                "events": events,
-                "result": result,
-                "task": self.task,
-            },
-        )
+            self._outputs.append(output)
+            if self._thread is None or not self._thread.is_alive():  # first, or after a fork
+                self._thread = threading.Thread(target=self._run, name="burst-output", daemon=True)
+                self._thread.start()
+
+    def remove(self, output: _JobOutput) -> None:
+        with self._lock:
+            if output in self._outputs:
+                self._outputs.remove(output)
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(_FLUSH_SECONDS)
+            self.wake.clear()
+            with self._lock:
+                outputs = list(self._outputs)
+            for output in outputs:
+                try:
+                    output.tick()
+                except Exception:
+                    pass  # the worker is closing: nothing left to publish to
+
+
+_FLUSHER = _Flusher()
 
 
 class _StreamRouter(io.TextIOBase):
