@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
-import json
 import os
 import pathlib
 import shutil
@@ -245,9 +244,14 @@ class Session:
         self._note_processes()
 
     def record(self) -> dict:
-        path = self.state_dir / "clusters" / "default.json"
-        with path.open() as f:
-            return json.load(f)
+        """The local cluster ``default``'s record (``clusters/default@local.json`` since names
+        are per provider; ``records`` also reads the older ``default.json``)."""
+        from jupyter_burst.clusters import records
+
+        record = records.read_record(self.state_dir, "default")
+        if record is None:
+            raise BenchError(f"no record of the cluster 'default' in {self.state_dir}")
+        return record
 
     def handle(self):
         from jupyter_burst.driver import cluster
@@ -293,7 +297,7 @@ class Session:
             node = psutil.Process(self.record()["pid"])
             for proc in [node, *node.children(recursive=True)]:
                 self.seen[(proc.pid, proc.create_time())] = proc
-        except (OSError, KeyError, ValueError, psutil.Error):
+        except (BenchError, OSError, KeyError, ValueError, psutil.Error):
             pass
 
     def down(self) -> None:

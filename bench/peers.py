@@ -499,7 +499,8 @@ def measure(session: Session, ipp: IpyparallelCluster, quick: bool) -> Report:
     report = Report()
     parts = [
         lambda: trivial_part(session, dask, n=20 if quick else 100),
-        lambda: big_value_parts(systems, big, copy_reps=1 if quick else 2, quick=quick),
+        # A first round apart, then the steady rounds: at least 2 of those for a median.
+        lambda: big_value_parts(systems, big, copy_reps=3 if quick else 5, quick=quick),
         lambda: replay_part(systems, (64 << 20) if quick else (256 << 20)),
     ]
     for part in parts:
@@ -597,23 +598,39 @@ HOW_BIG_MOVES = {
 
 
 def copy_rows(copies: dict[str, list[Run]], nbytes: int) -> list[Row]:
+    """Per system, the first round apart (the worker's first big allocations, ipyparallel's
+    first push), then the median / p90 of the rounds after it."""
     rows = []
     for label, runs in copies.items():
-        best = min(runs, key=lambda r: r.seconds)
+        what = (
+            f"`{COPY_SOURCE.strip()}`, numpy {size(nbytes)} in and out (2 N bytes): "
+            f"{label} ({HOW_BIG_MOVES[label]})"
+        )
+        first, steady = runs[0], runs[1:]
         rows.append(
             Row(
                 MEASUREMENT,
-                f"`{COPY_SOURCE.strip()}`, numpy {size(nbytes)} in and out (2 N bytes), "
-                f"{_best_of(runs)}: {label} ({HOW_BIG_MOVES[label]}); time, MB/s, loopback",
-                f"{best.seconds:.2f} s, {mb_per_s(2 * nbytes, best.seconds):,.0f} MB/s, "
-                f"{mib(best.loopback)}",
+                f"{what}; {'one run' if not steady else 'first round'}: time, MB/s, loopback",
+                f"{first.seconds:.2f} s, {mb_per_s(2 * nbytes, first.seconds):,.0f} MB/s, "
+                f"{mib(first.loopback)}",
             )
         )
+        if steady:
+            rows.append(_steady_copy_row(what, steady, nbytes))
     return rows
 
 
-def _best_of(runs: list) -> str:
-    return "one run" if len(runs) == 1 else f"best of {len(runs)}"
+def _steady_copy_row(what: str, runs: list[Run], nbytes: int) -> Row:
+    """The rounds after the first: median / p90 of the time (MB/s at each) and of the bytes."""
+    seconds = [run.seconds for run in runs]
+    loopback = [run.loopback for run in runs]
+    fast, slow = median(seconds), p90(seconds)
+    return Row(
+        MEASUREMENT,
+        f"{what}; after the first, median / p90 (N={len(runs)}): time, MB/s, loopback",
+        f"{fast:.2f} s / {slow:.2f} s, {mb_per_s(2 * nbytes, fast):,.0f} / "
+        f"{mb_per_s(2 * nbytes, slow):,.0f} MB/s, {mib(median(loopback))} / {mib(p90(loopback))}",
+    )
 
 
 HOW_RERUNS_MOVE = {
@@ -667,7 +684,7 @@ def replay_rows(replays: dict[str, tuple[Run, list[float], dict]], nbytes: int) 
         Row(
             MEASUREMENT,
             f"20-cell session replay (`bench/replay.py`, {size(nbytes)} float32 dataset): "
-            f"{label} ({HOW_REPLAY_MOVES[label]}); total time, loopback",
+            f"{label} ({HOW_REPLAY_MOVES[label]}); one run: total time, loopback",
             run.text(),
         )
         for label, (run, _, _) in replays.items()

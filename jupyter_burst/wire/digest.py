@@ -59,15 +59,31 @@ def of(buffer: memoryview) -> str:
     # Protected before it is read: a write while it is hashed shows next time.
     watched = WATCH.protect(*where)
     key = _hashed(view)
-    with _known_lock:
-        if watched:
-            _known[where] = key
-            _known.move_to_end(where)
-            while len(_known) > _KNOWN:
-                _known.popitem(last=False)
-        else:
-            _known.pop(where, None)
+    _note(where, key if watched else None)
     return key
+
+
+def remember(buffer: memoryview, key: str) -> None:
+    """``key`` is the content key of ``buffer``'s bytes as they are now (they just arrived,
+    under the key they were sent with): watch them, so that :func:`of` needs no hash while
+    they stay as they are."""
+    view = buffer.cast("B") if buffer.format != "B" or buffer.ndim != 1 else buffer
+    if view.nbytes < _WATCHED_FROM:
+        return
+    where = (address(view), view.nbytes)
+    _note(where, key if WATCH.protect(*where) else None)
+
+
+def _note(where: tuple[int, int], key: str | None) -> None:
+    """The key of the watched range ``where``; None: it is not watched, forget it."""
+    with _known_lock:
+        if key is None:
+            _known.pop(where, None)
+            return
+        _known[where] = key
+        _known.move_to_end(where)
+        while len(_known) > _KNOWN:
+            _known.popitem(last=False)
 
 
 def _hashed(view: memoryview) -> str:

@@ -13,6 +13,7 @@ them; the cell's runtime checks the bytes afterwards and drops what no longer ma
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 import time
 from collections.abc import Iterable
@@ -106,13 +107,21 @@ class ValueCache:
             self._shrink(self.limit)
 
     def forget(self, owner: str, keys: Iterable[str]) -> None:
-        """Drop ``owner``'s entries among ``keys`` that no job is using."""
+        """Drop ``owner``'s entries among ``keys`` that no job is using.
+
+        Their memory is given back on another thread: freeing a GiB takes tens of
+        milliseconds, which the new bytes of the same variable, on their way now, need not
+        wait for."""
+        dropped = []
         with self._lock:
             for key in keys:
                 entry = self._entries.get((owner, key))
                 if entry is not None and not entry.pins:
                     del self._entries[(owner, key)]
                     self.nbytes -= entry.nbytes
+                    dropped.append(entry)
+        if dropped:
+            _FREER.put(dropped)
 
     def discard(self, owner: str, key: str) -> None:
         with self._lock:
@@ -158,6 +167,32 @@ def _worker_memory() -> int:
     return int(limit or psutil.virtual_memory().total)
 
 
+class _Freer:
+    """A thread that drops the last references to forgotten buffers, so that their memory
+    is given back while the caller goes on."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, entries: list) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # first, or after a fork
+                self._thread = threading.Thread(target=self._run, name="burst-free", daemon=True)
+                self._thread.start()
+        self._work.put(entries)
+
+    def _run(self) -> None:
+        while True:
+            entries = self._work.get()
+            entries.clear()  # the memory goes here, off the caller's thread
+            del entries
+
+
+_FREER = _Freer()
+
+
 class JobCache:
     """One job's use of this worker's cache, from its message's arrival to its result."""
 
@@ -181,6 +216,9 @@ class JobCache:
                     continue
             else:
                 cache.put(self.owner, key, buffers[i], self.limit, self.job)
+                # Just arrived, untouched: the change check after the cell proves it
+                # unchanged by its pages instead of hashing it (wire/write_watch.py).
+                digest.remember(buffers[i], key)
             self.used[key] = buffers[i]
         if missing:
             raise CacheMiss(missing)
