@@ -59,8 +59,11 @@ px.activate()
 """
 TARGET_CHANGED_RATIO = 1.2
 TARGET_COLD_SECONDS = 1.0
+MEMORY_SLACK = 0.10  # one copy of the working set, + 10%
+WORKER_PID = "%%burst\nimport os\nburst_worker_pid = os.getpid()"
 TARGET_UNCHANGED_SHARE = 0.05
 DATA_SETUP = """
+import os
 import numpy as np
 def first_of(a):
     return float(a[0])
@@ -118,6 +121,19 @@ class KernelCells:
         if error:
             raise RuntimeError(f"cell failed: {error}: {code!r}")
         return elapsed
+
+    def pids(self) -> tuple[int, int]:
+        """The kernel's process id, and the burst worker's (after :data:`WORKER_PID` ran)."""
+        msg_id = self.client.execute("print(os.getpid(), burst_worker_pid)")
+        while True:
+            msg = self.client.get_iopub_msg(timeout=60)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                kernel_pid, worker_pid = msg["content"]["text"].split()
+                return int(kernel_pid), int(worker_pid)
+            if msg["msg_type"] == "error":
+                raise RuntimeError(f"no process ids: {msg['content']['evalue']}")
 
     def close(self) -> None:
         self.client.stop_channels()
@@ -191,6 +207,29 @@ def run(session: Session, quick: bool, profile: bool = False) -> Report:
     return report
 
 
+def _memory_rows(data: dict[str, Any]) -> list[Row]:
+    """The largest resident size of the kernel and of the worker over the rounds, against
+    the one copy each should hold: its size before any large value, plus the value."""
+    m = "through a kernel"
+    nbytes, rounds = data["nbytes"], len(data["resident"])
+    rows = []
+    for side, index in (("kernel", 0), ("worker", 1)):
+        before = data["before"][index]
+        most = max(r[index] for r in data["resident"])
+        limit = (before + nbytes) * (1 + MEMORY_SLACK)
+        rows.append(
+            Row(
+                m,
+                f"{nbytes >> 20} MiB given new values {rounds} times: the {side}'s largest "
+                "resident size / its size before + one copy",
+                f"{most >> 20} MiB / {(before + nbytes) >> 20} MiB",
+                f"<= +{MEMORY_SLACK:.0%}",
+                most <= limit,
+            )
+        )
+    return rows
+
+
 def _cold_rounds(rounds: int) -> list[float]:
     """Each round: a fresh kernel and state folder; its first ``%%burst`` cell, timed."""
     times = []
@@ -226,14 +265,23 @@ def _cold_rows(times: list[float]) -> list[Row]:
 
 
 def _data_rounds(kernel: KernelCells, nbytes: int, rounds: int) -> dict[str, Any]:
-    """Each round: new values (untimed), then ``%%burst`` reads them, then raw Dask does."""
+    """Each round: new values (untimed), then ``%%burst`` reads them, then raw Dask does.
+
+    The resident memory of the kernel and of the burst worker is read after each ``%%burst``
+    read, against each one's before any large value (issue #21: one copy each, + 10%).
+    """
     kernel.run(DATA_SETUP)
+    kernel.run(WORKER_PID)
+    kernel_pid, worker_pid = kernel.pids()
+    before = (_rss(kernel_pid), _rss(worker_pid))
     changed: list[float] = []
     raw: list[float] = []
+    resident: list[tuple[int, int]] = []
     for i in range(rounds):
         kernel.run(NEW_VALUES.format(n=nbytes // 4, i=i))
         time.sleep(PAUSE_SECONDS)
         changed.append(kernel.run(BURST_READS))
+        resident.append((_rss(kernel_pid), _rss(worker_pid)))
         time.sleep(PAUSE_SECONDS)
         raw.append(kernel.run(RAW_READS))
     unchanged = []
@@ -241,7 +289,20 @@ def _data_rounds(kernel: KernelCells, nbytes: int, rounds: int) -> dict[str, Any
         time.sleep(PAUSE_SECONDS)
         unchanged.append(kernel.run(BURST_READS))
     kernel.run("del big")
-    return {"nbytes": nbytes, "changed": changed, "raw": raw, "unchanged": unchanged}
+    return {
+        "nbytes": nbytes,
+        "changed": changed,
+        "raw": raw,
+        "unchanged": unchanged,
+        "before": before,
+        "resident": resident,
+    }
+
+
+def _rss(pid: int) -> int:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss
 
 
 def _data_rows(data: dict[str, Any]) -> list[Row]:
@@ -270,6 +331,7 @@ def _data_rows(data: dict[str, Any]) -> list[Row]:
             spread(unchanged),
         ),
     ]
+    rows += _memory_rows(data)
     ratio = median(changed[1:]) / median(raw[1:])
     rows.append(
         Row(

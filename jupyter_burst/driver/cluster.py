@@ -39,6 +39,7 @@ from jupyter_burst.clusters.start_phases import LAUNCHING, QUOTE, WORKERS, Start
 from jupyter_burst.clusters.tls import ClusterCerts
 from jupyter_burst.errors import ClusterError
 from jupyter_burst.store.ledger import shared_ledger
+from jupyter_burst.wire import prompt_streams
 from jupyter_burst.wire.contract import Rpc
 
 
@@ -113,7 +114,7 @@ def open_client(
     head node's own for the background jobs it runs (with the node's ``security``)."""
     security = security if security is not None else _security(record)
     _answers(address, timeout, security)
-    return Client(
+    client = Client(
         address,
         timeout=timeout,
         direct_to_workers=True,
@@ -121,6 +122,8 @@ def open_client(
         name=name,
         security=security,
     )
+    prompt_streams.send_at_once(getattr(client, "scheduler_comm", None))
+    return client
 
 
 def _answers(address: str, timeout: float, security: Any) -> None:

@@ -288,7 +288,8 @@ def follow(
                 # A peer fails moments after the rank that caused it (its collective breaks);
                 # read every rank that ended, so the earliest failure is the one reported.
                 for other in sorted(pending):
-                    if job.futures[other].status not in ("finished", "error"):
+                    ended = job.futures[other].status in ("finished", "error")
+                    if not ended and other not in job.carried:
                         continue
                     try:
                         results[other] = _rank_result(job, other, on_events)

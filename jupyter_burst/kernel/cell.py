@@ -276,26 +276,11 @@ def _run_prepared(
             node_packages.ensure(used[-1].client, cell.spec.pip, used[-1].name)
         return used[-1]
 
-    recorded: list[bool] = []
-
-    def record_start() -> None:
-        if not recorded:
-            recorded.append(True)
-            ledger.job_started(
-                job_id,
-                handle.id,
-                kernel,
-                source,
-                options_record(options),
-                notebook=jobs.notebook_path(),
-            )
-            line.started(handle.name, ledger)
-            timeline.mark("recorded")
-
-    def submitted(_: jobs.Job) -> None:
-        record_start()  # once the task is on its way: the write overlaps the cluster's work
-        line.running()
-
+    ledger.job_started(
+        job_id, handle.id, kernel, source, options_record(options), notebook=jobs.notebook_path()
+    )
+    line.started(handle.name, ledger)
+    timeline.mark("recorded")
     status, error_text = "failed", None
     try:
         try:
@@ -309,7 +294,7 @@ def _run_prepared(
                 timeout_minutes=options.timeout,
                 on_events=log.events,
                 on_note=log.note,
-                on_job=submitted,
+                on_job=lambda _: line.running(),
                 files=workdir.NotebookFiles(cell.spec.workdir) if cell.spec.workdir else None,
                 timeline=timeline,
             )
@@ -351,8 +336,6 @@ def _run_prepared(
         status, error_text = ending(exc)
         raise
     finally:
-        if not recorded:  # it failed before its task was submitted: still a job in the ledger
-            record_start()
         log.close()
         ledger.job_ended(job_id, status, error_text)
         timeline.mark("end recorded")

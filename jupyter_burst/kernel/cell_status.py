@@ -10,15 +10,16 @@ ledger, where :mod:`jupyter_burst.clusters.start_phases` records them.
 
 A cell that ends within :data:`SHOW_AFTER_SECONDS` shows only its final line, once: a quick
 cell does not pay for widgets it would show for a few milliseconds. A longer one shows its
-line from then on. In JupyterLab that is an ipywidgets line whose elapsed time and cost tick
-once a second from a daemon thread. Its Cancel button cannot reach the kernel, busy running the cell: the
-JupyterLab extension catches the click (``.jp-BurstCell-cancel``), reads the job id from
-the ``jp-BurstCell-job-<id>`` class and asks the server, which records the request in the
-ledger for :class:`jupyter_burst.driver.jobs.CancelWatch` to act on. The line is published as a
-raw bundle with a ``text/plain`` twin, so a frontend without widgets (nbclient, a console)
-shows plain text, updated once with the final state when the cell ends, and once per
-phase while the cell starts a cluster. The final line of a quick cell is plain text with an
-HTML twin that carries the same classes (the job's, the line's) as the widget line.
+line from then on. In JupyterLab that is an ipywidgets line whose elapsed time and cost
+tick once a second from a daemon thread. Its Cancel button cannot reach the kernel, busy
+running the cell: the JupyterLab extension catches the click (``.jp-BurstCell-cancel``),
+reads the job id from the ``jp-BurstCell-job-<id>`` class and asks the server, which
+records the request in the ledger for :class:`jupyter_burst.driver.jobs.CancelWatch` to act
+on. The line is published as a raw bundle with a ``text/plain`` twin, so a frontend without
+widgets (nbclient, a console) shows plain text, updated once with the final state when the
+cell ends, and once per phase while the cell starts a cluster. The final line of a quick
+cell is plain text with an HTML twin that carries the same classes (the job's, the line's)
+as the widget line.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from jupyter_burst.node.worker_node import WorkerNode, node_name
 from jupyter_burst.store import store_key
 from jupyter_burst.store.ledger import open_ledger
 from jupyter_burst.wire.contract import Rpc
+from jupyter_burst.wire.prompt_streams import PromptStreams
 from jupyter_burst.worker.node_packages import node_folder
 
 log = logging.getLogger("jupyter_burst.node")
@@ -123,6 +124,7 @@ class HeadNode:
             dashboard.require_client_certificates(self.scheduler)
         self.dashboard = dashboard.Dashboard(self.scheduler, has_tls=on_tls)
         await self.scheduler
+        self.scheduler.add_plugin(PromptStreams())
         self.scheduler.handlers[Rpc.SET_IDLE] = self._set_idle
         self.scheduler.handlers[Rpc.INFO] = self._info
         self.scheduler.handlers[Rpc.STOP] = self._stop

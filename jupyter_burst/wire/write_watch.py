@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import fcntl
 import os
 import struct
 import sys
@@ -69,6 +68,8 @@ class WriteWatch:
             fd = self._descriptor()
             if fd is None or not _private_anonymous(start, end):
                 return False
+            import fcntl  # Linux only: there is a descriptor
+
             try:
                 fcntl.ioctl(
                     fd,
@@ -142,6 +143,8 @@ def _open_userfaultfd() -> int | None:
         return None
     if fd < 0:
         return None
+    import fcntl
+
     wanted = _FEATURE_WP_ASYNC | _FEATURE_WP_UNPOPULATED
     try:
         api = bytearray(struct.pack("QQQ", _UFFD_API, wanted, 0))

@@ -27,7 +27,7 @@ from typing import Any
 import cloudpickle
 
 from jupyter_burst.errors import BurstError
-from jupyter_burst.wire import class_kwargs, rng_state
+from jupyter_burst.wire import class_kwargs, prompt_streams, rng_state
 from jupyter_burst.wire import payload as wire
 from jupyter_burst.wire.contract import CellSpec, FilesBack, ResultMeta, Workdir
 from jupyter_burst.worker import (
@@ -76,6 +76,7 @@ class _JobOutput:
         self._pending_chars = 0
         self._seq = 0
         self._next_usage = time.monotonic() + usage.RECORD_SECONDS
+        self._stopped = False
 
     def start(self) -> _JobOutput:
         _FLUSHER.add(self)
@@ -118,6 +119,8 @@ class _JobOutput:
     def tick(self) -> None:
         """The flusher's beat: the slot's use every so often (and once at the end, with the
         result: the ledger keeps it as the job's history of its GPUs and CPUs), the output."""
+        if self._stopped:
+            return  # the flusher's list was read just before this job's end
         if time.monotonic() >= self._next_usage:
             self._next_usage += usage.RECORD_SECONDS
             self.event("usage", usage.sample())
@@ -128,6 +131,7 @@ class _JobOutput:
         is still pending) included: it goes with :meth:`send_result` or :meth:`flush`."""
         _FLUSHER.remove(self)
         with self._publishing, self._lock:  # a batch being published now is counted
+            self._stopped = True
             return self._seq + (1 if self._pending else 0)
 
     def send_result(self, result: dict[str, Any]) -> None:
@@ -227,7 +231,18 @@ def _setup_process() -> None:
         notebook_main.forward_children(lambda: _children)
         class_kwargs.install()  # a class made here with keywords can travel back
         preemption.start_from_config()  # only when burst.preemption.url is set
+        _send_at_once()
         _setup_done = True
+
+
+def _send_at_once() -> None:
+    """This worker's stream to the scheduler sends each message at once (prompt_streams.py)."""
+    from distributed import get_worker
+
+    try:
+        prompt_streams.send_at_once(get_worker().batched_stream)
+    except ValueError:  # not on a worker: a test calling run_cell directly
+        pass
 
 
 def _patch_ipython_display() -> None:
