@@ -40,7 +40,6 @@ from jupyter_burst.wire.payload import (
     event_count,
     payload_from_event,
 )
-from jupyter_burst.worker import runtime
 from jupyter_burst.worker.value_cache import CacheMiss
 
 # Below this a payload rides inside the task message; above it, it goes straight to the
@@ -102,6 +101,14 @@ def _topic(handle: ClusterHandle) -> str:
         handle.client.subscribe_topic(topic, route)
         handle.topic_handlers[topic] = routes
     return topic
+
+
+def _runtime() -> Any:
+    """The worker's side of a cell, which the tasks name: imported when first needed, so
+    that a head node that never runs a background job never imports it (IPython and all)."""
+    from jupyter_burst.worker import runtime
+
+    return runtime
 
 
 def _place(client: Any, messages: list[Payload], workers: list[str | None]) -> list[Any]:
@@ -185,7 +192,7 @@ def submit(
     arguments = _place(client, messages, workers)
     if ranks > 1:
         master = workers[0]
-        port = client.run(runtime.free_port, workers=[master])[master]
+        port = client.run(_runtime().free_port, workers=[master])[master]
         spec = replace(spec, master_addr=urlparse(master).hostname, master_port=port)
 
     futures = []
@@ -195,7 +202,7 @@ def submit(
         local_rank = hosts.get(host, 0)
         hosts[host] = local_rank + 1
         future = client.submit(
-            runtime.run_cell,
+            _runtime().run_cell,
             arguments[rank],
             replace(spec, rank=rank, local_rank=local_rank).to_wire(),
             key=f"burst-cell-{job_id}-a{attempt}-r{rank}",
@@ -421,7 +428,7 @@ class BudgetStop:
         if action == budget.ASK:
             try:
                 self.job.handle.client.run(
-                    runtime.ask_to_checkpoint,
+                    _runtime().ask_to_checkpoint,
                     self.job.id,
                     self.policy.notice(spent, rate),
                     on_error="return",
@@ -686,7 +693,7 @@ def stop(job: Job, on_events: OnEvents, ranks: list[int] | None = None) -> None:
     running_on: list[str] = []
     try:
         # Every slot is asked; those running the job answer True.
-        answers = client.run(runtime.interrupt_job, job.id, wait=True, on_error="return")
+        answers = client.run(_runtime().interrupt_job, job.id, wait=True, on_error="return")
         running_on = [addr for addr, hit in answers.items() if hit is True]
     except Exception:
         pass
@@ -695,7 +702,7 @@ def stop(job: Job, on_events: OnEvents, ranks: list[int] | None = None) -> None:
         # Stuck in C code (time.sleep, a blocking read, a collective waiting for a dead
         # peer): only ending the process stops it. Its nanny starts a fresh one for the slot.
         try:
-            client.run(runtime.exit_worker, workers=running_on, wait=False)
+            client.run(_runtime().exit_worker, workers=running_on, wait=False)
         except Exception:
             pass
         _wait_done(job, futures, 5, on_events)

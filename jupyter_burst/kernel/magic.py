@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import shlex
 import sys
+import threading
 import time
 from typing import Any
 
@@ -34,7 +35,7 @@ from jupyter_burst.kernel.report_table import Column, Report, Row, Table
 from jupyter_burst.kernel.verb_help import VERBS, overview, verb_help
 from jupyter_burst.store.checkpoints import CheckpointStore, default_root, find_job, listing
 from jupyter_burst.store.ledger import shared_ledger
-from jupyter_burst.wire import class_kwargs
+from jupyter_burst.wire import class_kwargs, payload
 from jupyter_burst.worker import helper
 
 
@@ -430,3 +431,5 @@ def load(shell) -> None:
     class_kwargs.install()  # a notebook class made with keywords can be made again remotely
     # The same cell also runs without %%burst: then `burst` is this one process, rank 0 of 1.
     shell.user_ns.setdefault("burst", helper.local())
+    # While the user writes the first cell, not when it runs (a few hundred ms, once).
+    threading.Thread(target=payload.warm_up, name="burst-warm-up", daemon=True).start()

@@ -15,6 +15,7 @@ from jupyter_burst.worker import usage
 # The scheduler's heartbeat from each worker carries its slot's use (bootstrap.py answers it
 # to the sidebar): the cluster samples itself, the laptop asks once.
 USAGE_METRIC = "burst_usage"
+WARM_UP = "jupyter_burst.worker.warm_up"  # a preload: the cell runtime's imports, on a thread
 
 
 def slot_environment(args: argparse.Namespace, i: int, device: str, devices: list[str]) -> dict:
@@ -59,6 +60,7 @@ def slot_nanny(
         resources={"slot": 1},
         security=security,
         metrics={**DEFAULT_METRICS, USAGE_METRIC: usage.metric},
+        preload=[WARM_UP],
     )
 
 

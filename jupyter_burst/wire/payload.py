@@ -223,9 +223,18 @@ def _is_local_module_name(name: str, file: str | None) -> bool:
     top = name.partition(".")[0]
     if not file or top in sys.builtin_module_names or top == "jupyter_burst":
         return False
-    if top in _distribution_packages():
+    if os.path.realpath(file).startswith(_installed_roots()):
         return False
-    return not os.path.realpath(file).startswith(_installed_roots())
+    # Outside the environment's folders: local, unless a distribution provides it (an
+    # editable install). Asked only then: listing the distributions takes a fraction of a
+    # second the first time (warm_up, at %load_ext, takes it off the first cell).
+    return top not in _distribution_packages()
+
+
+def warm_up() -> None:
+    """What deciding "local module or installed" needs the first time, computed ahead of it."""
+    _installed_roots()
+    _distribution_packages()
 
 
 def is_local_module(module: types.ModuleType) -> bool:
