@@ -106,6 +106,7 @@ def _topic(handle: ClusterHandle) -> str:
 def _runtime() -> Any:
     """The worker's side of a cell, which the tasks name: imported when first needed, so
     that a head node that never runs a background job never imports it (IPython and all)."""
+    # Here, not at the top: the head node's start is part of a cold cell's wait.
     from jupyter_burst.worker import runtime
 
     return runtime

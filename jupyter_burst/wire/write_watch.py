@@ -143,15 +143,15 @@ def _open_userfaultfd() -> int | None:
         return None
     if fd < 0:
         return None
-    import fcntl
-
     wanted = _FEATURE_WP_ASYNC | _FEATURE_WP_UNPOPULATED
     try:
+        import fcntl
+
         api = bytearray(struct.pack("QQQ", _UFFD_API, wanted, 0))
         fcntl.ioctl(fd, _UFFDIO_API, api)
         if struct.unpack("QQQ", api)[1] & wanted != wanted:
             raise OSError("asynchronous write-protect is not offered")
-    except OSError:
+    except (OSError, ImportError):
         os.close(fd)
         return None
     return fd
