@@ -21,13 +21,24 @@ timed), then read by ``%%burst`` or by raw Dask (``scatter(direct=True)`` and a 
 way a Dask user sends a fresh array); and read again unchanged by ``%%burst``. The first
 round of each is reported apart from the rounds after it (the steady state). Targets: a
 changed value's steady state ≤ 1.2 × raw Dask's; an unchanged re-run ≤ 5% of a warm send of
-new bytes (the first round pays one-off costs, and would flatter any re-run).
+new bytes (the first round pays one-off costs, and would flatter any re-run). The resident
+size of the kernel and of the burst worker is read after each ``%%burst`` read: the largest,
+against each one's size before any large value plus one copy (within 10%).
+
+Then the cold start as a user meets it: a fresh kernel (the extension loaded, no cluster
+running), timed from its first ``%%burst`` ``z = 1`` to the kernel's ``idle``: the local
+cluster's start and the cell. N fresh kernels, one after the other. Target: median ≤ 1 s.
+
+Where a trivial-cell target is missed (or with ``--profile``), N more warm trivial cells run
+as ``%%burst profile`` in the same kernel, and the median of each line of their profiles
+goes into the notes: where the milliseconds go, on each side, in the run that missed.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import tempfile
 import time
@@ -122,6 +133,26 @@ class KernelCells:
             raise RuntimeError(f"cell failed: {error}: {code!r}")
         return elapsed
 
+    def stdout(self, code: str, timeout: float = 120) -> str:
+        """What the cell printed; raises if it failed."""
+        msg_id = self.client.execute(code)
+        printed, error = [], None
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.client.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "stream" and msg["content"]["name"] == "stdout":
+                printed.append(msg["content"]["text"])
+            elif kind == "error":
+                error = f"{msg['content']['ename']}: {msg['content']['evalue']}"
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        if error:
+            raise RuntimeError(f"cell failed: {error}: {code!r}")
+        return "".join(printed)
+
     def pids(self) -> tuple[int, int]:
         """The kernel's process id, and the burst worker's (after :data:`WORKER_PID` ran)."""
         msg_id = self.client.execute("print(os.getpid(), burst_worker_pid)")
@@ -169,6 +200,7 @@ def run(session: Session, quick: bool, profile: bool = False) -> Report:
                 elapsed = kernel.run(code)
                 if round_ >= warmup:
                     times[label].append(elapsed)
+        profiled = _profiled(kernel, 20 if quick else 40) if profile or _slow(times) else []
         data = _data_rounds(kernel, (256 << 20) if quick else (1 << 30), 5 if quick else 10)
     finally:
         try:
@@ -204,7 +236,56 @@ def run(session: Session, quick: bool, profile: bool = False) -> Report:
         report.notes.append("through a kernel: ipyparallel is not installed (make bench)")
     report.rows += _data_rows(data)
     report.rows += _cold_rows(_cold_rounds(3 if quick else 5))
+    report.notes += _profile_notes(profiled)
     return report
+
+
+PROFILE_ROW = re.compile(
+    r"^ {2,4}(?P<side>kernel|scheduler|worker \d+) +(?P<what>.+?) +(?P<ms>\d+\.\d) ms$"
+)
+PROFILE_TOTAL = re.compile(r"(?P<ms>\d+\.\d) ms in the kernel from the magic's start")
+
+
+def _slow(times: dict[str, list[float]]) -> bool:
+    """A trivial-cell target missed: say where the cell's time goes."""
+    burst = median(times["`%%burst` `z = 1` (warm)"])
+    raw = median(times["raw Dask `client.submit(f).result()`"])
+    px = times.get("ipyparallel `%%px` `z = 1` (2 engines)")
+    return burst > TARGET_RAW_RATIO * raw or (px is not None and burst > median(px))
+
+
+def _profiled(kernel: KernelCells, n: int) -> list[str]:
+    """``%%burst profile`` of N warm trivial cells, spaced as the timed ones, in the same
+    kernel (the peers' clients still in it): each cell's printed profile."""
+    outputs = []
+    for _ in range(n):
+        time.sleep(PAUSE_SECONDS)
+        outputs.append(kernel.stdout("%%burst profile\nz = 1"))
+    return outputs
+
+
+def _profile_notes(outputs: list[str]) -> list[str]:
+    """The median of each profile line over the cells, in the order a profile prints them."""
+    if not outputs:
+        return []
+    steps: dict[tuple[str, str], list[float]] = {}
+    totals = []
+    for text in outputs:
+        total = PROFILE_TOTAL.search(text)
+        if total:
+            totals.append(float(total["ms"]))
+        for line in text.splitlines():
+            row = PROFILE_ROW.match(line)
+            if row:
+                steps.setdefault((row["side"], row["what"]), []).append(float(row["ms"]))
+    notes = [
+        f"Where a warm trivial cell's time goes, through the kernel (`%%burst profile`, medians "
+        f"of {len(outputs)} cells, the peers' clients in the same kernel): the magic "
+        f"{median(totals):.1f} ms from its start to its end (each side on its own clock)"
+    ]
+    for (side, what), values in steps.items():
+        notes.append(f"  {side:<10} {what:<60} {median(values):5.1f} ms (N={len(values)})")
+    return notes
 
 
 def _memory_rows(data: dict[str, Any]) -> list[Row]:

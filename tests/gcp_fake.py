@@ -289,22 +289,26 @@ class ComputeFake:
         return 200, self._operation("insert", target, zone)
 
     def _delete(self, zone: str, name: str) -> dict[str, Any]:
+        # One clock read for the bill's end and the operation's: two reads drift apart by
+        # tens of milliseconds on a loaded machine (a thread starts between them).
+        now = time.time()
         instance = self.instances.pop((zone, name))
         if instance["status"] == "RUNNING":  # a stopped one's end was its stop
-            self.times[name].append(time.time())
+            self.times[name].append(now)
         instance["status"] = "TERMINATED"
         if self.machines is not None:
             threading.Timer(0.2, self.machines.power_off, [name]).start()
-        return self._operation("delete", f"zones/{zone}/instances/{name}", zone)
+        return self._operation("delete", f"zones/{zone}/instances/{name}", zone, at=now)
 
     def _stop(self, zone: str, name: str) -> None:
         """Stopped (TERMINATED): the machine is off, its disk kept, as after a guest shutdown."""
         instance = self.instances.get((zone, name))
         if instance is None or instance["status"] != "RUNNING":
             return
+        now = time.time()
         instance["status"] = "TERMINATED"
-        instance["lastStopTimestamp"] = _stamp(time.time())
-        self.times[name].append(time.time())
+        instance["lastStopTimestamp"] = _stamp(now)
+        self.times[name].append(now)
         if self.machines is not None:
             threading.Timer(0.2, self.machines.power_off, [name]).start()
 
@@ -339,8 +343,15 @@ class ComputeFake:
         return 200, self._operation("insert", f"global/firewalls/{name}")
 
     def _operation(
-        self, kind: str, target: str, zone: str | None = None, error: tuple[str, str] | None = None
+        self,
+        kind: str,
+        target: str,
+        zone: str | None = None,
+        error: tuple[str, str] | None = None,
+        at: float | None = None,
     ) -> dict[str, Any]:
+        """A finished operation; ``at``: when it happened (now by default)."""
+        at = time.time() if at is None else at
         name = f"operation-{next(self._ids)}"
         operation = {
             "kind": "compute#operation",
@@ -348,8 +359,8 @@ class ComputeFake:
             "name": name,
             "operationType": kind,
             "status": "DONE",
-            "insertTime": _stamp(time.time()),
-            "endTime": _stamp(time.time()),
+            "insertTime": _stamp(at),
+            "endTime": _stamp(at),
             "targetLink": f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/{target}",
             "progress": 100,
         }
