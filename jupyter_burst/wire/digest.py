@@ -27,8 +27,8 @@ _CHUNK = 16 << 20
 _PARALLEL_FROM = 4 * _CHUNK
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-# (address, size) -> the key of the bytes there, for ranges watched since they were hashed.
-_known: collections.OrderedDict[tuple[int, int], str] = collections.OrderedDict()
+# (address, size) -> the key of the bytes there, and the number of the watch on them since.
+_known: collections.OrderedDict[tuple[int, int], tuple[str, int]] = collections.OrderedDict()
 _known_lock = threading.Lock()
 _KNOWN = 256
 
@@ -54,13 +54,23 @@ def of(buffer: memoryview) -> str:
     where = (address(view), view.nbytes)
     with _known_lock:
         known = _known.get(where)
-    if known is not None and WATCH.untouched(*where):
-        return known
+    if known is not None and WATCH.untouched(*where, known[1]):
+        return known[0]
     # Protected before it is read: a write while it is hashed shows next time.
-    watched = WATCH.protect(*where)
+    watch = WATCH.protect(*where)
     key = _hashed(view)
-    _note(where, key if watched else None)
+    _note(where, key, watch)
     return key
+
+
+def proven(buffer: memoryview) -> bool:
+    """Whether :func:`of` would give ``buffer``'s key without hashing it: the key of its bytes
+    is known, and none of its pages was written since."""
+    view = buffer.cast("B") if buffer.format != "B" or buffer.ndim != 1 else buffer
+    where = (address(view), view.nbytes)
+    with _known_lock:
+        known = _known.get(where)
+    return known is not None and WATCH.untouched(*where, known[1])
 
 
 def remember(buffer: memoryview, key: str) -> None:
@@ -71,16 +81,17 @@ def remember(buffer: memoryview, key: str) -> None:
     if view.nbytes < _WATCHED_FROM:
         return
     where = (address(view), view.nbytes)
-    _note(where, key if WATCH.protect(*where) else None)
+    _note(where, key, WATCH.protect(*where))
 
 
-def _note(where: tuple[int, int], key: str | None) -> None:
-    """The key of the watched range ``where``; None: it is not watched, forget it."""
+def _note(where: tuple[int, int], key: str, watch: int | None) -> None:
+    """The key of the bytes at ``where``, under the watch numbered ``watch``; None: they are
+    not watched, forget them."""
     with _known_lock:
-        if key is None:
+        if watch is None:
             _known.pop(where, None)
             return
-        _known[where] = key
+        _known[where] = (key, watch)
         _known.move_to_end(where)
         while len(_known) > _KNOWN:
             _known.popitem(last=False)

@@ -49,25 +49,36 @@ _PAGEMAP_UFFD_WP = 1 << 57
 
 
 class WriteWatch:
-    """The ranges this process write-protected, and whether each was written since."""
+    """The ranges this process write-protected, and whether each was written since.
+
+    Protecting a range protects its pages again, and so hides what was written on them
+    before: every other range that shares a page with it is forgotten then (hashed again
+    when next met). :meth:`protect` returns the watch's number for the range, and
+    :meth:`untouched` answers only for that number.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._pid = 0
         self._failed = False
-        self._ranges: collections.OrderedDict[tuple[int, int], None] = collections.OrderedDict()
+        self._count = 0
+        # (first page, end of last page) -> the number of the watch that protected it
+        self._ranges: collections.OrderedDict[tuple[int, int], int] = collections.OrderedDict()
 
-    def protect(self, address: int, nbytes: int) -> bool:
-        """Write-protect the pages under ``[address, address + nbytes)``; False if they cannot
-        be watched (the caller then keeps nothing of them)."""
+    def protect(self, address: int, nbytes: int) -> int | None:
+        """Write-protect the pages under ``[address, address + nbytes)``: the watch's number,
+        or None if they cannot be watched (the caller then keeps nothing of them)."""
         if nbytes < MIN_BYTES or _cuda_in_use():
-            return False
+            return None
         start, end = _pages(address, nbytes)
         with self._lock:
             fd = self._descriptor()
+            # Before anything is protected again: a range sharing a page is no longer proven.
+            for low, high in [r for r in self._ranges if r[0] < end and start < r[1]]:
+                del self._ranges[(low, high)]
             if fd is None or not _private_anonymous(start, end):
-                return False
+                return None
             import fcntl  # Linux only: there is a descriptor
 
             try:
@@ -82,20 +93,21 @@ class WriteWatch:
                     bytearray(struct.pack("QQQ", start, end - start, _WRITEPROTECT_MODE_WP)),
                 )
             except OSError:
-                self._ranges.pop((start, end), None)
-                return False
-            self._ranges[(start, end)] = None
-            self._ranges.move_to_end((start, end))
+                return None
+            self._count += 1
+            self._ranges[(start, end)] = self._count
             while len(self._ranges) > _KEPT:
                 self._ranges.popitem(last=False)
-            return True
+            return self._count
 
-    def untouched(self, address: int, nbytes: int) -> bool:
-        """True only if the range was protected by :meth:`protect` in this process and none of
-        its pages was written since."""
+    def untouched(self, address: int, nbytes: int, watch: int) -> bool:
+        """True only if the range is still under the watch numbered ``watch`` (what
+        :meth:`protect` returned, in this process) and none of its pages was written since."""
         start, end = _pages(address, nbytes)
         with self._lock:
-            if (start, end) not in self._ranges or self._pid != os.getpid() or _cuda_in_use():
+            if self._ranges.get((start, end)) != watch or self._pid != os.getpid():
+                return False
+            if _cuda_in_use():
                 return False
         try:
             with open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
