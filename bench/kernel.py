@@ -112,9 +112,22 @@ class KernelCells:
 
     def run(self, code: str, timeout: float = 300) -> float:
         """Seconds from sending the cell to the kernel's ``idle`` for it; raises if it failed."""
+        return self._execute(code, timeout)[0]
+
+    def stdout(self, code: str, timeout: float = 120) -> str:
+        """What the cell printed; raises if it failed."""
+        return self._execute(code, timeout)[1]
+
+    def pids(self) -> tuple[int, int]:
+        """The kernel's process id, and the burst worker's (after :data:`WORKER_PID` ran)."""
+        kernel_pid, worker_pid = self.stdout("print(os.getpid(), burst_worker_pid)").split()
+        return int(kernel_pid), int(worker_pid)
+
+    def _execute(self, code: str, timeout: float) -> tuple[float, str]:
+        """The cell's seconds to the kernel's ``idle`` for it, and what it printed."""
         started = time.perf_counter()
         msg_id = self.client.execute(code)
-        error = None
+        printed, error = [], None
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -124,47 +137,16 @@ class KernelCells:
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind = msg["msg_type"]
-            if kind == "error":
+            if kind == "stream" and msg["content"]["name"] == "stdout":
+                printed.append(msg["content"]["text"])
+            elif kind == "error":
                 error = f"{msg['content']['ename']}: {msg['content']['evalue']}"
             elif kind == "status" and msg["content"]["execution_state"] == "idle":
                 elapsed = time.perf_counter() - started
                 break
         if error:
             raise RuntimeError(f"cell failed: {error}: {code!r}")
-        return elapsed
-
-    def stdout(self, code: str, timeout: float = 120) -> str:
-        """What the cell printed; raises if it failed."""
-        msg_id = self.client.execute(code)
-        printed, error = [], None
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = self.client.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind = msg["msg_type"]
-            if kind == "stream" and msg["content"]["name"] == "stdout":
-                printed.append(msg["content"]["text"])
-            elif kind == "error":
-                error = f"{msg['content']['ename']}: {msg['content']['evalue']}"
-            elif kind == "status" and msg["content"]["execution_state"] == "idle":
-                break
-        if error:
-            raise RuntimeError(f"cell failed: {error}: {code!r}")
-        return "".join(printed)
-
-    def pids(self) -> tuple[int, int]:
-        """The kernel's process id, and the burst worker's (after :data:`WORKER_PID` ran)."""
-        msg_id = self.client.execute("print(os.getpid(), burst_worker_pid)")
-        while True:
-            msg = self.client.get_iopub_msg(timeout=60)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "stream":
-                kernel_pid, worker_pid = msg["content"]["text"].split()
-                return int(kernel_pid), int(worker_pid)
-            if msg["msg_type"] == "error":
-                raise RuntimeError(f"no process ids: {msg['content']['evalue']}")
+        return elapsed, "".join(printed)
 
     def close(self) -> None:
         self.client.stop_channels()

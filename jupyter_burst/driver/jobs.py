@@ -633,19 +633,7 @@ def _rank_result(job: Job, rank: int, on_events: OnEvents) -> Payload:
         return result
     # Its output batch is ahead of Dask's notice on the same streams: only a notice read out
     # of turn (a peer's failure reads every ended rank) gets here before it.
-    held = []
-    deadline = time.monotonic() + _EVENTS_GRACE_SECONDS
-    while rank not in job.carried and time.monotonic() < deadline:
-        try:
-            kind, item = job.events.get(timeout=0.05)
-        except queue.Empty:
-            continue
-        if kind == "events":
-            _deliver(job, item, on_events)
-        else:
-            held.append((kind, item))
-    for entry in held:
-        job.events.put(entry)
+    _deliver_until(job, lambda: rank in job.carried, _EVENTS_GRACE_SECONDS, on_events)
     if rank not in job.carried:
         raise WorkerLost("its result, sent with its last output, did not arrive")
     return job.carried[rank]
@@ -736,8 +724,10 @@ def _wait_done(job: Job, futures: list, seconds: float, on_events: OnEvents) -> 
 
 
 def _deliver_until(job: Job, done: Callable[[], bool], seconds: float, on_events: OnEvents) -> None:
-    """Render the job's output batches as they arrive until ``done()`` or ``seconds`` pass."""
+    """Render the job's output batches as they arrive until ``done()`` or ``seconds`` pass;
+    the other notices read meanwhile (a rank done, a cancel) are queued again, in order."""
     deadline = time.monotonic() + seconds
+    held = []
     while not done() and time.monotonic() < deadline:
         try:
             kind, item = job.events.get(timeout=0.05)
@@ -745,3 +735,7 @@ def _deliver_until(job: Job, done: Callable[[], bool], seconds: float, on_events
             continue
         if kind == "events":
             _deliver(job, item, on_events)
+        else:
+            held.append((kind, item))
+    for entry in held:
+        job.events.put(entry)

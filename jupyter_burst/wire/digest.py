@@ -48,7 +48,7 @@ def _pool_of_threads() -> ThreadPoolExecutor:
 
 def of(buffer: memoryview) -> str:
     """The content key of ``buffer`` (C-contiguous bytes): 32 hex digits, its length folded in."""
-    view = buffer.cast("B") if buffer.format != "B" or buffer.ndim != 1 else buffer
+    view = _flat(buffer)
     if view.nbytes < _WATCHED_FROM:
         return _hashed(view)
     where = (address(view), view.nbytes)
@@ -66,7 +66,7 @@ def of(buffer: memoryview) -> str:
 def proven(buffer: memoryview) -> bool:
     """Whether :func:`of` would give ``buffer``'s key without hashing it: the key of its bytes
     is known, and none of its pages was written since."""
-    view = buffer.cast("B") if buffer.format != "B" or buffer.ndim != 1 else buffer
+    view = _flat(buffer)
     where = (address(view), view.nbytes)
     with _known_lock:
         known = _known.get(where)
@@ -77,11 +77,16 @@ def remember(buffer: memoryview, key: str) -> None:
     """``key`` is the content key of ``buffer``'s bytes as they are now (they just arrived,
     under the key they were sent with): watch them, so that :func:`of` needs no hash while
     they stay as they are."""
-    view = buffer.cast("B") if buffer.format != "B" or buffer.ndim != 1 else buffer
+    view = _flat(buffer)
     if view.nbytes < _WATCHED_FROM:
         return
     where = (address(view), view.nbytes)
     _note(where, key, WATCH.protect(*where))
+
+
+def _flat(buffer: memoryview) -> memoryview:
+    """``buffer`` as one dimension of bytes (the same memory)."""
+    return buffer.cast("B") if buffer.format != "B" or buffer.ndim != 1 else buffer
 
 
 def _note(where: tuple[int, int], key: str, watch: int | None) -> None:
